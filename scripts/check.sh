@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The whole check: lint, format, types, tests. Creates its own virtual environment.
+# Usage: bash scripts/check.sh [extra pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/_venv.sh
+echo "== ruff check";          "$PY" -m ruff check src tests benchmarks examples
+echo "== ruff format --check"; "$PY" -m ruff format --check src tests benchmarks examples
+echo "== mypy";                "$PY" -m mypy
+echo "== pytest";              "$PY" -m pytest "$@"

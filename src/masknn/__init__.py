@@ -1,0 +1,14 @@
+"""masknn: mask-aware neural network layers for PyTorch.
+
+A bool validity mask (True = valid) travels with the data in :class:`Masked`;
+layers in :mod:`masknn.nn` / :mod:`masknn.functional` never let values at masked
+positions change a valid output or receive a gradient. :mod:`masknn.testing`
+checks that promise on any model; :mod:`masknn.masks` generates masks.
+"""
+
+from masknn import functional, masks, nn, testing
+from masknn._masked import Masked, as_masked
+
+__version__ = "0.1.0"
+
+__all__ = ["Masked", "as_masked", "functional", "masks", "nn", "testing", "__version__"]

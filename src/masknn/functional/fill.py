@@ -1,0 +1,98 @@
+"""Filling masked positions before a plain layer, and feeding the mask as channels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from masknn._masked import Masked
+from masknn._validation import check_data, shape_str, to_bool_mask
+from masknn.functional.reductions import masked_mean
+
+__all__ = ["fill", "mask_channel", "FILL_STRATEGIES"]
+
+#: Strategies understood by :func:`fill`.
+FILL_STRATEGIES = ("zero", "constant", "mean")
+
+
+def fill(
+    x: Tensor,
+    mask: Tensor,
+    strategy: str = "zero",
+    value: float = 0.0,
+    dims: Sequence[int] | None = None,
+) -> Tensor:
+    """Replace masked positions of ``x``, returning a plain tensor for plain layers.
+
+    Strategies:
+
+    * ``"zero"``: 0;
+    * ``"constant"``: ``value``;
+    * ``"mean"``: the mean of the valid values of the same sample and channel,
+      taken over ``dims`` (default: every dimension after the first two, i.e.
+      the spatial ones of ``(N, C, *)``; pass ``dims=(1,)`` for sequences
+      ``(N, T, F)``). A sample/channel with no valid value is filled with 0.
+
+    Selection uses ``torch.where``, so NaN or Inf at masked positions never leak
+    into the output or the gradient. ``fill`` is where data leaves the masked
+    world, so unlike the other functional ops it returns a plain tensor.
+
+    Example:
+        >>> import torch
+        >>> x = torch.tensor([[[1.0, float("nan"), 3.0]]])
+        >>> fill(x, ~x.isnan(), "mean")
+        tensor([[[1., 2., 3.]]])
+    """
+    op = "fill"
+    x = check_data(op, x)
+    m = to_bool_mask(op, x, mask)
+    if strategy == "zero":
+        return torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device))
+    if strategy == "constant":
+        return torch.where(m, x, torch.full((), value, dtype=x.dtype, device=x.device))
+    if strategy == "mean":
+        if dims is None:
+            if x.dim() < 3:
+                raise ValueError(
+                    f"{op}: strategy 'mean' with default dims expects (N, C, *) data with "
+                    f"at least 3 dimensions, got {shape_str(x.shape)}; pass dims explicitly"
+                )
+            dims = tuple(range(2, x.dim()))
+        stat = masked_mean(x, m, dim=tuple(dims), keepdim=True).data
+        return torch.where(m, x, stat.to(x.dtype))
+    raise ValueError(f"{op}: strategy must be one of {FILL_STRATEGIES}, got {strategy!r}")
+
+
+def mask_channel(x: Tensor, mask: Tensor, dim: int = 1) -> Masked:
+    """Append the mask as float channel(s) (1 = valid) along ``dim``.
+
+    The data is zero-filled at masked positions. A channel-shared mask
+    ``(N, 1, *)`` adds one channel; a per-channel mask ``(N, C, *)`` adds C.
+    The appended channels are known everywhere, so the output mask marks them
+    valid: the result is ``Masked(cat(x_zero_filled, m), cat(mask, ones))``.
+
+    Example:
+        >>> import torch
+        >>> x = torch.ones(1, 2, 1, 2)
+        >>> out = mask_channel(x, torch.tensor([[[[True, False]]]]))
+        >>> out.data[0, :, 0]
+        tensor([[1., 0.],
+                [1., 0.],
+                [1., 0.]])
+        >>> out.mask.shape
+        torch.Size([1, 3, 1, 2])
+    """
+    op = "mask_channel"
+    x = check_data(op, x)
+    m = to_bool_mask(op, x, mask)
+    if x.dim() < 2:
+        raise ValueError(f"{op}: expected data with a channel dimension, got {shape_str(x.shape)}")
+    d = dim % x.dim()
+    shape = list(x.shape)
+    shape[d] = m.shape[d]
+    m_ch = m.expand(shape)
+    data = torch.cat([torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device)), m_ch.to(x.dtype)], dim=d)
+    out_mask = torch.cat([m.expand(x.shape), torch.ones_like(m_ch)], dim=d)
+    return Masked(data, out_mask)

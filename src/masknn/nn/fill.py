@@ -1,0 +1,177 @@
+"""Fill Modules: the baselines users try first (DESIGN section 5)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from masknn._masked import Masked, as_masked
+from masknn._validation import shape_str
+from masknn.functional.fill import FILL_STRATEGIES, fill, mask_channel
+from masknn.functional.reductions import masked_mean
+
+__all__ = ["Fill", "LearnedFill", "MaskChannel"]
+
+
+def _all_valid(x: Tensor) -> Tensor:
+    return torch.ones((1,) * x.dim(), dtype=torch.bool, device=x.device)
+
+
+class Fill(nn.Module):
+    """Fill masked positions with zero, a constant, per-sample means or running means.
+
+    After filling every position holds a defined value, so the output mask is
+    all True: put :class:`MaskChannel` *before* a fill to keep the mask as input.
+
+    Args:
+        strategy: ``"zero"``, ``"constant"``, ``"mean"`` (per sample and
+            channel, see :func:`masknn.functional.fill`) or ``"running_mean"``: a
+            per-channel mean of the valid values over the training data, kept
+            as a buffer (batch statistics in training, the running mean in eval,
+            like BatchNorm).
+        value: the constant for ``"constant"``.
+        num_channels: channels (dimension 1) for ``"running_mean"``.
+        momentum: update rate of the running mean.
+
+    Example:
+        >>> import torch
+        >>> from masknn import Masked
+        >>> x = Masked(torch.tensor([[[1.0, float("nan"), 3.0]]]), torch.tensor([[[1, 0, 1]]]))
+        >>> Fill("mean")(x).data
+        tensor([[[1., 2., 3.]]])
+    """
+
+    running_mean: Tensor | None
+
+    def __init__(
+        self,
+        strategy: str = "zero",
+        value: float = 0.0,
+        num_channels: int | None = None,
+        momentum: float = 0.1,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__()
+        if strategy not in FILL_STRATEGIES + ("running_mean",):
+            raise ValueError(
+                f"Fill: strategy must be one of {FILL_STRATEGIES + ('running_mean',)}, got {strategy!r}"
+            )
+        self.strategy = strategy
+        self.value = value
+        self.momentum = momentum
+        self.num_channels = num_channels
+        if strategy == "running_mean":
+            if num_channels is None:
+                raise ValueError("Fill: strategy 'running_mean' needs num_channels")
+            self.register_buffer("running_mean", torch.zeros(num_channels, device=device, dtype=dtype))
+        else:
+            self.register_buffer("running_mean", None)
+
+    def extra_repr(self) -> str:
+        s = f"strategy={self.strategy!r}"
+        if self.strategy == "constant":
+            s += f", value={self.value}"
+        if self.num_channels is not None:
+            s += f", num_channels={self.num_channels}, momentum={self.momentum}"
+        return s
+
+    def forward(self, x: Masked | Tensor) -> Masked:
+        x = as_masked("Fill", x)
+        if self.strategy != "running_mean":
+            data = fill(x.data, x.mask, self.strategy, self.value)
+            return Masked(data, _all_valid(data))
+        assert self.running_mean is not None
+        if x.data.dim() < 2 or x.data.shape[1] != self.running_mean.shape[0]:
+            raise ValueError(
+                f"Fill: expected data (N, {self.running_mean.shape[0]}, *), got {shape_str(x.data.shape)}"
+            )
+        dims = [0] + list(range(2, x.data.dim()))
+        if self.training:
+            batch = masked_mean(x.data, x.mask, dim=dims)
+            with torch.no_grad():
+                upd = torch.where(batch.mask, batch.data.to(self.running_mean), self.running_mean)
+                self.running_mean.lerp_(upd, self.momentum)
+            stat = torch.where(batch.mask, batch.data, self.running_mean.to(batch.data))
+        else:
+            stat = self.running_mean.to(x.data.dtype)
+        shape = (1, -1) + (1,) * (x.data.dim() - 2)
+        data = torch.where(x.mask, x.data, stat.reshape(shape))
+        return Masked(data, _all_valid(data))
+
+
+class LearnedFill(nn.Module):
+    """Fill masked positions with a learned per-channel token (the mask token of masked autoencoders).
+
+    Args:
+        num_channels: size of dimension ``channel_dim`` of the data.
+        channel_dim: 1 for images ``(N, C, *)``, -1 for sequences ``(N, T, F)``.
+
+    The token is initialised from N(0, 0.02^2) as in MAE. The output mask is all
+    True. Masked inputs receive no gradient; the token receives the gradient of
+    every position it fills.
+
+    Example:
+        >>> import torch
+        >>> from masknn import Masked
+        >>> layer = LearnedFill(2)
+        >>> out = layer(Masked(torch.ones(1, 2, 3), torch.tensor([[[True, False, True]]])))
+        >>> torch.equal(out.data[0, :, 1], layer.token.detach())
+        True
+    """
+
+    def __init__(self, num_channels: int, channel_dim: int = 1, device: Any = None, dtype: Any = None) -> None:
+        super().__init__()
+        self.num_channels = num_channels
+        self.channel_dim = channel_dim
+        self.token = nn.Parameter(torch.empty(num_channels, device=device, dtype=dtype))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.token, std=0.02)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_channels}, channel_dim={self.channel_dim}"
+
+    def forward(self, x: Masked | Tensor) -> Masked:
+        x = as_masked("LearnedFill", x)
+        data = x.data
+        d = self.channel_dim % max(data.dim(), 1)
+        if data.dim() <= d or data.shape[d] != self.num_channels:
+            raise ValueError(
+                f"LearnedFill: expected {self.num_channels} channels in dimension "
+                f"{self.channel_dim} of the data, got shape {shape_str(data.shape)}"
+            )
+        shape = [1] * data.dim()
+        shape[d] = self.num_channels
+        token = self.token.to(data.dtype).reshape(shape)
+        out = torch.where(x.mask, data, token)
+        return Masked(out, _all_valid(out))
+
+
+class MaskChannel(nn.Module):
+    """Append the mask as input channel(s); see :func:`masknn.functional.mask_channel`.
+
+    The data is zero-filled; the new channels are marked valid everywhere. A
+    channel-shared mask adds one channel, a per-channel mask C channels.
+
+    Example:
+        >>> import torch
+        >>> from masknn import Masked
+        >>> x = Masked(torch.randn(2, 3, 8, 8), torch.rand(2, 1, 8, 8) > 0.3)
+        >>> MaskChannel()(x).data.shape
+        torch.Size([2, 4, 8, 8])
+    """
+
+    def __init__(self, dim: int = 1) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+    def forward(self, x: Masked | Tensor) -> Masked:
+        x = as_masked("MaskChannel", x)
+        return mask_channel(x.data, x.mask, self.dim)
