@@ -35,7 +35,8 @@ def main() -> None:
     loss = masked_mse_loss(pred, scene, x.mask)
     loss.backward()
     assert pred.grad is not None
-    print(f"masked MSE: {loss.item():.4f}; gradient at holes all zero: {bool((pred.grad[~x.full_mask()] == 0).all())}")
+    zero_at_holes = bool((pred.grad[~x.full_mask()] == 0).all())
+    print(f"masked MSE: {loss.item():.4f}; gradient at holes all zero: {zero_at_holes}")
 
     # The contract checker: NaN/Inf/1e30 at masked positions never reach a valid output.
     assert_no_leakage(Fill("mean"), x, fully_masked_zero=False)

@@ -11,4 +11,4 @@ from masknn._masked import Masked, as_masked
 
 __version__ = "0.1.0"
 
-__all__ = ["Masked", "as_masked", "functional", "masks", "nn", "testing", "__version__"]
+__all__ = ["Masked", "__version__", "as_masked", "functional", "masks", "nn", "testing"]

@@ -104,9 +104,7 @@ class Masked(_MaskedFields):
 
     # ---------------------------------------------------------- constructors
     @classmethod
-    def from_value(
-        cls, data: Tensor, value: float, *, rtol: float = 0.0, atol: float = 0.0
-    ) -> Masked:
+    def from_value(cls, data: Tensor, value: float, *, rtol: float = 0.0, atol: float = 0.0) -> Masked:
         """Mask each element equal to a no-data ``value``.
 
         With ``rtol``/``atol`` a float element counts as no-data when
@@ -134,9 +132,7 @@ class Masked(_MaskedFields):
         return cls(data, valid)
 
     @classmethod
-    def from_lengths(
-        cls, data: Tensor, lengths: Tensor | list[int], *, batch_first: bool = True
-    ) -> Masked:
+    def from_lengths(cls, data: Tensor, lengths: Tensor | list[int], *, batch_first: bool = True) -> Masked:
         """Right-padded sequences: the first ``lengths[i]`` steps of sample ``i`` are valid.
 
         ``data`` is ``(N, T, *)`` (or ``(T, N, *)`` with ``batch_first=False``); the

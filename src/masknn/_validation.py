@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["to_bool_mask", "check_data", "shape_str"]
+__all__ = ["check_data", "shape_str", "to_bool_mask"]
 
 
 def shape_str(shape: Sequence[int] | torch.Size) -> str:

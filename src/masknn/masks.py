@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["random_mask", "rectangle_mask", "stroke_mask", "cloud_mask"]
+__all__ = ["cloud_mask", "random_mask", "rectangle_mask", "stroke_mask"]
 
 Seed = torch.Generator | int | None
 

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from masknn._masked import Masked
 
-__all__ = ["LeakageError", "assert_no_leakage", "DEFAULT_PERTURBATIONS"]
+__all__ = ["DEFAULT_PERTURBATIONS", "LeakageError", "assert_no_leakage"]
 
 #: Values written at masked input positions. ``"random"`` draws standard normals.
 DEFAULT_PERTURBATIONS: tuple[str | float, ...] = (
@@ -122,16 +122,12 @@ def _run(
     torch.manual_seed(seed)
     out = fn(*args)
     outputs = [(n, v, m) for n, v, m in _flatten(out)]
-    buffers = (
-        {k: b.detach().clone() for k, b in module.named_buffers()} if module is not None else {}
-    )
+    buffers = {k: b.detach().clone() for k, b in module.named_buffers()} if module is not None else {}
     input_grads: list[Tensor | None] = [None] * len(leaves)
     param_grads: dict[str, Tensor | None] = {}
     if grad:
         params = (
-            [(k, p) for k, p in module.named_parameters() if p.requires_grad]
-            if module is not None
-            else []
+            [(k, p) for k, p in module.named_parameters() if p.requires_grad] if module is not None else []
         )
         cot_gen = torch.Generator().manual_seed(seed + 2)
         total: Tensor | None = None
@@ -225,7 +221,7 @@ def assert_no_leakage(
 
     for mode in run_modes:
 
-        def fresh() -> tuple[Callable[..., Any], nn.Module | None]:
+        def fresh(mode: str = mode) -> tuple[Callable[..., Any], nn.Module | None]:
             if base_module is None:
                 return module, None
             m = copy.deepcopy(base_module)

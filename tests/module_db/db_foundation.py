@@ -40,7 +40,9 @@ def _ce_inputs() -> tuple[Masked, torch.Tensor, torch.Tensor]:
     return logits, target, mask
 
 
-def _ce_call(module: torch.nn.Module, logits: Masked, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def _ce_call(
+    module: torch.nn.Module, logits: Masked, target: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
     # Masked *targets* hold garbage; the masked logits columns are perturbed by the checker.
     return module(logits, torch.where(mask, target, torch.full_like(target, -7)), mask)
 
@@ -64,9 +66,13 @@ ENTRIES = [
         options=FILL,
     ),
     ModuleInfo(mnn.LearnedFill, lambda: mnn.LearnedFill(4), _image, options=FILL),
-    ModuleInfo(mnn.LearnedFill, lambda: mnn.LearnedFill(5, channel_dim=-1), _seq, id="LearnedFill-seq", options=FILL),
+    ModuleInfo(
+        mnn.LearnedFill, lambda: mnn.LearnedFill(5, channel_dim=-1), _seq, id="LearnedFill-seq", options=FILL
+    ),
     ModuleInfo(mnn.MaskChannel, mnn.MaskChannel, _image, options=FILL),
-    ModuleInfo(mnn.MaskChannel, mnn.MaskChannel, _image_per_channel, id="MaskChannel-per-channel", options=FILL),
+    ModuleInfo(
+        mnn.MaskChannel, mnn.MaskChannel, _image_per_channel, id="MaskChannel-per-channel", options=FILL
+    ),
     ModuleInfo(mnn.MaskFromValue, lambda: mnn.MaskFromValue(0.0), _seq),
     ModuleInfo(mnn.Unwrap, mnn.Unwrap, _image),
     ModuleInfo(mnn.MaskedMSELoss, mnn.MaskedMSELoss, _loss_inputs),

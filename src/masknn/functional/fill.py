@@ -11,7 +11,7 @@ from masknn._masked import Masked
 from masknn._validation import check_data, shape_str, to_bool_mask
 from masknn.functional.reductions import masked_mean
 
-__all__ = ["fill", "mask_channel", "FILL_STRATEGIES"]
+__all__ = ["FILL_STRATEGIES", "fill", "mask_channel"]
 
 #: Strategies understood by :func:`fill`.
 FILL_STRATEGIES = ("zero", "constant", "mean")
@@ -93,6 +93,8 @@ def mask_channel(x: Tensor, mask: Tensor, dim: int = 1) -> Masked:
     shape = list(x.shape)
     shape[d] = m.shape[d]
     m_ch = m.expand(shape)
-    data = torch.cat([torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device)), m_ch.to(x.dtype)], dim=d)
+    data = torch.cat(
+        [torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device)), m_ch.to(x.dtype)], dim=d
+    )
     out_mask = torch.cat([m.expand(x.shape), torch.ones_like(m_ch)], dim=d)
     return Masked(data, out_mask)

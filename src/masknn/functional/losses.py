@@ -19,11 +19,11 @@ from masknn._masked import Masked
 from masknn._validation import check_data, shape_str, to_bool_mask
 
 __all__ = [
-    "masked_mse_loss",
-    "masked_l1_loss",
-    "masked_smooth_l1_loss",
     "masked_binary_cross_entropy_with_logits",
     "masked_cross_entropy",
+    "masked_l1_loss",
+    "masked_mse_loss",
+    "masked_smooth_l1_loss",
 ]
 
 _REDUCTIONS = ("none", "sum", "mean")
@@ -163,8 +163,10 @@ def masked_cross_entropy(
         input = input.data
     input = check_data(op, input)
     target = check_data(op, target)
-    if input.dim() < 1 or target.dim() != max(input.dim() - 1, 0) or (
-        target.dim() > 0 and (target.shape[0] != input.shape[0] or target.shape[1:] != input.shape[2:])
+    if (
+        input.dim() < 1
+        or target.dim() != max(input.dim() - 1, 0)
+        or (target.dim() > 0 and (target.shape[0] != input.shape[0] or target.shape[1:] != input.shape[2:]))
     ):
         raise ValueError(
             f"{op}: expected logits (N, C, *) and target (N, *); got input "

@@ -19,15 +19,15 @@ from masknn._masked import Masked
 from masknn._validation import check_data, to_bool_mask
 
 __all__ = [
-    "masked_sum",
-    "masked_mean",
-    "masked_var",
-    "masked_std",
-    "masked_max",
-    "masked_min",
-    "masked_logsumexp",
-    "masked_softmax",
     "masked_log_softmax",
+    "masked_logsumexp",
+    "masked_max",
+    "masked_mean",
+    "masked_min",
+    "masked_softmax",
+    "masked_std",
+    "masked_sum",
+    "masked_var",
 ]
 
 Dims = int | Sequence[int] | None
@@ -191,7 +191,9 @@ def _lse(op: str, x: Tensor, m: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, 
     shift = torch.where(valid & torch.isfinite(shift), shift, torch.zeros_like(shift)).detach()
     e = torch.where(m, torch.exp(torch.where(m, xa - shift, torch.zeros_like(xa))), torch.zeros_like(xa))
     s = e.sum(dim=dims, keepdim=True)
-    lse = torch.where(valid, torch.log(torch.where(valid, s, torch.ones_like(s))) + shift, torch.zeros_like(s))
+    lse = torch.where(
+        valid, torch.log(torch.where(valid, s, torch.ones_like(s))) + shift, torch.zeros_like(s)
+    )
     return lse, valid
 
 

@@ -122,7 +122,9 @@ class LearnedFill(nn.Module):
         True
     """
 
-    def __init__(self, num_channels: int, channel_dim: int = 1, device: Any = None, dtype: Any = None) -> None:
+    def __init__(
+        self, num_channels: int, channel_dim: int = 1, device: Any = None, dtype: Any = None
+    ) -> None:
         super().__init__()
         self.num_channels = num_channels
         self.channel_dim = channel_dim

@@ -8,11 +8,11 @@ from masknn._masked import Masked
 from masknn.functional import losses as L
 
 __all__ = [
-    "MaskedMSELoss",
-    "MaskedL1Loss",
-    "MaskedSmoothL1Loss",
     "MaskedBCEWithLogitsLoss",
     "MaskedCrossEntropyLoss",
+    "MaskedL1Loss",
+    "MaskedMSELoss",
+    "MaskedSmoothL1Loss",
 ]
 
 
@@ -63,22 +63,27 @@ class MaskedSmoothL1Loss(_MaskedLoss):
 
 
 class MaskedBCEWithLogitsLoss(_MaskedLoss):
-    """BCE on logits over valid elements; see :func:`masknn.functional.masked_binary_cross_entropy_with_logits`."""
+    """BCE on logits over valid elements.
+
+    See :func:`masknn.functional.masked_binary_cross_entropy_with_logits`.
+    """
+
+    pos_weight: Tensor | None
 
     def __init__(self, reduction: str = "mean", pos_weight: Tensor | None = None) -> None:
         super().__init__(reduction)
         self.register_buffer("pos_weight", pos_weight)
 
     def forward(self, input: Tensor | Masked, target: Tensor | Masked, mask: Tensor | None = None) -> Tensor:
-        return L.masked_binary_cross_entropy_with_logits(
-            input, target, mask, self.reduction, self.pos_weight
-        )
+        return L.masked_binary_cross_entropy_with_logits(input, target, mask, self.reduction, self.pos_weight)
 
 
 class MaskedCrossEntropyLoss(_MaskedLoss):
     """Cross-entropy at valid positions; see :func:`masknn.functional.masked_cross_entropy`."""
 
-    def __init__(self, reduction: str = "mean", label_smoothing: float = 0.0, ignore_index: int = -100) -> None:
+    def __init__(
+        self, reduction: str = "mean", label_smoothing: float = 0.0, ignore_index: int = -100
+    ) -> None:
         super().__init__(reduction)
         self.label_smoothing = label_smoothing
         self.ignore_index = ignore_index
