@@ -17,7 +17,7 @@ __all__ = ["check_data", "shape_str", "to_bool_mask"]
 
 def shape_str(shape: Sequence[int] | torch.Size) -> str:
     """Format a shape as ``(2, 3, 4)``."""
-    return "(" + ", ".join(str(int(s)) for s in shape) + ")"
+    return str(tuple(int(s) for s in shape))
 
 
 def check_data(layer: str, data: object) -> Tensor:

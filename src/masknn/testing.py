@@ -256,12 +256,14 @@ def assert_no_leakage(
                     bad = valid & _differs(v, rv, rtol, atol)
                     if v.is_floating_point():
                         bad = bad | (valid & ~torch.isfinite(v) & torch.isfinite(rv))
+                    label = f"{oname}.data"
                 else:
                     bad = _differs(v, rv, rtol, atol)
+                    label = oname
                 if bool(bad.any()):
                     idx = _first_index(bad)
                     raise LeakageError(
-                        f"{tag}: {oname} at valid index {idx} is {_fmt(v, idx)}, "
+                        f"{tag}: {label} at valid index {idx} is {_fmt(v, idx)}, "
                         f"{_fmt(rv, idx)} with masked inputs = {ref_value!r}"
                     )
             for k, b in run.buffers.items():
@@ -275,8 +277,8 @@ def assert_no_leakage(
                         f"{tag}: buffer {k!r} at index {idx} is {_fmt(b, idx)}, "
                         f"{_fmt(rb, idx)} with masked inputs = {ref_value!r}"
                     )
-            if not check_grad:
-                continue
+        for value, run in runs if check_grad else []:
+            tag = f"{where}, masked inputs = {value!r}"
             for i, (g, rg, item) in enumerate(
                 zip(run.input_grads, ref.input_grads, [x for x in inputs if isinstance(x, Masked)])
             ):

@@ -1,0 +1,118 @@
+"""Masked losses against plain PyTorch on the valid subset."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from masknn import Masked
+from masknn.functional import (
+    masked_binary_cross_entropy_with_logits,
+    masked_cross_entropy,
+    masked_l1_loss,
+    masked_mse_loss,
+    masked_smooth_l1_loss,
+)
+
+ELEMENTWISE = {
+    "mse": (masked_mse_loss, F.mse_loss),
+    "l1": (masked_l1_loss, F.l1_loss),
+    "smooth_l1": (masked_smooth_l1_loss, F.smooth_l1_loss),
+    "bce": (masked_binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits),
+}
+
+
+@pytest.mark.parametrize("name", list(ELEMENTWISE))
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31), rate=st.sampled_from([0.0, 0.4, 0.9]), shared=st.booleans())
+def test_elementwise_losses_match_valid_subset(
+    name: str, reduction: str, seed: int, rate: float, shared: bool
+) -> None:
+    rng = np.random.default_rng(seed)
+    x = torch.tensor(rng.normal(size=(3, 4, 5)))
+    t = torch.tensor(rng.random(size=(3, 4, 5)))
+    m = torch.tensor(rng.random(size=(3, 1, 5) if shared else (3, 4, 5)) >= rate)
+    ours, theirs = ELEMENTWISE[name]
+    xn = torch.where(m, x, torch.tensor(math.nan, dtype=x.dtype))
+    tn = torch.where(m, t, torch.tensor(math.inf, dtype=t.dtype))
+    got = ours(xn, tn, m, reduction=reduction)
+    full = m.expand(x.shape)
+    ref_elem = theirs(x[full], t[full], reduction="none")
+    if reduction == "none":
+        want = torch.zeros_like(x)
+        want[full] = ref_elem
+        torch.testing.assert_close(got, want)
+    elif reduction == "sum":
+        torch.testing.assert_close(got, ref_elem.sum())
+    else:
+        want_mean = ref_elem.mean() if ref_elem.numel() else torch.tensor(0.0, dtype=x.dtype)
+        torch.testing.assert_close(got, want_mean)
+
+
+def test_no_valid_element_gives_zero_loss_and_zero_grad() -> None:
+    x = torch.randn(2, 3, requires_grad=True)
+    m = torch.zeros(2, 3, dtype=torch.bool)
+    for op, _ in ELEMENTWISE.values():
+        loss = op(x, torch.full((2, 3), math.nan), m)
+        assert loss.item() == 0.0
+        loss.backward()
+        assert x.grad is not None and x.grad.eq(0).all()
+
+
+def test_masked_inputs_and_targets_combine() -> None:
+    x = Masked(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([True, True, False]))
+    t = Masked(torch.tensor([0.0, 0.0, 0.0]), torch.tensor([False, True, True]))
+    assert masked_mse_loss(x, t).item() == 4.0
+    with pytest.raises(TypeError, match="masked_mse_loss: expected a mask"):
+        masked_mse_loss(torch.zeros(2), torch.zeros(2))
+    with pytest.raises(ValueError, match="input shape"):
+        masked_mse_loss(torch.zeros(2), torch.zeros(3), torch.ones(2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        masked_l1_loss(torch.zeros(2), torch.zeros(2), torch.ones(2, dtype=torch.bool), reduction="avg")
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**31), rate=st.sampled_from([0.0, 0.5, 1.0]), smoothing=st.sampled_from([0.0, 0.1])
+)
+def test_cross_entropy_matches_valid_subset(reduction: str, seed: int, rate: float, smoothing: float) -> None:
+    rng = np.random.default_rng(seed)
+    logits = torch.tensor(rng.normal(size=(3, 5, 4)))
+    target = torch.tensor(rng.integers(0, 5, size=(3, 4)))
+    m = torch.tensor(rng.random(size=(3, 4)) >= rate)
+    garbage_target = torch.where(m, target, torch.full_like(target, 99))
+    nan_logits = torch.where(m.unsqueeze(1), logits, torch.tensor(math.nan, dtype=logits.dtype))
+    got = masked_cross_entropy(nan_logits, garbage_target, m, reduction=reduction, label_smoothing=smoothing)
+    flat_logits = logits.permute(0, 2, 1)[m]
+    ref = F.cross_entropy(flat_logits, target[m], reduction="none", label_smoothing=smoothing)
+    if reduction == "none":
+        want = torch.zeros(3, 4, dtype=logits.dtype)
+        want[m] = ref
+        torch.testing.assert_close(got, want)
+    elif reduction == "sum":
+        torch.testing.assert_close(got, ref.sum())
+    else:
+        torch.testing.assert_close(got, ref.mean() if ref.numel() else torch.tensor(0.0, dtype=logits.dtype))
+
+
+def test_cross_entropy_mask_shapes_and_ignore_index() -> None:
+    logits = torch.randn(2, 3, 4, 4)
+    target = torch.randint(0, 3, (2, 4, 4))
+    m = torch.rand(2, 1, 4, 4) > 0.5
+    a = masked_cross_entropy(logits, target, m)
+    b = masked_cross_entropy(logits, target, m[:, 0])
+    torch.testing.assert_close(a, b)
+    ignored = torch.where(m[:, 0], target, torch.full_like(target, -100))
+    torch.testing.assert_close(masked_cross_entropy(logits, ignored), a)
+    with pytest.raises(ValueError, match=r"masked_cross_entropy: expected logits \(N, C, \*\)"):
+        masked_cross_entropy(logits, target[:, :2], m)
+    with pytest.raises(TypeError, match="integer class indices"):
+        masked_cross_entropy(logits, target.float(), m)
