@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/_venv.sh
-echo "== ruff check";          "$PY" -m ruff check src tests benchmarks examples
-echo "== ruff format --check"; "$PY" -m ruff format --check src tests benchmarks examples
+echo "== ruff check";          "$PY" -m ruff check .
+echo "== ruff format --check"; "$PY" -m ruff format --check .
 echo "== mypy";                "$PY" -m mypy
 echo "== pytest";              "$PY" -m pytest "$@"
