@@ -15,5 +15,5 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
     "$PY" -m pip install -q "torch>=2.3"
   }
 fi
-echo "== installing masknn[${MASKNN_EXTRAS:-dev}]"
-"$PY" -m pip install -q -e ".[${MASKNN_EXTRAS:-dev}]"
+echo "== installing masknn[${MASKNN_EXTRAS:-dev,docs}]"
+"$PY" -m pip install -q -e ".[${MASKNN_EXTRAS:-dev,docs}]"

@@ -7,4 +7,6 @@ cd "$(dirname "$0")/.."
 echo "== ruff check";          "$PY" -m ruff check .
 echo "== ruff format --check"; "$PY" -m ruff format --check .
 echo "== mypy";                "$PY" -m mypy
+echo "== docs (mkdocs build --strict)"
+"$PY" -m mkdocs build --strict -q -d "$(mktemp -d)"
 echo "== pytest";              "$PY" -m pytest "$@"

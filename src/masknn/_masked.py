@@ -25,7 +25,7 @@ class Masked(_MaskedFields):
     Tensor subclass, so it passes through ``nn.Sequential``, ``torch.compile``
     and fx unchanged.
 
-    Args:
+    Attributes:
         data: any tensor.
         mask: ``True`` where ``data`` is valid. A bool tensor, or a float/int
             tensor holding only 0 and 1 (converted). It has the data's number of
@@ -38,7 +38,7 @@ class Masked(_MaskedFields):
     Values at masked positions may hold anything (NaN, Inf included): masknn
     layers never read them. Layer outputs hold exactly 0 at masked positions.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> x = torch.tensor([[1.0, float("nan"), 3.0]])
@@ -110,7 +110,7 @@ class Masked(_MaskedFields):
         With ``rtol``/``atol`` a float element counts as no-data when
         ``|x - value| <= atol + rtol * |value|``. ``value`` may be NaN.
 
-        Example:
+        Examples:
             >>> import torch
             >>> Masked.from_value(torch.tensor([-9999.0, 2.0]), -9999.0).mask
             tensor([False,  True])
@@ -122,7 +122,7 @@ class Masked(_MaskedFields):
     def from_nan(cls, data: Tensor, *, inf: bool = True) -> Masked:
         """Mask NaN elements, and with ``inf`` (default) also +/-Inf.
 
-        Example:
+        Examples:
             >>> import torch
             >>> Masked.from_nan(torch.tensor([1.0, float("nan"), float("inf")])).mask
             tensor([ True, False, False])
@@ -138,7 +138,7 @@ class Masked(_MaskedFields):
         ``data`` is ``(N, T, *)`` (or ``(T, N, *)`` with ``batch_first=False``); the
         mask is ``(N, T, 1, ...)`` (resp. ``(T, N, 1, ...)``).
 
-        Example:
+        Examples:
             >>> import torch
             >>> m = Masked.from_lengths(torch.zeros(2, 3, 4), [3, 1])
             >>> m.mask[..., 0]
@@ -208,7 +208,7 @@ class Masked(_MaskedFields):
         (NaN works too, which Keras cannot do). The mask keeps the feature
         dimension as 1: ``(N, T, 1)``.
 
-        Example:
+        Examples:
             >>> import torch
             >>> x = torch.tensor([[[1.0, 2.0], [0.0, 0.0], [0.0, 5.0]]])
             >>> Masked.from_padding(x, 0.0).mask[..., 0]

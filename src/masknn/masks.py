@@ -61,7 +61,7 @@ def _threshold(score: Tensor, coverage: float, shape: tuple[int, ...], gen: torc
 def random_mask(shape: Sequence[int], coverage: float, seed: Seed = None) -> Tensor:
     """Drop each position independently with probability ``coverage`` (pixel dropout).
 
-    Example:
+    Examples:
         >>> m = random_mask((4, 1, 32, 32), 0.3, seed=0)
         >>> m.dtype, round(1 - m.float().mean().item(), 1)
         (torch.bool, 0.3)
@@ -80,7 +80,7 @@ def rectangle_mask(
     """Rectangular holes: random rectangles (sides up to ``max_size`` of the image) in
     random order until ``coverage`` is reached (the last one is cut to fit).
 
-    Example:
+    Examples:
         >>> m = rectangle_mask((2, 1, 64, 64), 0.25, seed=0)
         >>> [round(1 - s.float().mean().item(), 2) for s in m]
         [0.25, 0.25]
@@ -117,7 +117,7 @@ def stroke_mask(
     """Free-form brush strokes (as in DeepFill v2 inpainting masks): random polylines whose
     brush width grows until ``coverage`` is reached.
 
-    Example:
+    Examples:
         >>> m = stroke_mask((2, 1, 48, 48), 0.2, seed=1)
         >>> round(1 - m.float().mean().item(), 2)
         0.2
@@ -158,7 +158,7 @@ def cloud_mask(
 
     Higher ``smoothness`` gives larger, rounder clouds.
 
-    Example:
+    Examples:
         >>> m = cloud_mask((3, 1, 64, 64), 0.5, seed=0)
         >>> [round(1 - s.float().mean().item(), 2) for s in m]
         [0.5, 0.5, 0.5]

@@ -188,8 +188,9 @@ def assert_no_leakage(
         perturbations: values written at masked positions; ``"random"`` draws
             normals. The first entry is the reference run.
         modes: ``"train"`` and/or ``"eval"`` (ignored for plain callables).
-        rtol, atol: tolerance of the comparison of valid outputs, buffers and
+        rtol: relative tolerance of the comparison of valid outputs, buffers and
             gradients between runs; the default is exact equality.
+        atol: absolute tolerance of the same comparison.
         check_grad: check input and parameter gradients.
         check_canonical: require exactly 0 at masked output positions.
         check_fully_masked: also run with sample 0 fully masked (NaN at every
@@ -205,7 +206,7 @@ def assert_no_leakage(
         LeakageError: naming the failed check, the mode, the perturbation and
             the first offending index.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> from masknn.nn import LearnedFill

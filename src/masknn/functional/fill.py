@@ -39,7 +39,7 @@ def fill(
     into the output or the gradient. ``fill`` is where data leaves the masked
     world, so unlike the other functional ops it returns a plain tensor.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([[[1.0, float("nan"), 3.0]]])
         >>> fill(x, ~x.isnan(), "mean")
@@ -73,7 +73,7 @@ def mask_channel(x: Tensor, mask: Tensor, dim: int = 1) -> Masked:
     The appended channels are known everywhere, so the output mask marks them
     valid: the result is ``Masked(cat(x_zero_filled, m), cat(mask, ones))``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.ones(1, 2, 1, 2)
         >>> out = mask_channel(x, torch.tensor([[[[True, False]]]]))

@@ -87,7 +87,7 @@ def masked_mse_loss(
 ) -> Tensor:
     """Mean squared error over valid elements.
 
-    Example:
+    Examples:
         >>> import torch
         >>> pred = torch.tensor([1.0, 2.0, 3.0])
         >>> target = torch.tensor([1.0, float("nan"), 5.0])
@@ -148,7 +148,7 @@ def masked_cross_entropy(
     ``ignore_index`` count as masked. With a ``Masked`` input, a position is
     valid when all its class logits are. Masked targets may hold any integer.
 
-    Example:
+    Examples:
         >>> import torch
         >>> logits = torch.tensor([[2.0, 0.0], [float("nan"), 1.0]])
         >>> target = torch.tensor([0, 7])

@@ -78,7 +78,7 @@ def _sum_count(x: Tensor, m: Tensor, dims: tuple[int, ...], keepdim: bool) -> tu
 def masked_sum(x: Tensor, mask: Tensor, dim: Dims = None, keepdim: bool = False) -> Masked:
     """Sum of the valid elements along ``dim`` (all dims when ``None``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([[1.0, float("nan"), 3.0]])
         >>> masked_sum(x, ~x.isnan(), dim=1).data
@@ -103,7 +103,7 @@ def _mean(op: str, x: Tensor, mask: Tensor, dim: Dims, keepdim: bool) -> tuple[T
 def masked_mean(x: Tensor, mask: Tensor, dim: Dims = None, keepdim: bool = False) -> Masked:
     """Mean of the valid elements along ``dim``; 0 (and mask False) where none is valid.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([[1.0, 5.0, 3.0], [2.0, 2.0, 2.0]])
         >>> m = torch.tensor([[True, False, True], [False, False, False]])
@@ -215,7 +215,7 @@ def masked_softmax(x: Tensor, mask: Tensor, dim: int) -> Masked:
     A slice with no valid element gives all zeros (not NaN). The output mask is
     the input mask.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([[0.0, 100.0, 0.0]])
         >>> masked_softmax(x, torch.tensor([[True, False, True]]), dim=1).data

@@ -35,7 +35,7 @@ class Fill(nn.Module):
         num_channels: channels (dimension 1) for ``"running_mean"``.
         momentum: update rate of the running mean.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> x = Masked(torch.tensor([[[1.0, float("nan"), 3.0]]]), torch.tensor([[[1, 0, 1]]]))
@@ -113,7 +113,7 @@ class LearnedFill(nn.Module):
     True. Masked inputs receive no gradient; the token receives the gradient of
     every position it fills.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> layer = LearnedFill(2)
@@ -159,7 +159,7 @@ class MaskChannel(nn.Module):
     The data is zero-filled; the new channels are marked valid everywhere. A
     channel-shared mask adds one channel, a per-channel mask C channels.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> x = Masked(torch.randn(2, 3, 8, 8), torch.rand(2, 1, 8, 8) > 0.3)

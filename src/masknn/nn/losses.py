@@ -32,7 +32,7 @@ class _MaskedLoss(nn.Module):
 class MaskedMSELoss(_MaskedLoss):
     """Mean squared error over valid elements; see :func:`masknn.functional.masked_mse_loss`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> pred = Masked(torch.tensor([1.0, 9.0]), torch.tensor([True, False]))

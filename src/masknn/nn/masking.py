@@ -25,7 +25,7 @@ class MaskFromValue(nn.Module):
         mask_value: the padding value.
         feature_dim: the dimension whose elements must all equal ``mask_value``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([[[1.0, 2.0], [0.0, 0.0]]])
         >>> MaskFromValue(0.0)(x).mask[..., 0]
@@ -60,7 +60,7 @@ class Unwrap(nn.Module):
     The data is made canonical (zeros at masked positions) so that a plain
     layer never sees the garbage a masked input may hold.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> Unwrap()(Masked(torch.tensor([1.0, float("nan")]), torch.tensor([True, False])))
