@@ -105,3 +105,23 @@ def select(x: Tensor, m: Tensor) -> Tensor:
         out: Tensor = _SelectZero.apply(x, mask_bits(m, x.dtype))
         return out
     return torch.where(m, x, zero(x))
+
+
+def _select_into(src: Tensor, mask: Tensor, out: Tensor | None = None) -> Tensor:
+    """``torch.where(mask, src, 0)`` bit by bit into ``out`` (a new tensor, or ``src`` itself).
+
+    A per-channel mask is expanded to integer bits one slice of the batch at a time,
+    so no full-size integer mask is ever allocated.
+    """
+    itype = _BITS[src.dtype]
+    if out is None:
+        out = torch.empty(src.shape, dtype=src.dtype, device=src.device)
+    n = src.shape[0]
+    if mask.shape[1] == 1 or mask.shape[0] == 1 or n == 1:
+        torch.bitwise_and(src.view(itype), mask_bits(mask, src.dtype), out=out.view(itype))
+        return out
+    step = max(1, n // 8)
+    for i in range(0, n, step):
+        part = mask_bits(mask[i : i + step], src.dtype)
+        torch.bitwise_and(src[i : i + step].view(itype), part, out=out[i : i + step].view(itype))
+    return out
