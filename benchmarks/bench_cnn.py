@@ -9,7 +9,8 @@ masked / plain time within the same repeat, next to the ratio of the medians.
 Peak memory (``--memory``): each (case, layer) runs once in a fresh subprocess, after
 a small warm-up that loads the kernels; the peak is the high-water mark of the
 resident set (``VmHWM``, reset through ``/proc/self/clear_refs`` just before the
-step) minus the resident set just before the measured forward+backward (so it counts everything allocated by the
+step) minus the resident set just before the measured forward+backward (so it counts everything
+allocated by the
 step: outputs, saved tensors, gradients, temporaries; the inputs and weights are
 resident before and not counted). glibc's dynamic mmap threshold is pinned
 (``MALLOC_MMAP_THRESHOLD_``) so freed tensors leave the resident set at once.
@@ -142,7 +143,9 @@ def memory_case(case: str, threads: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: cores are shared)")
     parser.add_argument("--cases", nargs="*", default=list(CASES))

@@ -35,6 +35,7 @@ from masknn._masked import Masked
 from masknn._validation import shape_str
 from masknn.functional._spatial import (
     IntOrSeq,
+    _select_into,
     acc_dtype,
     is_shared,
     ntuple,
@@ -141,7 +142,9 @@ class _PartialConvFn(torch.autograd.Function):
     ) -> Tensor:
         xz = _select_into(x.contiguous(), mask)
         stride, padding, dilation, transposed, output_padding, groups = conv
-        out = torch.ops.aten.convolution(xz, weight, None, stride, padding, dilation, transposed, output_padding, groups)
+        out = torch.ops.aten.convolution(
+            xz, weight, None, stride, padding, dilation, transposed, output_padding, groups
+        )
         del xz
         out = out.contiguous()
         out_v = out.view(view)
@@ -167,11 +170,15 @@ class _PartialConvFn(torch.autograd.Function):
             args = (stride, padding, dilation, transposed, output_padding, groups)
             if need_w:
                 xz = _select_into(x.contiguous(), mask)
-                grad_w = torch.ops.aten.convolution_backward(g, xz, weight, None, *args, [False, True, False])[1]
+                grad_w = torch.ops.aten.convolution_backward(
+                    g, xz, weight, None, *args, [False, True, False]
+                )[1]
                 del xz  # freed before the input gradient is allocated
             if need_x:
                 # The input gradient reads the input's shape only, not its values.
-                grad_x = torch.ops.aten.convolution_backward(g, x, weight, None, *args, [True, False, False])[0]
+                grad_x = torch.ops.aten.convolution_backward(g, x, weight, None, *args, [True, False, False])[
+                    0
+                ]
                 grad_x = grad_x.contiguous()
                 _select_into(grad_x, mask, out=grad_x)
         if ctx.has_bias and need_b:
@@ -357,7 +364,8 @@ def partial_conv3d(
 
     Example:
         >>> import torch
-        >>> out = partial_conv3d(torch.ones(1, 2, 3, 3, 3), torch.ones(1, 1, 3, 3, 3), torch.ones(4, 2, 3, 3, 3))
+        >>> x, m = torch.ones(1, 2, 3, 3, 3), torch.ones(1, 1, 3, 3, 3)
+        >>> out = partial_conv3d(x, m, torch.ones(4, 2, 3, 3, 3))
         >>> out.data.shape, out.mask.shape
         (torch.Size([1, 4, 1, 1, 1]), torch.Size([1, 1, 1, 1, 1]))
     """
@@ -423,7 +431,6 @@ def _partial_conv_transpose(
             window = window * w.reshape(shape)
     spec = (list(st), list(pad), list(dil), True, list(opad), groups)
     return _run(x, m, weight, bias, cnt, window, spec, spatial_out, weight.shape[1] * groups)
-
 
 
 def partial_conv_transpose1d(

@@ -158,7 +158,7 @@ def masked_batch_norm(
     momentum: float = 0.1,
     eps: float = 1e-5,
 ) -> Masked:
-    """Batch normalization of ``x`` ``(N, C, *)`` over its valid elements (as :func:`torch.nn.functional.batch_norm`).
+    """Batch normalization of ``x`` ``(N, C, *)`` over its valid elements (as ``F.batch_norm``).
 
     In training, each channel's mean and biased variance are taken over the valid
     elements of the batch; ``running_mean``/``running_var`` (when given) are updated in
@@ -210,7 +210,7 @@ def _update(
     has_var: Tensor,
     momentum: float,
 ) -> None:
-    """Move the running statistics toward ``mean``/``unbiased_var`` where ``has_*`` (one value per channel)."""
+    """Move the running statistics toward ``mean``/``unbiased_var`` where ``has_*`` (per channel)."""
     if running_mean is not None:
         mean = mean.reshape(-1).to(running_mean.dtype)
         new = torch.lerp(running_mean, mean, momentum)
@@ -337,7 +337,8 @@ def masked_layer_norm(
     k = len(shape)
     if k == 0 or x.dim() < k or tuple(x.shape[-k:]) != shape:
         raise ValueError(
-            f"{op}: normalized_shape {shape} does not match the last dimensions of data shape {shape_str(x.shape)}"
+            f"{op}: normalized_shape {shape} does not match the last dimensions of data shape "
+            f"{shape_str(x.shape)}"
         )
     dims = tuple(range(x.dim() - k, x.dim()))
     xz, mean, var, _ = _moments(x, m, dims)
