@@ -117,8 +117,9 @@ class _BatchNormTrain(torch.autograd.Function):
         xz = _select_into(x.contiguous(), mask)
         n = _count(mask, x.shape, dims, x.dtype).reshape(-1).expand(c).contiguous()
         n1 = n.clamp_min(1)
-        mean = xz.sum(dims) / n1
-        sq = torch.linalg.vector_norm(xz, 2, dims).square()
+        rows = xz.view(x.shape[0], c, -1)  # reductions over the contiguous last dimension are fastest
+        mean = rows.sum(2).sum(0) / n1
+        sq = torch.linalg.vector_norm(rows, 2, 2).square().sum(0)
         var = (sq / n1 - mean * mean).clamp_min(0)
         out = torch.native_batch_norm(xz, weight, bias, mean, var, False, 0.0, eps)[0]
         _select_into(out, mask, out=out)
