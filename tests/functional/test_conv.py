@@ -305,6 +305,10 @@ def test_bad_inputs_raise_clear_errors() -> None:
         MF.partial_conv2d(torch.ones(2, 3, 5, 5, dtype=torch.int64), torch.ones(2, 1, 5, 5), w)
     with pytest.raises(ValueError, match=r"padding='same' is not supported for strided"):
         MF.partial_conv2d(x, torch.ones(2, 1, 5, 5), w, stride=2, padding="same")
+    with pytest.raises(
+        TypeError, match=r"partial_conv2d: weight \(torch\.float64 on cpu\) and data \(torch\.float32"
+    ):
+        MF.partial_conv2d(x, torch.ones(2, 1, 5, 5), w.double())
     # A float 0/1 mask is accepted.
     out = MF.partial_conv2d(x, (torch.rand(2, 1, 5, 5) > 0.5).float(), w)
     assert out.mask.dtype == torch.bool

@@ -92,6 +92,11 @@ def _check_weight(op: str, nd: int, x: Tensor, weight: Tensor, groups: int, tran
     if not isinstance(weight, Tensor) or weight.dim() != nd + 2:
         got = shape_str(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
         raise ValueError(f"{op}: expected a {nd + 2}-d weight, got {got}")
+    if weight.dtype != x.dtype or weight.device != x.device:
+        raise TypeError(
+            f"{op}: weight ({weight.dtype} on {weight.device}) and data ({x.dtype} on {x.device}) "
+            "must share dtype and device"
+        )
     c_in = x.shape[1]
     expected = weight.shape[0] if transposed else weight.shape[1] * groups
     if groups < 1 or c_in % groups or c_in != expected:
