@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from masknn._validation import check_data, shape_str, to_bool_mask
 
@@ -89,6 +90,7 @@ class _SelectZero(torch.autograd.Function):
         return torch.bitwise_and(x.view(bits.dtype), bits).view(x.dtype)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         (bits,) = ctx.saved_tensors
         return torch.bitwise_and(grad.view(bits.dtype), bits).view(grad.dtype), None

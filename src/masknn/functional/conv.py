@@ -30,6 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from masknn._masked import Masked
 from masknn._validation import shape_str
@@ -164,6 +165,7 @@ class _PartialConvFn(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, mask, weight, scale, valid = ctx.saved_tensors
         stride, padding, dilation, transposed, output_padding, groups = ctx.conv

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from masknn._masked import Masked
 from masknn._validation import check_data, shape_str, to_bool_mask
@@ -129,6 +130,7 @@ class _BatchNormTrain(torch.autograd.Function):
         return out, mean, var, n
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad: Tensor, *_: Any) -> tuple[Tensor | None, ...]:
         xz, mask, weight, mean, var, n1 = ctx.saved_tensors
         eps = ctx.eps
