@@ -49,7 +49,8 @@ def main() -> None:
     out.sum().backward()
     token = learned[1].token
     print("logits", tuple(out.shape), "finite:", bool(torch.isfinite(out).all()))
-    print("the learned token receives a gradient:", token.grad is not None and bool(token.grad.abs().sum() > 0))
+    has_grad = token.grad is not None and bool(token.grad.abs().sum() > 0)
+    print("the learned token receives a gradient:", has_grad)
 
     # The article's intent done right: the conv output's own mask, propagated.
     conv = mnn.PartialConv2d(1, 32, 3)  # "valid" 3x3: output 26x26, mask 26x26
@@ -58,7 +59,8 @@ def main() -> None:
     # Post-masking any plain module with the propagated mask:
     post = mnn.PostMask(nn.Conv2d(32, 32, 1))
     z = post(y)
-    print("post-masked output is exactly 0 where the mask is False:", bool((z.data[~z.full_mask()] == 0).all()))
+    zeros = bool((z.data[~z.full_mask()] == 0).all())
+    print("post-masked output is exactly 0 where the mask is False:", zeros)
 
 
 if __name__ == "__main__":

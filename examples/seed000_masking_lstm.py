@@ -39,9 +39,10 @@ def main() -> None:
     print("logits", tuple(logits.shape), "finite:", bool(torch.isfinite(logits).all()))
     loss = nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2, 3]))
     loss.backward()
-    print(f"loss {loss.item():.3f}; all gradients finite:", all(
-        bool(torch.isfinite(p.grad).all()) for p in model.parameters() if p.grad is not None
-    ))
+    print(
+        f"loss {loss.item():.3f}; all gradients finite:",
+        all(bool(torch.isfinite(p.grad).all()) for p in model.parameters() if p.grad is not None),
+    )
     # The same LSTM weights load into nn.LSTM and back.
     plain = nn.LSTM(20, 64, batch_first=True)
     plain.load_state_dict(model.lstm.state_dict())

@@ -46,7 +46,8 @@ def main() -> None:
     plain = nn.Linear(3, 4)
     plain.load_state_dict(dense.state_dict())
     keras_like = plain(input_data * mask.unsqueeze(-1))
-    print("   plain Linear on zero-padded rows gives the bias there:", torch.allclose(keras_like[0, 3], plain.bias))
+    bias_rows = torch.allclose(keras_like[0, 3], plain.bias)
+    print("   plain Linear on zero-padded rows gives the bias there:", bias_rows)
 
     # 2. Post-masking any module.
     out2 = mnn.PostMask(plain)(x)
