@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -67,6 +69,8 @@ def td_linear(op: str, x: Tensor, mask: object, weight: Tensor, bias: Tensor | N
             f"{op}: weight {shape_str(weight.shape)} does not fit data {shape_str(x.shape)}: expected "
             f"(out_features, {x.shape[-1]})"
         )
+    if bias is not None and (bias.dim() != 1 or bias.shape[0] != weight.shape[0]):
+        raise ValueError(f"{op}: bias {shape_str(bias.shape)} does not fit weight {shape_str(weight.shape)}")
     lead = x.shape[:-1]
     rows = m[..., 0].expand(lead).reshape(-1)
     flat = x.reshape(-1, x.shape[-1])
@@ -74,7 +78,43 @@ def td_linear(op: str, x: Tensor, mask: object, weight: Tensor, bias: Tensor | N
     if idx.numel() == rows.numel():
         out = F.linear(flat, weight, bias)
     else:
-        y = F.linear(flat.index_select(0, idx), weight, bias)
-        out = torch.zeros(flat.shape[0], weight.shape[0], dtype=y.dtype, device=y.device)
-        out = out.index_copy(0, idx, y)
+        skip = (~rows).nonzero().squeeze(1)
+        out = _RowLinear.apply(flat, idx, skip, weight, bias)
     return Masked(out.reshape(*lead, weight.shape[0]), m)
+
+
+class _RowLinear(torch.autograd.Function):
+    """``out[idx] = x[idx] @ W.T + b``, ``out[skip] = 0``; rows in ``skip`` are never read.
+
+    A hand-written backward: the default one of ``index_select`` + ``index_copy``
+    adds two full-size zero-filled buffers and an ``index_add``; this one reuses
+    the gathered rows and touches only the valid rows of the gradients.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: Tensor, idx: Tensor, skip: Tensor, weight: Tensor, bias: Tensor | None
+    ) -> Tensor:
+        xs = x.index_select(0, idx)
+        y = F.linear(xs, weight, bias)
+        out = y.new_empty(x.shape[0], weight.shape[0])
+        out.index_fill_(0, skip, 0)
+        out.index_copy_(0, idx, y)
+        ctx.save_for_backward(xs, idx, weight)
+        ctx.rows = x.shape[0]
+        ctx.has_bias = bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        xs, idx, weight = ctx.saved_tensors
+        gy = grad.index_select(0, idx)
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gxs = gy @ weight.to(gy.dtype)
+            gx = gxs.new_zeros(ctx.rows, weight.shape[1]).index_copy_(0, idx, gxs)
+        if ctx.needs_input_grad[3]:
+            gw = gy.t() @ xs
+        if ctx.has_bias and ctx.needs_input_grad[4]:
+            gb = gy.sum(0)
+        return gx, None, None, gw, gb
