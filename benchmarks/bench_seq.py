@@ -172,9 +172,8 @@ def main() -> None:
         "nn.LSTM padded, no mask",
         max(3, reps // 2),
     )
-    print(
-        f"\nbidirectional 2-layer: MaskedLSTM / nn.LSTM padded = {med2['MaskedLSTM'] / med2['nn.LSTM padded, no mask']:.2f}x"
-    )
+    r2 = med2["MaskedLSTM"] / med2["nn.LSTM padded, no mask"]
+    print(f"\nbidirectional 2-layer: MaskedLSTM / nn.LSTM padded = {r2:.2f}x")
     fns, frac = linear_cases(64, 256, 256, 256, 0.5)
     med3 = table(
         f"Time-distributed dense N=64 T=256 256->256, {100 * (1 - frac):.0f} % padding",
