@@ -16,6 +16,12 @@ LSTM, N=64, T=100, 32 -> 128, 30 % random holes (issue 4, item 6):
       ``torch.where``): the speed-up.
 Time-distributed dense, N=64, T=256, 256 -> 256, 50 % padding: TimeDistributedLinear vs
   nn.Linear on the padded batch (target >= 1.6x faster, the limit is 2x).
+
+With ``--keras`` (needs ``keras`` 3 installed, which masknn never depends on; run
+it from a separate virtual environment with ``PYTHONPATH=src``) the LSTM table
+also times Keras 3 ``Masking(0.0)`` + ``LSTM(return_sequences=True,
+return_state=True)`` on the torch backend, on the same data with masked steps
+set to 0.
 """
 
 from __future__ import annotations
@@ -49,8 +55,31 @@ def interleaved(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, f
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def keras_case(x: torch.Tensor, mask: torch.Tensor, h: int) -> Callable[[], None]:
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    import keras  # optional, for the comparison only
+
+    if keras.backend.backend() != "torch":
+        raise SystemExit("--keras needs KERAS_BACKEND=torch")
+    threads = torch.get_num_threads()
+    inp = keras.Input((x.shape[1], x.shape[2]))
+    seq, hn, cn = keras.layers.LSTM(h, return_sequences=True, return_state=True)(
+        keras.layers.Masking(0.0)(inp)
+    )
+    model = keras.Model(inp, [seq, hn, cn])
+    torch.set_num_threads(threads)
+    xk = torch.where(mask.unsqueeze(-1), x, 0.0)
+
+    def run_keras() -> None:
+        xi = xk.detach().requires_grad_(True)
+        out, hk, ck = model(xi)
+        (out.sum() + hk.sum() + ck.sum()).backward()
+
+    return run_keras
+
+
 def lstm_cases(
-    n: int, t: int, f: int, h: int, holes: float, bidirectional: bool, num_layers: int
+    n: int, t: int, f: int, h: int, holes: float, bidirectional: bool, num_layers: int, keras: bool = False
 ) -> dict[str, Callable[[], None]]:
     torch.manual_seed(0)
     plain = nn.LSTM(f, h, num_layers=num_layers, batch_first=True, bidirectional=bidirectional)
@@ -101,6 +130,8 @@ def lstm_cases(
     fns = {"nn.LSTM padded, no mask": run_plain, "MaskedLSTM": run_masked, "nn.LSTM packed": run_packed}
     if cells:
         fns["per-step loop (LSTMCell)"] = run_loop
+    if keras:
+        fns["Keras 3 Masking+LSTM (torch backend)"] = keras_case(x, mask, h)
     return fns
 
 
@@ -133,6 +164,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=21)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--quick", action="store_true", help="3 repeats, for a smoke test")
+    ap.add_argument("--keras", action="store_true", help="also time Keras 3 (optional, see the docstring)")
+    ap.add_argument("--only-lstm", action="store_true", help="only the first LSTM table")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -154,7 +187,7 @@ def main() -> None:
 
     med = table(
         "LSTM N=64 T=100 32->128, 30 % random holes",
-        lstm_cases(64, 100, 32, 128, 0.3, False, 1),
+        lstm_cases(64, 100, 32, 128, 0.3, False, 1, keras=args.keras),
         "nn.LSTM padded, no mask",
         reps,
     )
@@ -166,6 +199,11 @@ def main() -> None:
         f"(b) nn.LSTM packed / MaskedLSTM = {b:.2f}x (MaskedLSTM is {b:.2f}x faster)\n"
         f"(c) per-step loop / MaskedLSTM = {c:.1f}x speed-up"
     )
+    if args.keras:
+        k = med["Keras 3 Masking+LSTM (torch backend)"] / med["MaskedLSTM"]
+        print(f"Keras 3 Masking+LSTM / MaskedLSTM = {k:.2f}x")
+    if args.only_lstm:
+        return
     med2 = table(
         "LSTM 2 layers bidirectional, N=64 T=100 32->128, 30 % random holes",
         lstm_cases(64, 100, 32, 128, 0.3, True, 2),
