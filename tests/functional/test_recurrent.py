@@ -220,6 +220,19 @@ def test_initial_state_and_saturation_bound() -> None:
     torch.testing.assert_close(c, ref_c, rtol=1e-10, atol=1e-10)
     # Sample 0 has no valid step: the state is hx itself.
     assert torch.equal(h[:, 0], hx[0][:, 0]) and torch.equal(c[:, 0], hx[1][:, 0])
+    # Gradients w.r.t. hx agree with the loop's.
+    hx_req = (hx[0].clone().requires_grad_(True), hx[1].clone().requires_grad_(True))
+    out, (h, c) = masked_lstm(
+        x, valid, rnn._flat_weights, hx_req, hidden_size=4, num_layers=2, bidirectional=True
+    )
+    grads = torch.autograd.grad(out.data.sum() + h.pow(2).sum() + c.sum(), hx_req)
+    hx_ref = (hx[0].clone().requires_grad_(True), hx[1].clone().requires_grad_(True))
+    ref, ref_h, ref_c = naive_rnn("LSTM", rnn, x, valid, hx_ref)
+    ref_grads = torch.autograd.grad(
+        torch.where(valid.unsqueeze(-1), ref, 0).sum() + ref_h.pow(2).sum() + ref_c.sum(), hx_ref
+    )
+    for g, rg in zip(grads, ref_grads):
+        torch.testing.assert_close(g, rg, rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN_TANH"])
