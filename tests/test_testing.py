@@ -115,3 +115,13 @@ def test_error_names_perturbation_and_mode() -> None:
         LeakageError, match=r"MultiplyByMask \(train mode\), masked inputs = (nan|inf|-inf|1e\+30)"
     ):
         assert_no_leakage(MultiplyByMask(), _x())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_inputs_can_be_checked(dtype: torch.dtype) -> None:
+    # Regression: the 1e30 perturbation raised "value cannot be converted to type c10::Half
+    # without overflow" for float16 inputs; it is now clamped to the dtype's largest value.
+    from masknn.nn import MaskedAvgPool2d
+
+    x = Masked(torch.randn(2, 3, 4, 4, dtype=dtype), torch.rand(2, 1, 4, 4) > 0.5)
+    assert_no_leakage(MaskedAvgPool2d(2), x)

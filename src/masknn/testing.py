@@ -76,7 +76,12 @@ def _perturb(m: Masked, value: str | float, gen: torch.Generator) -> Tensor:
         noise = torch.randn(data.shape, generator=gen, dtype=torch.float32).to(data)
         fill = noise
     else:
-        fill = torch.full_like(data, float(value))
+        v = float(value)
+        if math.isfinite(v):
+            # 1e30 overflows float16 (max 65504): use the largest finite value of the dtype instead.
+            big = torch.finfo(data.dtype).max
+            v = max(-big, min(big, v))
+        fill = torch.full_like(data, v)
     return torch.where(m.mask, data, fill)
 
 

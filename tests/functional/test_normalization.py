@@ -178,3 +178,21 @@ def test_bad_inputs() -> None:
         MF.masked_group_norm(torch.randn(2, 3, 4), torch.ones(2, 1, 4), 2)
     with pytest.raises(ValueError, match="masked_layer_norm: normalized_shape"):
         MF.masked_layer_norm(torch.randn(2, 3, 4), torch.ones(2, 3, 1), (3,))
+
+
+@pytest.mark.parametrize("name", ["batch", "instance", "group", "layer"])
+def test_float32_statistics_stay_accurate_for_a_large_mean(name: str) -> None:
+    # Regression: the variance was computed as Σx²/n - mean² (one pass), which cancels in
+    # float32 when |mean| >> std: an output error of ~0.15 for data around 1000.
+    g = torch.Generator().manual_seed(3)
+    x64 = torch.randn(4, 3, 8, 8, generator=g, dtype=torch.float64) + 1000.0
+    m = torch.rand(4, 1, 8, 8, generator=g) > 0.5
+    ops = {
+        "batch": lambda x: MF.masked_batch_norm(x, m, training=True),
+        "instance": lambda x: MF.masked_instance_norm(x, m),
+        "group": lambda x: MF.masked_group_norm(x, m, 1),
+        "layer": lambda x: MF.masked_layer_norm(x, m, [8, 8]),
+    }
+    out32 = ops[name](x64.float()).data.double()
+    out64 = ops[name](x64).data
+    torch.testing.assert_close(out32, out64, rtol=0, atol=1e-3)

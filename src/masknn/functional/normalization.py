@@ -7,10 +7,9 @@ The output mask is the input mask; masked outputs are exactly 0. A group with no
 valid element gives 0 (it has no valid output either) and never updates a running
 statistic.
 
-The moments are computed in one pass with :func:`torch.var_mean` over the
-zero-filled data, then corrected for the zeros: with ``T`` elements of which ``n``
-are valid, ``mean = T·mean_all / n`` and
-``var = (T·(var_all + (mean_all - mean)²) - (T - n)·mean²) / n``.
+The moments are computed in two passes over the zero-filled data: the mean over
+the ``n`` valid elements, then the mean square of the valid deviations from it (a
+one-pass ``Σx²/n - mean²`` loses all precision in float32 when ``|mean| >> std``).
 """
 
 from __future__ import annotations
@@ -59,11 +58,13 @@ def _moments(x: Tensor, m: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, Tenso
     xz = torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device)).to(acc)
     total = math.prod(int(x.shape[d]) for d in dims)
     n = _count(m, x.shape, dims, acc)
-    var_all, mean_all = torch.var_mean(xz, dim=dims, correction=0, keepdim=True)
     n1 = n.clamp_min(1)
-    mean = mean_all * (total / n1)
-    sq = total * (var_all + (mean_all - mean) ** 2) - (total - n) * mean * mean
-    var = (sq / n1).clamp_min(0)
+    mean = xz.sum(dim=dims, keepdim=True) / n1
+    # Two passes: the variance of the deviations from the mean, selected to the valid
+    # elements. (The one-pass Σx² - n·mean² form loses all precision in float32 when
+    # |mean| >> std, e.g. an error of 0.1 in the output for data around 1000.)
+    dev = torch.where(m, xz - mean, torch.zeros((), dtype=acc, device=x.device))
+    var = dev.square().sum(dim=dims, keepdim=True) / n1
     return xz, mean, var, n
 
 
@@ -100,9 +101,9 @@ def _normalize(
 class _BatchNormTrain(torch.autograd.Function):
     """Masked batch normalization in training mode as one autograd node (float32/float64 data).
 
-    forward: ``xz = select(x, mask)`` (bitwise, exact); per channel ``Σ xz`` and
-    ``Σ xz²`` (no temporaries) give the mean and biased variance over the ``n`` valid
-    elements; torch's own batch-norm kernel (inference form, with these statistics)
+    forward: ``xz = select(x, mask)`` (bitwise, exact); per channel ``Σ xz`` gives the mean
+    over the ``n`` valid elements, then the valid deviations from it (one temporary)
+    the biased variance; torch's own batch-norm kernel (inference form, with these statistics)
     normalizes, and the output is selected in place. backward: the gradient is
     selected, torch's inference-form batch-norm backward gives ``dy·w·rstd``,
     ``Σ dy·x̂`` and ``Σ dy``, and the batch-statistics terms are added in place:
@@ -120,8 +121,13 @@ class _BatchNormTrain(torch.autograd.Function):
         n1 = n.clamp_min(1)
         rows = xz.view(x.shape[0], c, -1)  # reductions over the contiguous last dimension are fastest
         mean = rows.sum(2).sum(0) / n1
-        sq = torch.linalg.vector_norm(rows, 2, 2).square().sum(0)
-        var = (sq / n1 - mean * mean).clamp_min(0)
+        # Two passes (Σx²/n - mean² cancels catastrophically when |mean| >> std): the
+        # deviations from the mean, selected to the valid elements, then their mean square.
+        dev = xz - mean.reshape([1, c] + [1] * (x.dim() - 2))
+        _select_into(dev, mask, out=dev)
+        sq = torch.linalg.vector_norm(dev.view(x.shape[0], c, -1), 2, 2).square().sum(0)
+        del dev
+        var = sq / n1
         out = torch.native_batch_norm(xz, weight, bias, mean, var, False, 0.0, eps)[0]
         _select_into(out, mask, out=out)
         ctx.save_for_backward(xz, mask, weight, mean, var, n1)
