@@ -51,3 +51,22 @@ def test_all_valid_matches_plain_and_gradcheck() -> None:
     )
     with pytest.raises(ValueError, match="masked_interpolate: mode must be one of"):
         MF.masked_interpolate(x, m, scale_factor=2, mode="bicubic")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize(
+    ("mode", "shape", "scale"), [("trilinear", (1, 1, 2, 2, 2), 40), ("linear", (1, 1, 3), 2000)]
+)
+def test_half_precision_with_tiny_weights_is_the_valid_value(
+    dtype: torch.dtype, mode: str, shape: tuple[int, ...], scale: int
+) -> None:
+    # Regression: one valid input whose interpolation weight is tiny far from it. The
+    # numerator was interpolated in float16 (underflow; 1/weight overflowed to Inf) or
+    # bfloat16 (rounded to 0), so the normalized mean of a constant 3 came out Inf, 5.9 or 0.
+    x = torch.full(shape, 3.0, dtype=dtype)
+    m = torch.zeros(shape, dtype=torch.bool)
+    m.view(-1)[0] = True
+    out = MF.masked_interpolate(x, m, scale_factor=scale, mode=mode)
+    valid = out.mask.expand_as(out.data)
+    assert bool(valid.any())
+    assert torch.equal(out.data[valid], torch.full_like(out.data[valid], 3.0))

@@ -57,9 +57,13 @@ def masked_interpolate(
     if mode not in _NORMALIZED:
         raise ValueError(f"{op}: mode must be one of {_NEAREST + _NORMALIZED}, got {mode!r}")
     ac = align_corners if mode != "area" else None
-    xz = torch.where(m, x, zero(x))
+    acc = acc_dtype(x)
+    # Numerator and division in the accumulation dtype: where the interpolation weight of
+    # the valid inputs is tiny (large scale factors), a float16 numerator underflows and
+    # 1 / weight overflows (Inf, or far-off values), a bfloat16 one rounds to 0.
+    xz = torch.where(m, x, zero(x)).to(acc)
     num = F.interpolate(xz, size, scale_factor, mode, ac)
-    den = F.interpolate(pm.to(acc_dtype(x)), size, scale_factor, mode, ac)
+    den = F.interpolate(pm.to(acc), size, scale_factor, mode, ac)
     valid = den > 0
-    inv = torch.where(valid, 1.0 / torch.where(valid, den, torch.ones_like(den)), zero(den)).to(x.dtype)
-    return Masked(num * inv, valid)
+    inv = torch.where(valid, 1.0 / torch.where(valid, den, torch.ones_like(den)), zero(den))
+    return Masked((num * inv).to(x.dtype), valid)
