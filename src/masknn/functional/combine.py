@@ -86,6 +86,11 @@ def masked_cat(tensors: Sequence[Tensor], masks: Sequence[Tensor], dim: int = 1)
             f"got {[shape_str(t.shape) for t in xs]}"
         )
     d = dim % nd
+    if any(t.shape[:d] != xs[0].shape[:d] or t.shape[d + 1 :] != xs[0].shape[d + 1 :] for t in xs):
+        raise ValueError(
+            f"{op}: expected shapes that agree except in dimension {d}, "
+            f"got {[shape_str(t.shape) for t in xs]}"
+        )
     data = torch.cat(xs, dim=d)
     common = [1 if all(mk.shape[i] == 1 for mk in ms) else int(data.shape[i]) for i in range(nd)]
     parts = []

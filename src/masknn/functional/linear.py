@@ -46,6 +46,11 @@ def masked_linear(
             f"{op}: data shape {shape_str(x.shape)} does not end with in_features = {weight.shape[-1]} "
             f"(weight shape {shape_str(weight.shape)})"
         )
+    if weight.dtype != x.dtype or weight.device != x.device:
+        raise TypeError(
+            f"{op}: weight ({weight.dtype} on {weight.device}) and data ({x.dtype} on {x.device}) "
+            "must share dtype and device"
+        )
     m = to_bool_mask(op, x, mask)
     zero = torch.zeros((), dtype=x.dtype, device=x.device)
     xz = torch.where(m, x, zero)

@@ -14,7 +14,6 @@ one-pass ``Σx²/n - mean²`` loses all precision in float32 when ``|mean| >> st
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,7 +55,6 @@ def _moments(x: Tensor, m: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, Tenso
     """``(zero-filled data in the accumulation dtype, mean, biased var, count)``; keepdim shapes."""
     acc = acc_dtype(x)
     xz = torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device)).to(acc)
-    total = math.prod(int(x.shape[d]) for d in dims)
     n = _count(m, x.shape, dims, acc)
     n1 = n.clamp_min(1)
     mean = xz.sum(dim=dims, keepdim=True) / n1

@@ -156,6 +156,11 @@ def masked_recurrent(
     per = 2 + 2 * int(bias) + int(proj_size > 0 and mode == "LSTM")
     if len(params) != num_layers * d * per:
         raise ValueError(f"{op}: expected {num_layers * d * per} weight tensors, got {len(params)}")
+    if params[0].dtype != x.dtype or params[0].device != x.device:
+        raise TypeError(
+            f"{op}: weights ({params[0].dtype} on {params[0].device}) and data {shape_str(x.shape)} "
+            f"({x.dtype} on {x.device}) must share dtype and device"
+        )
     w_in = params[0].shape[1]
     if f != w_in:
         raise ValueError(

@@ -69,6 +69,11 @@ def td_linear(op: str, x: Tensor, mask: object, weight: Tensor, bias: Tensor | N
             f"{op}: weight {shape_str(weight.shape)} does not fit data {shape_str(x.shape)}: expected "
             f"(out_features, {x.shape[-1]})"
         )
+    if weight.dtype != x.dtype or weight.device != x.device:
+        raise TypeError(
+            f"{op}: weight ({weight.dtype} on {weight.device}) and data {shape_str(x.shape)} "
+            f"({x.dtype} on {x.device}) must share dtype and device"
+        )
     if bias is not None and (bias.dim() != 1 or bias.shape[0] != weight.shape[0]):
         raise ValueError(f"{op}: bias {shape_str(bias.shape)} does not fit weight {shape_str(weight.shape)}")
     lead = x.shape[:-1]

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from masknn._masked import Masked
+from masknn._validation import shape_str
 from masknn.functional._spatial import acc_dtype, is_shared, prepare, shared, zero
 
 __all__ = ["masked_interpolate"]
@@ -46,8 +47,19 @@ def masked_interpolate(
     """
     op = "masked_interpolate"
     x, m = prepare(op, x, mask, None)
-    if x.dim() < 3:
-        raise ValueError(f"{op}: expected data (N, C, *spatial) with at least 3 dimensions, got {x.dim()}")
+    need = {"linear": 3, "bilinear": 4, "trilinear": 5}.get(mode)
+    if x.dim() not in (3, 4, 5) or (need is not None and x.dim() != need):
+        expected = f"{need}-d" if need is not None else "3-d, 4-d or 5-d"
+        raise ValueError(
+            f"{op}: expected {expected} data (N, C, *spatial) for mode={mode!r}, "
+            f"got shape {shape_str(x.shape)}"
+        )
+    for name, arg in (("size", size), ("scale_factor", scale_factor)):
+        if isinstance(arg, Sequence) and len(arg) != x.dim() - 2:
+            raise ValueError(
+                f"{op}: {name} {tuple(arg)} has {len(arg)} entries, but data shape {shape_str(x.shape)} "
+                f"has {x.dim() - 2} spatial dimensions"
+            )
     pm = shared(m) if is_shared(m) else m
     if mode in _NEAREST:
         xz = torch.where(m, x, zero(x))

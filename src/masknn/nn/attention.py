@@ -64,6 +64,18 @@ class MaskedMultiheadAttention(nn.MultiheadAttention):
         q = as_masked(name, query)
         k = q if key is None else as_masked(name, key)
         v = k if value is None else as_masked(name, value)
+        w_ref = self.in_proj_weight if self.in_proj_weight is not None else self.q_proj_weight
+        for label, t, dim in (("query", q, self.embed_dim), ("key", k, self.kdim), ("value", v, self.vdim)):
+            if t.data.dim() not in (2, 3) or t.data.shape[-1] != dim:
+                raise ValueError(
+                    f"{name}: expected {label} (N, L, {dim}) or (L, N, {dim}) (embed_dim/kdim/vdim), "
+                    f"got shape {shape_str(t.data.shape)}"
+                )
+            if t.data.dtype != w_ref.dtype or t.data.device != w_ref.device:
+                raise TypeError(
+                    f"{name}: {label} {shape_str(t.data.shape)} ({t.data.dtype} on {t.data.device}) and "
+                    f"weights ({w_ref.dtype} on {w_ref.device}) must share dtype and device"
+                )
         bf = self.batch_first
         qv = sequence_step_mask(name, q.data, q.mask, bf)  # (N, L)
         kv = sequence_step_mask(name, k.data, k.mask, bf)  # (N, S)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from masknn._masked import Masked, as_masked
@@ -30,6 +31,19 @@ def _check_dims(layer: str, x: Tensor, dims: tuple[int, ...], names: str) -> Non
         raise ValueError(f"{layer}: expected data {names}, got shape {shape_str(x.shape)}")
 
 
+def _check_channels_and_dtype(layer: str, x: Tensor, num_features: int, weight: Tensor | None) -> None:
+    if x.shape[1] != num_features:
+        raise ValueError(
+            f"{layer}: expected {num_features} channels (num_features), got data shape {shape_str(x.shape)}"
+        )
+    # float16/bfloat16 data with float32 parameters is fine (statistics are computed in float32).
+    if weight is not None and x.dtype != weight.dtype and x.dtype not in (torch.float16, torch.bfloat16):
+        raise TypeError(
+            f"{layer}: data {shape_str(x.shape)} is {x.dtype} but the parameters are {weight.dtype}; "
+            "convert one of them"
+        )
+
+
 class _MaskedBatchNorm(nn.modules.batchnorm._BatchNorm):
     _dims: tuple[int, ...] = ()
     _names = ""
@@ -38,6 +52,7 @@ class _MaskedBatchNorm(nn.modules.batchnorm._BatchNorm):
         layer = type(self).__name__
         x = as_masked(layer, x)
         _check_dims(layer, x.data, self._dims, self._names)
+        _check_channels_and_dtype(layer, x.data, self.num_features, self.weight)
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
@@ -120,7 +135,11 @@ class _MaskedInstanceNorm(nn.modules.instancenorm._InstanceNorm):
         layer = type(self).__name__
         x = as_masked(layer, x)
         _check_dims(layer, x.data, self._dims, self._names)
-        if self.num_features and x.data.shape[1] != self.num_features and self.affine:
+        if (
+            self.num_features
+            and x.data.shape[1] != self.num_features
+            and (self.affine or self.track_running_stats)
+        ):
             raise ValueError(
                 f"{layer}: expected {self.num_features} channels, got data shape {shape_str(x.data.shape)}"
             )

@@ -1,0 +1,59 @@
+"""Bad data given to every public Module of the table raises a clear ValueError/TypeError.
+
+Each row of ``tests/module_db`` is run with its first ``Masked`` input changed (one more
+channel, one more last feature, an extra leading dimension, one dimension fewer,
+float64 data for float32 parameters): the Module must either accept it or raise a
+``ValueError``/``TypeError`` naming the layer, never a raw ``RuntimeError``,
+``AssertionError`` or ``NotImplementedError`` from deep inside torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from masknn import Masked
+from masknn import nn as mnn
+from tests.module_db import Adapter, ModuleInfo, all_entries
+
+# Wrappers around a user's own module: its errors are the user's module's.
+_USER_MODULES = (mnn.PostMask, mnn.Elementwise)
+ENTRIES = [e for e in all_entries() if not issubclass(e.cls, _USER_MODULES)]
+
+
+def _variants(x: Masked) -> dict[str, Masked]:
+    d, m = x.data, x.mask
+    out = {
+        "extra-leading-dim": Masked(d.unsqueeze(0), m.unsqueeze(0)),
+        "one-dim-fewer": Masked(d[0], m[0]),
+        "float64": Masked(d.double(), m),
+    }
+    if d.dim() >= 2:
+        out["one-more-channel"] = Masked(
+            torch.cat([d, d[:, :1]], 1), torch.cat([m, m[:, :1]], 1) if m.shape[1] > 1 else m
+        )
+        out["one-more-feature"] = Masked(
+            torch.cat([d, d[..., :1]], -1), torch.cat([m, m[..., :1]], -1) if m.shape[-1] > 1 else m
+        )
+    return out
+
+
+@pytest.mark.parametrize("info", ENTRIES, ids=[e.id for e in ENTRIES])
+def test_bad_data_raises_a_clear_error(info: ModuleInfo) -> None:
+    torch.manual_seed(0)
+    module: Callable[..., object] = info.make()
+    inputs = list(info.inputs())
+    if info.call is not None:
+        module = Adapter(module, info.call)  # type: ignore[arg-type]
+    i = next(j for j, a in enumerate(inputs) if isinstance(a, Masked))
+    for name, bad in _variants(inputs[i]).items():
+        args = list(inputs)
+        args[i] = bad
+        try:
+            module(*args)
+        except (ValueError, TypeError):
+            pass
+        except Exception as e:  # noqa: BLE001 - the point of the test
+            pytest.fail(f"{info.id} with {name} data raised {type(e).__name__}: {e}")
