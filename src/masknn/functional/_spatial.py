@@ -87,13 +87,14 @@ class _SelectZero(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, bits: Tensor) -> Tensor:
         ctx.save_for_backward(bits)
-        return torch.bitwise_and(x.view(bits.dtype), bits).view(x.dtype)
+        # resolve_neg: a dtype view of a tensor with the negative bit set raises (no-op otherwise).
+        return torch.bitwise_and(x.resolve_neg().view(bits.dtype), bits).view(x.dtype)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         (bits,) = ctx.saved_tensors
-        return torch.bitwise_and(grad.view(bits.dtype), bits).view(grad.dtype), None
+        return torch.bitwise_and(grad.resolve_neg().view(bits.dtype), bits).view(grad.dtype), None
 
 
 def mask_bits(m: Tensor, dtype: torch.dtype) -> Tensor:
@@ -116,6 +117,7 @@ def _select_into(src: Tensor, mask: Tensor, out: Tensor | None = None) -> Tensor
     so no full-size integer mask is ever allocated.
     """
     itype = _BITS[src.dtype]
+    src = src.resolve_neg()
     if out is None:
         out = torch.empty(src.shape, dtype=src.dtype, device=src.device)
     n = src.shape[0]
