@@ -123,7 +123,7 @@ class _BatchNormTrain(torch.autograd.Function):
         # deviations from the mean, selected to the valid elements, then their mean square.
         dev = xz - mean.reshape([1, c] + [1] * (x.dim() - 2))
         _select_into(dev, mask, out=dev)
-        sq = torch.linalg.vector_norm(dev.view(x.shape[0], c, -1), 2, 2).square().sum(0)
+        sq = dev.square_().view(x.shape[0], c, -1).sum(2).sum(0)
         del dev
         var = sq / n1
         out = torch.native_batch_norm(xz, weight, bias, mean, var, False, 0.0, eps)[0]
