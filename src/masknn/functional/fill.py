@@ -9,6 +9,7 @@ from torch import Tensor
 
 from masknn._masked import Masked
 from masknn._validation import check_data, shape_str, to_bool_mask
+from masknn.functional._spatial import select
 from masknn.functional.reductions import masked_mean
 
 __all__ = ["FILL_STRATEGIES", "fill", "mask_channel"]
@@ -49,7 +50,7 @@ def fill(
     x = check_data(op, x)
     m = to_bool_mask(op, x, mask)
     if strategy == "zero":
-        return torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device))
+        return select(x, m)
     if strategy == "constant":
         return torch.where(m, x, torch.full((), value, dtype=x.dtype, device=x.device))
     if strategy == "mean":
