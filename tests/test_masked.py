@@ -134,3 +134,11 @@ def test_from_padding_keras_semantics() -> None:
     assert Masked.from_padding(x, 0.0).mask[..., 0].tolist() == [[False, True, True], [True, True, False]]
     nan_pad = Masked.from_padding(x, math.nan).mask[..., 0].tolist()
     assert nan_pad == [[True, True, True], [False, True, True]]
+
+
+def test_as_masked_names_the_layer_for_a_bad_mask_in_a_plain_tuple() -> None:
+    # Regression: a (data, mask) tuple rebuilt by a tracer was validated as "Masked".
+    with pytest.raises(ValueError, match=r"^SomeLayer: mask shape \(2, 4\) does not fit data shape \(2, 3\)"):
+        as_masked("SomeLayer", (torch.zeros(2, 3), torch.ones(2, 4, dtype=torch.bool)))
+    out = as_masked("SomeLayer", (torch.zeros(2, 3), torch.tensor([[1.0], [0.0]])))
+    assert out.mask.dtype == torch.bool and out.mask.shape == (2, 1)

@@ -238,7 +238,8 @@ def as_masked(layer: str, x: object) -> Masked:
     if isinstance(x, Masked):
         return x
     if isinstance(x, tuple) and len(x) == 2 and all(isinstance(t, Tensor) for t in x):
-        # A NamedTuple rebuilt as a plain tuple (e.g. by some tracers).
-        return Masked(x[0], x[1])
+        # A NamedTuple rebuilt as a plain tuple (e.g. by some tracers). Validated here so
+        # that a bad mask is reported under the layer's name, not "Masked".
+        return Masked(x[0], to_bool_mask(layer, x[0], x[1]))
     data = check_data(layer, x)
     return Masked(data, None)
