@@ -156,3 +156,19 @@ def test_bad_inputs() -> None:
         ValueError, match="masked_adaptive_avg_pool2d: expected output_size as an int or 2 sizes"
     ):
         MF.masked_adaptive_avg_pool2d(torch.randn(1, 3, 4, 4), torch.ones(1, 1, 4, 4), (1, 2, 3))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_window_sums_do_not_overflow(dtype: torch.dtype) -> None:
+    # Regression: the window sum of masked_avg_pool2d was taken in float16 (1024 values of
+    # 1000 gave Inf; bfloat16 gave 996), and masked_adaptive_avg_pool2d's 1 / valid fraction
+    # overflowed float16 for one valid pixel in a 512 x 512 window (Inf instead of 3).
+    x = torch.full((1, 2, 32, 32), 1000.0, dtype=dtype)
+    m = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(0)) > 0.2
+    out = MF.masked_avg_pool2d(x, m, 32)
+    assert torch.equal(out.data, torch.full_like(out.data, 1000.0))
+    big = torch.full((1, 1, 512, 512), 3.0, dtype=dtype)
+    one = torch.zeros(1, 1, 512, 512, dtype=torch.bool)
+    one[0, 0, 5, 5] = True
+    out = MF.masked_adaptive_avg_pool2d(big, one, 1)
+    assert out.data.item() == 3.0 and bool(out.mask.all())

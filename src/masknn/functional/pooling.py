@@ -166,9 +166,10 @@ def _avg_pool(
         else ntuple(op, "stride", stride, nd)
     )
     p = ntuple(op, "padding", padding, nd)
-    xz = select(x, m)
-    pm, _ = _pool_mask(m)
     acc = acc_dtype(x)
+    # Window sums in the accumulation dtype: a float16 sum overflows (e.g. 1024 values of 1000).
+    xz = select(x, m).to(acc)
+    pm, _ = _pool_mask(m)
     if nd == 1:  # avg_pool1d has no divisor_override: pool as 2-d with a height of 1
         total = F.avg_pool2d(xz.unsqueeze(2), (1, *k), (1, *s), (0, *p), ceil_mode, True, 1).squeeze(2)
         cnt = F.avg_pool2d(pm.to(acc).unsqueeze(2), (1, *k), (1, *s), (0, *p), ceil_mode, True, 1).squeeze(2)
@@ -177,8 +178,8 @@ def _avg_pool(
         total = pool(xz, k, s, p, ceil_mode, True, 1)
         cnt = pool(pm.to(acc), k, s, p, ceil_mode, True, 1)
     valid = cnt > 0
-    inv = torch.where(valid, 1.0 / cnt.clamp_min(1), zero(cnt)).to(x.dtype)
-    return Masked(total * inv, valid)
+    inv = torch.where(valid, 1.0 / cnt.clamp_min(1), zero(cnt))
+    return Masked((total * inv).to(x.dtype), valid)
 
 
 def masked_avg_pool1d(
@@ -247,11 +248,14 @@ def _adaptive_avg(op: str, nd: int, x: Tensor, mask: Tensor, output_size: IntOrS
     pool = _AAVG[nd]
     pm, _ = _pool_mask(m)
     # Both pools divide by the same window size, so their ratio is the mean over valid inputs.
-    total = pool(select(x, m), size)
-    frac = pool(pm.to(acc_dtype(x)), size)
+    # In the accumulation dtype: 1 / frac reaches the window size, which overflows float16
+    # beyond 65504 (one valid pixel in a 512 x 512 window).
+    acc = acc_dtype(x)
+    total = pool(select(x, m).to(acc), size)
+    frac = pool(pm.to(acc), size)
     valid = frac > 0
-    inv = torch.where(valid, 1.0 / torch.where(valid, frac, torch.ones_like(frac)), zero(frac)).to(x.dtype)
-    return Masked(total * inv, valid)
+    inv = torch.where(valid, 1.0 / torch.where(valid, frac, torch.ones_like(frac)), zero(frac))
+    return Masked((total * inv).to(x.dtype), valid)
 
 
 def _out_size(op: str, nd: int, x: Tensor, output_size: IntOrSeq | None) -> tuple[int, ...]:
