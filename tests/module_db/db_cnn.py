@@ -39,6 +39,34 @@ def _two_call(module: nn.Module, a: Masked, b: Masked) -> Any:
     return module(a, b)
 
 
+def _dead_channel() -> Masked:
+    """Per-channel mask with channel 1 masked everywhere (in every sample)."""
+    x = _img(per_channel=True)
+    x.mask[:, 1] = False
+    return x
+
+
+def _corners() -> Masked:
+    """Only the top-left and bottom-right pixels are valid."""
+    m = torch.zeros(2, 1, 6, 7, dtype=torch.bool)
+    m[:, :, 0, 0] = True
+    m[:, :, -1, -1] = True
+    return Masked(torch.randn(2, 4, 6, 7), m)
+
+
+def _one_valid() -> Masked:
+    """Per-channel mask: channel 0 has a single valid value in the batch, channel 2 none."""
+    x = _img(per_channel=True)
+    x.mask[:, 0] = False
+    x.mask[0, 0, 1, 1] = True
+    x.mask[:, 2] = False
+    return x
+
+
+def _half(dtype: torch.dtype) -> Callable[[], tuple[Masked]]:
+    return lambda: (Masked(torch.randn(2, 4, 6, 7).to(dtype), torch.rand(2, 1, 6, 7) > 0.4),)
+
+
 IMG = _inputs(_img)
 IMG_PC = _inputs(lambda: _img(per_channel=True))
 VOL = _inputs(_vol)
@@ -185,4 +213,73 @@ ENTRIES = [
     ModuleInfo(mnn.MaskedAdd, mnn.MaskedAdd, _pair, call=_two_call),
     ModuleInfo(mnn.MaskedMul, mnn.MaskedMul, _pair, call=_two_call),
     ModuleInfo(mnn.MaskedCat, mnn.MaskedCat, _pair, call=_two_call),
+    # Review: edge cases (dead channels, corner-only masks, strides/dilations with groups,
+    # ceil_mode, single valid values, half precision).
+    ModuleInfo(
+        mnn.PartialConv2d,
+        lambda: mnn.PartialConv2d(4, 8, 3, stride=3, padding=1, dilation=3, groups=4),
+        _inputs(_dead_channel),
+        id="PartialConv2d-dead-channel-s3-d3-g4",
+    ),
+    ModuleInfo(
+        mnn.PartialConv2d, lambda: mnn.PartialConv2d(4, 2, 5), _inputs(_corners), id="PartialConv2d-corners"
+    ),
+    ModuleInfo(
+        mnn.PartialConvTranspose2d,
+        lambda: mnn.PartialConvTranspose2d(
+            4, 6, 3, stride=2, padding=1, output_padding=1, groups=2, dilation=2
+        ),
+        _inputs(_dead_channel),
+        id="PartialConvTranspose2d-dead-channel-s2-d2-g2",
+    ),
+    ModuleInfo(
+        mnn.MaskedMaxPool2d,
+        lambda: mnn.MaskedMaxPool2d(2, 2, 0, dilation=2, ceil_mode=True),
+        _inputs(_corners),
+        id="MaxPool2d-corners-dilation-ceil",
+    ),
+    ModuleInfo(
+        mnn.MaskedAvgPool2d,
+        lambda: mnn.MaskedAvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False),
+        _inputs(_dead_channel),
+        id="AvgPool2d-dead-channel-ceil",
+    ),
+    ModuleInfo(
+        mnn.MaskedBatchNorm2d,
+        lambda: mnn.MaskedBatchNorm2d(4),
+        _inputs(_one_valid),
+        id="MaskedBatchNorm2d-one-valid-and-empty-channel",
+        options={"rtol": 1e-5, "atol": 1e-6},
+    ),
+    ModuleInfo(
+        mnn.MaskedInstanceNorm2d,
+        lambda: mnn.MaskedInstanceNorm2d(4, affine=True, track_running_stats=True),
+        _inputs(_one_valid),
+        id="MaskedInstanceNorm2d-one-valid-and-empty-channel",
+        options={"rtol": 1e-5, "atol": 1e-6},
+    ),
+    ModuleInfo(
+        mnn.MaskedGroupNorm, lambda: mnn.MaskedGroupNorm(2, 4), _inputs(_one_valid), id="GroupNorm-one-valid"
+    ),
+    ModuleInfo(
+        mnn.MaskedAvgPool2d,
+        lambda: mnn.MaskedAvgPool2d(3, 2, 1),
+        _half(torch.float16),
+        id="AvgPool2d-float16",
+        options={"rtol": 1e-3, "atol": 1e-3},
+    ),
+    ModuleInfo(
+        mnn.MaskedUpsample,
+        lambda: mnn.MaskedUpsample(scale_factor=3, mode="bilinear"),
+        _half(torch.bfloat16),
+        id="Upsample-bilinear-bfloat16",
+        options={"rtol": 1e-2, "atol": 1e-2},
+    ),
+    ModuleInfo(
+        mnn.MaskedBatchNorm2d,
+        lambda: mnn.MaskedBatchNorm2d(4),
+        _half(torch.float16),
+        id="MaskedBatchNorm2d-float16",
+        options={"rtol": 1e-3, "atol": 1e-3},
+    ),
 ]

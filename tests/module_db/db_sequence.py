@@ -59,6 +59,27 @@ def _mha_causal_call(module: torch.nn.Module, q: Masked) -> object:
     return module(q, is_causal=True)
 
 
+def _holes_both_ends_time_first() -> tuple[Masked]:
+    mask = torch.rand(3, 7) > 0.3
+    mask[:, 0] = False
+    mask[:, -1] = False
+    mask[1, :] = False  # a fully masked sequence
+    x = Masked(torch.randn(3, 7, 5), mask)
+    return (Masked(x.data.transpose(0, 1).contiguous(), x.mask.transpose(0, 1)),)
+
+
+def _gru_hx_time_first() -> tuple[Masked, torch.Tensor]:
+    return _holes_both_ends_time_first()[0], torch.randn(4, 3, 4)
+
+
+def _gru_hx_call(module: torch.nn.Module, x: Masked, hx: torch.Tensor) -> object:
+    return module(x, hx)
+
+
+def _no_valid_row() -> tuple[Masked]:
+    return (Masked(torch.randn(3, 7, 5), torch.zeros(3, 7, dtype=torch.bool)),)
+
+
 TIME_FIRST = {"batch_dim": 1}
 
 ENTRIES = [
@@ -147,5 +168,28 @@ ENTRIES = [
         id="MaskedTemporalPool-last-time-first",
         call=_pool_time_first_call,
         options=TIME_FIRST,
+    ),
+    # Review: holes at both ends with a fully masked sequence, time first, with and
+    # without an initial state (a fully masked sample then keeps h_0: not zero); no valid row.
+    ModuleInfo(
+        mnn.MaskedGRU,
+        lambda: mnn.MaskedGRU(5, 4, num_layers=2, bidirectional=True),
+        _holes_both_ends_time_first,
+        id="MaskedGRU-bidir-holes-both-ends-time-first",
+        options=TIME_FIRST,
+    ),
+    ModuleInfo(
+        mnn.MaskedGRU,
+        lambda: mnn.MaskedGRU(5, 4, num_layers=2, bidirectional=True),
+        _gru_hx_time_first,
+        id="MaskedGRU-bidir-hx-time-first",
+        call=_gru_hx_call,
+        options={"batch_dim": 1, "fully_masked_zero": False},
+    ),
+    ModuleInfo(
+        mnn.TimeDistributedLinear,
+        lambda: mnn.TimeDistributedLinear(5, 3),
+        _no_valid_row,
+        id="TDL-no-valid-row",
     ),
 ]
