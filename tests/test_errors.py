@@ -9,6 +9,7 @@ float64 data for float32 parameters): the Module must either accept it or raise 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import pytest
@@ -21,6 +22,20 @@ from tests.module_db import Adapter, ModuleInfo, all_entries
 # Wrappers around a user's own module: its errors are the user's module's.
 _USER_MODULES = (mnn.PostMask, mnn.Elementwise)
 ENTRIES = [e for e in all_entries() if not issubclass(e.cls, _USER_MODULES)]
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def _named(layer: str, message: str) -> bool:
+    """True when ``message`` starts with the layer's name or with a functional op of its family.
+
+    (Modules that call a public functional op report that op: ``partial_conv2d``,
+    ``masked_linear``; the family is the first word, ``partial_``/``masked_``.)
+    """
+    head = message.split(":", 1)[0]
+    return head == layer or head.startswith(_snake(layer).split("_")[0] + "_")
 
 
 def _variants(x: Masked) -> dict[str, Masked]:
@@ -53,7 +68,23 @@ def test_bad_data_raises_a_clear_error(info: ModuleInfo) -> None:
         args[i] = bad
         try:
             module(*args)
-        except (ValueError, TypeError):
-            pass
+        except (ValueError, TypeError) as e:
+            assert _named(info.cls.__name__, str(e)), f"{info.id} with {name} data: {e}"
         except Exception as e:
             pytest.fail(f"{info.id} with {name} data raised {type(e).__name__}: {e}")
+
+
+@pytest.mark.parametrize("info", ENTRIES, ids=[e.id for e in ENTRIES])
+def test_parameters_on_another_device_raise_a_clear_error(info: ModuleInfo) -> None:
+    # The "meta" device stands in for a GPU: CPU data, parameters and buffers elsewhere.
+    torch.manual_seed(0)
+    made = info.make()
+    if not any(True for _ in made.parameters()) and not any(True for _ in made.buffers()):
+        pytest.skip("no parameters or buffers")
+    module: Callable[..., object] = made.to("meta")
+    if info.call is not None:
+        module = Adapter(made, info.call)
+    with pytest.raises((ValueError, TypeError)) as err:
+        module(*info.inputs())
+    # The layer's name, or that of the functional op it calls (partial_conv2d, masked_linear).
+    assert _named(info.cls.__name__, str(err.value)), str(err.value)

@@ -88,6 +88,11 @@ class Fill(nn.Module):
             raise ValueError(
                 f"Fill: expected data (N, {self.running_mean.shape[0]}, *), got {shape_str(x.data.shape)}"
             )
+        if self.running_mean.device != x.data.device:
+            raise TypeError(
+                f"Fill: data {shape_str(x.data.shape)} is on {x.data.device} but running_mean is on "
+                f"{self.running_mean.device}; move both to the same device"
+            )
         dims = [0] + list(range(2, x.data.dim()))
         if self.training:
             batch = masked_mean(x.data, x.mask, dim=dims)
@@ -140,6 +145,11 @@ class LearnedFill(nn.Module):
     def forward(self, x: Masked | Tensor) -> Masked:
         x = as_masked("LearnedFill", x)
         data = x.data
+        if self.token.device != data.device:
+            raise TypeError(
+                f"LearnedFill: data {shape_str(data.shape)} is on {data.device} but the token is on "
+                f"{self.token.device}; move both to the same device"
+            )
         d = self.channel_dim % max(data.dim(), 1)
         if data.dim() <= d or data.shape[d] != self.num_channels:
             raise ValueError(

@@ -44,6 +44,15 @@ def _check_channels_and_dtype(layer: str, x: Tensor, num_features: int, weight: 
         )
 
 
+def _check_device(layer: str, x: Tensor, module: nn.Module) -> None:
+    for name, t in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+        if t.device != x.device:
+            raise TypeError(
+                f"{layer}: data {shape_str(x.shape)} is on {x.device} but {name} is on {t.device}; "
+                "move both to the same device"
+            )
+
+
 class _MaskedBatchNorm(nn.modules.batchnorm._BatchNorm):
     _dims: tuple[int, ...] = ()
     _names = ""
@@ -52,6 +61,7 @@ class _MaskedBatchNorm(nn.modules.batchnorm._BatchNorm):
         layer = type(self).__name__
         x = as_masked(layer, x)
         _check_dims(layer, x.data, self._dims, self._names)
+        _check_device(layer, x.data, self)
         _check_channels_and_dtype(layer, x.data, self.num_features, self.weight)
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
@@ -135,6 +145,7 @@ class _MaskedInstanceNorm(nn.modules.instancenorm._InstanceNorm):
         layer = type(self).__name__
         x = as_masked(layer, x)
         _check_dims(layer, x.data, self._dims, self._names)
+        _check_device(layer, x.data, self)
         if (
             self.num_features
             and x.data.shape[1] != self.num_features
@@ -216,6 +227,7 @@ class MaskedGroupNorm(nn.GroupNorm):
 
     def forward(self, x: Masked | Tensor) -> Masked:  # type: ignore[override]
         x = as_masked("MaskedGroupNorm", x)
+        _check_device("MaskedGroupNorm", x.data, self)
         if x.data.dim() < 2 or x.data.shape[1] != self.num_channels:
             raise ValueError(
                 f"MaskedGroupNorm: expected data (N, {self.num_channels}, ...), "
@@ -237,4 +249,5 @@ class MaskedLayerNorm(nn.LayerNorm):
 
     def forward(self, x: Masked | Tensor) -> Masked:  # type: ignore[override]
         x = as_masked("MaskedLayerNorm", x)
+        _check_device("MaskedLayerNorm", x.data, self)
         return masked_layer_norm(x.data, x.mask, self.normalized_shape, self.weight, self.bias, self.eps)
