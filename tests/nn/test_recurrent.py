@@ -113,3 +113,14 @@ def test_module_errors_name_the_layer() -> None:
     gru = MaskedGRU(3, 4, bidirectional=True)
     with pytest.raises(ValueError, match=r"MaskedGRU: expected h_0 of shape \(2, 5, 4\), got \(1, 5, 4\)"):
         gru(Masked(torch.randn(2, 5, 3), torch.ones(2, 5)), torch.zeros(1, 5, 4))
+
+
+@pytest.mark.parametrize("cls", [MaskedLSTM, MaskedGRU, MaskedRNN])
+def test_initial_state_of_another_dtype_raises_a_type_error(cls: type[torch.nn.Module]) -> None:
+    # Regression: a float64 h_0/c_0 for float32 data raised a RuntimeError from the kernels
+    # ("get_mkldnn_dtype: unsupported data type", "mat1 and mat2 must have the same dtype").
+    x = Masked(torch.randn(3, 7, 5), torch.rand(3, 7) > 0.3)
+    h = torch.randn(1, 3, 4, dtype=torch.float64)
+    hx = (h, h) if cls is MaskedLSTM else h
+    with pytest.raises(TypeError, match=rf"^{cls.__name__}: [hc]_0 \(1, 3, 4\) is torch.float64"):
+        cls(5, 4, batch_first=True)(x, hx)

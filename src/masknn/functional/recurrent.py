@@ -179,12 +179,12 @@ def masked_recurrent(
             if not (isinstance(hx, tuple) and len(hx) == 2):
                 raise TypeError(f"{op}: expected hx as a tuple (h_0, c_0) for LSTM, got {type(hx).__name__}")
             h0, c0 = hx
-            _check_state(op, "c_0", c0, (num_layers * d, n, hidden_size), unbatched)
+            _check_state(op, "c_0", c0, (num_layers * d, n, hidden_size), unbatched, data.dtype, data.device)
         else:
             if not isinstance(hx, Tensor):
                 raise TypeError(f"{op}: expected hx as a tensor h_0, got {type(hx).__name__}")
             h0 = hx
-        _check_state(op, "h_0", h0, (num_layers * d, n, h_out), unbatched)
+        _check_state(op, "h_0", h0, (num_layers * d, n, h_out), unbatched, data.dtype, data.device)
 
     if n and t and bool(valid.all()):
         # Nothing masked: exactly the plain layer (one multi-layer kernel call, its own dropout).
@@ -315,13 +315,26 @@ def _compacted(
     return out_full, h_n, c_n
 
 
-def _check_state(op: str, name: str, s: Tensor, expected: tuple[int, int, int], unbatched: bool) -> None:
+def _check_state(
+    op: str,
+    name: str,
+    s: Tensor,
+    expected: tuple[int, int, int],
+    unbatched: bool,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> None:
     if not isinstance(s, Tensor):
         raise TypeError(f"{op}: expected {name} as a tensor, got {type(s).__name__}")
     if tuple(s.shape) != expected:
         exp = expected if not unbatched else (expected[0], expected[2])
         got = tuple(s.shape) if not unbatched else (s.shape[0],) + tuple(s.shape[2:])
         raise ValueError(f"{op}: expected {name} of shape {shape_str(exp)}, got {shape_str(got)}")
+    if s.dtype != dtype or s.device != device:
+        raise TypeError(
+            f"{op}: {name} {shape_str(s.shape)} is {s.dtype} on {s.device}; expected {dtype} on {device} "
+            "like the data"
+        )
 
 
 def masked_lstm(
