@@ -65,3 +65,16 @@ def test_errors_name_the_layer() -> None:
         mha(Masked(torch.randn(2, 3, 4)), Masked(torch.randn(3, 3, 4)), Masked(torch.randn(3, 3, 4)))
     with pytest.raises(ValueError, match=r"MaskedMultiheadAttention: .*per-feature"):
         mha(Masked(torch.randn(2, 3, 4), torch.rand(2, 3, 4) > 0.5))
+
+
+def test_bad_attn_mask_raises_a_clear_error() -> None:
+    # Regression: a wrong attn_mask shape raised a RuntimeError from a view, and an integer
+    # 0/1 attn_mask was silently added to the scores as a float bias.
+    mha = MaskedMultiheadAttention(8, 2, batch_first=True)
+    q = Masked(torch.randn(3, 6, 8), torch.rand(3, 6) > 0.3)
+    with pytest.raises(ValueError, match=r"^MaskedMultiheadAttention: expected attn_mask of shape \(6, 6\)"):
+        mha(q, attn_mask=torch.zeros(5, 6, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"got \(3, 6, 6\)"):
+        mha(q, attn_mask=torch.zeros(3, 6, 6))
+    with pytest.raises(TypeError, match="got torch.int64"):
+        mha(q, attn_mask=torch.zeros(6, 6, dtype=torch.int64))

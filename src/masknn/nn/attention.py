@@ -119,6 +119,24 @@ class MaskedMultiheadAttention(nn.MultiheadAttention):
             if is_causal:
                 allowed = allowed & torch.ones(lq, s, dtype=torch.bool, device=qd.device).tril()
             if attn_mask is not None:
+                if not isinstance(attn_mask, Tensor) or tuple(attn_mask.shape) not in (
+                    (lq, s),
+                    (n * h, lq, s),
+                ):
+                    got = (
+                        shape_str(attn_mask.shape)
+                        if isinstance(attn_mask, Tensor)
+                        else type(attn_mask).__name__
+                    )
+                    raise ValueError(
+                        f"{name}: expected attn_mask of shape {shape_str((lq, s))} or "
+                        f"{shape_str((n * h, lq, s))} ((L, S) or (N*num_heads, L, S)), got {got}"
+                    )
+                if attn_mask.dtype != torch.bool and not attn_mask.is_floating_point():
+                    raise TypeError(
+                        f"{name}: expected a bool (True = not allowed) or float (additive) attn_mask, "
+                        f"got {attn_mask.dtype}"
+                    )
                 am = attn_mask if attn_mask.dim() == 2 else attn_mask.view(n, h, lq, s)
                 if am.dtype == torch.bool:
                     allowed = allowed & ~am
