@@ -65,3 +65,18 @@ def test_masked_flatten() -> None:
     out = MF.masked_flatten(x, rows, 1, 2)
     assert out.data.shape == (2, 12, 5) and out.mask.shape == (2, 1, 1)
     assert bool((out.data[~rows.view(2)] == 0).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_partial_rescale_does_not_overflow_half_precision(dtype: torch.dtype) -> None:
+    # Regression: the rescale n / count (here 100000) was cast to float16 (Inf), so a
+    # flattened input with one valid value of 1e-3 gave Inf instead of ~100.
+    n = 100_000
+    x = torch.zeros(1, n, dtype=dtype)
+    x[0, 0] = 1e-3
+    m = torch.zeros(1, n, dtype=torch.bool)
+    m[0, 0] = True
+    out = MF.masked_linear(x, m, torch.ones(1, n, dtype=dtype), torch.zeros(1, dtype=dtype), mode="partial")
+    expected = float(x[0, 0]) * n
+    assert bool(out.mask.all())
+    assert abs(float(out.data) - expected) <= 0.01 * expected

@@ -62,9 +62,13 @@ def masked_linear(
         cnt = m.sum(-1, keepdim=True, dtype=acc_dtype(x))
         valid = cnt > 0
     if mode == "partial" and cnt is not None:
-        out = F.linear(xz, weight)
-        scale = torch.where(valid, n_in / cnt.clamp_min(1), torch.zeros_like(cnt)).to(out.dtype)
-        out = torch.addcmul(bias, out, scale) if bias is not None else out * scale
+        # The rescale in the accumulation dtype: n / count reaches n_in, which overflows
+        # float16 beyond 65504 features (a flattened image with one valid value gave Inf).
+        acc = cnt.dtype
+        out = F.linear(xz, weight).to(acc)
+        scale = torch.where(valid, n_in / cnt.clamp_min(1), torch.zeros_like(cnt))
+        out = torch.addcmul(bias.to(acc), out, scale) if bias is not None else out * scale
+        out = out.to(x.dtype)
     else:
         out = F.linear(xz, weight, bias)
     out = torch.where(valid, out, zero)
