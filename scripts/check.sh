@@ -9,4 +9,7 @@ echo "== ruff format --check"; "$PY" -m ruff format --check .
 echo "== mypy";                "$PY" -m mypy
 echo "== docs (mkdocs build --strict)"
 "$PY" -m mkdocs build --strict -q -d "$(mktemp -d)"
-echo "== pytest";              "$PY" -m pytest "$@"
+# One thread: the suite is many small tensors, where OpenMP start-up costs more than it
+# saves (measured: 20 s with one thread vs 280 s with two on a loaded 2-core machine).
+# Benchmarks (benchmarks/) choose their own thread count.
+echo "== pytest";              OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" "$PY" -m pytest "$@"
