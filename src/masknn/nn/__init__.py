@@ -1,7 +1,17 @@
 """Mask-aware Modules: each takes a :class:`masknn.Masked` (or a plain tensor, taken as
 fully valid) and returns a ``Masked``."""
 
+from masknn.nn.combine import MaskedAdd, MaskedCat, MaskedMul
+from masknn.nn.conv import (
+    PartialConv1d,
+    PartialConv2d,
+    PartialConv3d,
+    PartialConvTranspose1d,
+    PartialConvTranspose2d,
+    PartialConvTranspose3d,
+)
 from masknn.nn.fill import Fill, LearnedFill, MaskChannel
+from masknn.nn.linear import MaskedFlatten, MaskedLinear
 from masknn.nn.losses import (
     MaskedBCEWithLogitsLoss,
     MaskedCrossEntropyLoss,
@@ -10,16 +20,80 @@ from masknn.nn.losses import (
     MaskedSmoothL1Loss,
 )
 from masknn.nn.masking import MaskFromValue, Unwrap
+from masknn.nn.normalization import (
+    MaskedBatchNorm1d,
+    MaskedBatchNorm2d,
+    MaskedBatchNorm3d,
+    MaskedGroupNorm,
+    MaskedInstanceNorm1d,
+    MaskedInstanceNorm2d,
+    MaskedInstanceNorm3d,
+    MaskedLayerNorm,
+)
+from masknn.nn.pooling import (
+    MaskedAdaptiveAvgPool1d,
+    MaskedAdaptiveAvgPool2d,
+    MaskedAdaptiveAvgPool3d,
+    MaskedAdaptiveMaxPool1d,
+    MaskedAdaptiveMaxPool2d,
+    MaskedAdaptiveMaxPool3d,
+    MaskedAvgPool1d,
+    MaskedAvgPool2d,
+    MaskedAvgPool3d,
+    MaskedGlobalAvgPool,
+    MaskedGlobalMaxPool,
+    MaskedMaxPool1d,
+    MaskedMaxPool2d,
+    MaskedMaxPool3d,
+)
+from masknn.nn.upsample import MaskedUpsample
+from masknn.nn.wrappers import Elementwise, PostMask
 
 __all__ = [
+    "Elementwise",
     "Fill",
     "LearnedFill",
     "MaskChannel",
     "MaskFromValue",
+    "MaskedAdaptiveAvgPool1d",
+    "MaskedAdaptiveAvgPool2d",
+    "MaskedAdaptiveAvgPool3d",
+    "MaskedAdaptiveMaxPool1d",
+    "MaskedAdaptiveMaxPool2d",
+    "MaskedAdaptiveMaxPool3d",
+    "MaskedAdd",
+    "MaskedAvgPool1d",
+    "MaskedAvgPool2d",
+    "MaskedAvgPool3d",
     "MaskedBCEWithLogitsLoss",
+    "MaskedBatchNorm1d",
+    "MaskedBatchNorm2d",
+    "MaskedBatchNorm3d",
+    "MaskedCat",
     "MaskedCrossEntropyLoss",
+    "MaskedFlatten",
+    "MaskedGlobalAvgPool",
+    "MaskedGlobalMaxPool",
+    "MaskedGroupNorm",
+    "MaskedInstanceNorm1d",
+    "MaskedInstanceNorm2d",
+    "MaskedInstanceNorm3d",
     "MaskedL1Loss",
+    "MaskedLayerNorm",
+    "MaskedLinear",
     "MaskedMSELoss",
+    "MaskedMaxPool1d",
+    "MaskedMaxPool2d",
+    "MaskedMaxPool3d",
+    "MaskedMul",
     "MaskedSmoothL1Loss",
+    "MaskedUpsample",
+    "PartialConv1d",
+    "PartialConv2d",
+    "PartialConv3d",
+    "PartialConvTranspose1d",
+    "PartialConvTranspose2d",
+    "PartialConvTranspose3d",
+    "PostMask",
     "Unwrap",
 ]

@@ -1,0 +1,97 @@
+"""Combining masked tensors: add (union), multiply (intersection), concatenate."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from masknn._masked import Masked
+from masknn._validation import check_data, shape_str, to_bool_mask
+
+__all__ = ["masked_add", "masked_cat", "masked_mul"]
+
+
+def _two(
+    op: str, x: Tensor, mask: Tensor, other: Tensor, other_mask: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    x, other = check_data(op, x), check_data(op, other)
+    try:
+        torch.broadcast_shapes(x.shape, other.shape)
+    except RuntimeError:
+        raise ValueError(
+            f"{op}: data shapes {shape_str(x.shape)} and {shape_str(other.shape)} do not broadcast"
+        ) from None
+    return x, to_bool_mask(op, x, mask), other, to_bool_mask(op, other, other_mask)
+
+
+def masked_add(x: Tensor, mask: Tensor, other: Tensor, other_mask: Tensor) -> Masked:
+    """``x + other`` where masked terms count as 0; valid where either is (union).
+
+    Example:
+        >>> import torch
+        >>> out = masked_add(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([True, False, False]),
+        ...                  torch.tensor([10.0, float("nan"), 30.0]), torch.tensor([True, False, True]))
+        >>> out.data, out.mask
+        (tensor([11.,  0., 30.]), tensor([ True, False,  True]))
+    """
+    x, m, y, n = _two("masked_add", x, mask, other, other_mask)
+    zx = torch.zeros((), dtype=x.dtype, device=x.device)
+    zy = torch.zeros((), dtype=y.dtype, device=y.device)
+    return Masked(torch.where(m, x, zx) + torch.where(n, y, zy), m | n)
+
+
+def masked_mul(x: Tensor, mask: Tensor, other: Tensor, other_mask: Tensor) -> Masked:
+    """``x * other`` where both are valid (intersection), exactly 0 elsewhere.
+
+    Example:
+        >>> import torch
+        >>> out = masked_mul(torch.tensor([2.0, 2.0]), torch.tensor([True, True]),
+        ...                  torch.tensor([3.0, float("inf")]), torch.tensor([True, False]))
+        >>> out.data, out.mask
+        (tensor([6., 0.]), tensor([ True, False]))
+    """
+    x, m, y, n = _two("masked_mul", x, mask, other, other_mask)
+    both = m & n
+    zx = torch.zeros((), dtype=x.dtype, device=x.device)
+    zy = torch.zeros((), dtype=y.dtype, device=y.device)
+    prod = torch.where(both, x, zx) * torch.where(both, y, zy)
+    return Masked(prod, both)
+
+
+def masked_cat(tensors: Sequence[Tensor], masks: Sequence[Tensor], dim: int = 1) -> Masked:
+    """Concatenate masked tensors along ``dim``; the masks are broadcast, then concatenated.
+
+    A mask dimension other than ``dim`` stays 1 when it is 1 in every mask.
+
+    Example:
+        >>> import torch
+        >>> out = masked_cat([torch.ones(1, 1, 2), torch.zeros(1, 2, 2)],
+        ...                  [torch.tensor([[[True, False]]]), torch.ones(1, 1, 2, dtype=torch.bool)])
+        >>> out.data.shape, out.mask.shape
+        (torch.Size([1, 3, 2]), torch.Size([1, 3, 2]))
+    """
+    op = "masked_cat"
+    if len(tensors) == 0 or len(tensors) != len(masks):
+        raise ValueError(
+            f"{op}: expected as many masks as tensors (at least one), got {len(tensors)} and {len(masks)}"
+        )
+    xs = [check_data(op, t) for t in tensors]
+    ms = [to_bool_mask(op, t, mk) for t, mk in zip(xs, masks)]
+    nd = xs[0].dim()
+    if any(t.dim() != nd for t in xs) or nd == 0:
+        raise ValueError(
+            f"{op}: expected tensors with the same number of dimensions, got {[shape_str(t.shape) for t in xs]}"
+        )
+    d = dim % nd
+    data = torch.cat(xs, dim=d)
+    common = [1 if all(mk.shape[i] == 1 for mk in ms) else int(data.shape[i]) for i in range(nd)]
+    parts = []
+    for t, mk in zip(xs, ms):
+        shape = list(common)
+        shape[d] = int(t.shape[d])
+        parts.append(mk.expand(shape))
+    mask = torch.cat(parts, dim=d)
+    zero = torch.zeros((), dtype=data.dtype, device=data.device)
+    return Masked(torch.where(mask, data, zero), mask)

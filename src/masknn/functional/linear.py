@@ -1,0 +1,95 @@
+"""Dense layers on masked features: masked linear (pre-masking, optional partial rescale) and flatten."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from masknn._masked import Masked
+from masknn._validation import check_data, shape_str, to_bool_mask
+from masknn.functional._spatial import acc_dtype
+
+__all__ = ["masked_flatten", "masked_linear"]
+
+_MODES = ("zero", "partial")
+
+
+def masked_linear(
+    x: Tensor, mask: Tensor, weight: Tensor, bias: Tensor | None = None, mode: str = "zero"
+) -> Masked:
+    """A linear layer on the valid input features of ``x`` ``(*, in_features)``.
+
+    ``mode="zero"`` (pre-masking): masked features count as 0, ``y = W·(x⊙m) + b``.
+    ``mode="partial"``: the product is rescaled by ``in_features / valid count``, so a
+    row with half of its features missing is not pulled toward the bias (the dense
+    analogue of a partial convolution).
+
+    The mask is ``(*, in_features)`` or ``(*, 1)`` (whole rows); a sequence mask
+    ``(N, T)`` for ``(N, T, F)`` data is taken as ``(N, T, 1)``. The output is valid
+    where at least one input feature is; its mask is ``(*, 1)`` and the output is
+    exactly 0 elsewhere.
+
+    Example:
+        >>> import torch
+        >>> x = torch.tensor([[1.0, float("nan")]])
+        >>> w = torch.ones(1, 2)
+        >>> masked_linear(x, ~x.isnan(), w).data, masked_linear(x, ~x.isnan(), w, mode="partial").data
+        (tensor([[1.]]), tensor([[2.]]))
+    """
+    op = "masked_linear"
+    x = check_data(op, x)
+    if mode not in _MODES:
+        raise ValueError(f"{op}: mode must be one of {_MODES}, got {mode!r}")
+    if x.dim() < 1 or x.shape[-1] != weight.shape[-1]:
+        raise ValueError(
+            f"{op}: data shape {shape_str(x.shape)} does not end with in_features = {weight.shape[-1]} "
+            f"(weight shape {shape_str(weight.shape)})"
+        )
+    m = to_bool_mask(op, x, mask)
+    zero = torch.zeros((), dtype=x.dtype, device=x.device)
+    xz = torch.where(m, x, zero)
+    n_in = x.shape[-1]
+    if m.shape[-1] == 1:
+        valid = m
+        cnt = None
+    else:
+        cnt = m.sum(-1, keepdim=True, dtype=acc_dtype(x))
+        valid = cnt > 0
+    if mode == "partial" and cnt is not None:
+        out = F.linear(xz, weight)
+        scale = torch.where(valid, n_in / cnt.clamp_min(1), torch.zeros_like(cnt)).to(out.dtype)
+        out = torch.addcmul(bias, out, scale) if bias is not None else out * scale
+    else:
+        out = F.linear(xz, weight, bias)
+    out = torch.where(valid, out, zero)
+    return Masked(out, valid)
+
+
+def masked_flatten(x: Tensor, mask: Tensor, start_dim: int = 1, end_dim: int = -1) -> Masked:
+    """Flatten ``x`` like :func:`torch.flatten`; the mask is flattened with it.
+
+    A mask of size 1 over every flattened dimension stays size 1 (still broadcasting);
+    otherwise it is expanded over the flattened dimensions first.
+
+    Example:
+        >>> import torch
+        >>> out = masked_flatten(torch.ones(2, 3, 4), torch.ones(2, 1, 4, dtype=torch.bool))
+        >>> out.data.shape, out.mask.shape
+        (torch.Size([2, 12]), torch.Size([2, 12]))
+    """
+    op = "masked_flatten"
+    x = check_data(op, x)
+    m = to_bool_mask(op, x, mask, allow_sequence=False)
+    nd = max(x.dim(), 1)
+    s, e = start_dim % nd, end_dim % nd
+    if s > e:
+        raise ValueError(
+            f"{op}: start_dim {start_dim} comes after end_dim {end_dim} for shape {shape_str(x.shape)}"
+        )
+    data = torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device)).flatten(s, e)
+    if x.dim() == 0:
+        return Masked(data, m.reshape(data.shape))
+    if any(m.shape[d] != 1 for d in range(s, e + 1)):
+        m = m.expand(*m.shape[:s], *x.shape[s : e + 1], *m.shape[e + 1 :])
+    return Masked(data, m.flatten(s, e))

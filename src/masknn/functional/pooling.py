@@ -1,0 +1,375 @@
+"""Pooling over valid positions: max, average, adaptive average/max, global average/max.
+
+Output valid where the window holds at least one valid input (DESIGN §4); padding
+counts as masked. Empty windows give exactly 0. For a channel-shared mask
+``(N, 1, ...)`` the output mask stays ``(N, 1, ...)`` (pooled once, not per channel).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from masknn._masked import Masked
+from masknn.functional._spatial import IntOrSeq, acc_dtype, is_shared, ntuple, prepare, shared, zero
+from masknn.functional.reductions import masked_max, masked_mean
+
+__all__ = [
+    "masked_adaptive_avg_pool1d",
+    "masked_adaptive_avg_pool2d",
+    "masked_adaptive_avg_pool3d",
+    "masked_adaptive_max_pool1d",
+    "masked_adaptive_max_pool2d",
+    "masked_adaptive_max_pool3d",
+    "masked_avg_pool1d",
+    "masked_avg_pool2d",
+    "masked_avg_pool3d",
+    "masked_global_avg_pool",
+    "masked_global_max_pool",
+    "masked_max_pool1d",
+    "masked_max_pool2d",
+    "masked_max_pool3d",
+]
+
+_MAX = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+_AMAX = {1: F.adaptive_max_pool1d, 2: F.adaptive_max_pool2d, 3: F.adaptive_max_pool3d}
+_AAVG = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}
+
+
+def _pool_mask(m: Tensor) -> tuple[Tensor, bool]:
+    """The mask to pool (one channel when shared) and whether it is shared."""
+    if is_shared(m):
+        return shared(m), True
+    return m, False
+
+
+def _neg_inf(x: Tensor) -> Tensor:
+    return torch.full((), float("-inf"), dtype=x.dtype, device=x.device)
+
+
+def _max_pool(
+    op: str,
+    nd: int,
+    x: Tensor,
+    mask: Tensor,
+    kernel_size: IntOrSeq,
+    stride: IntOrSeq | None,
+    padding: IntOrSeq,
+    dilation: IntOrSeq,
+    ceil_mode: bool,
+) -> Masked:
+    x, m = prepare(op, x, mask, nd)
+    k = ntuple(op, "kernel_size", kernel_size, nd)
+    s = (
+        k
+        if stride is None or (not isinstance(stride, int) and len(stride) == 0)
+        else ntuple(op, "stride", stride, nd)
+    )
+    p = ntuple(op, "padding", padding, nd)
+    d = ntuple(op, "dilation", dilation, nd)
+    pool = _MAX[nd]
+    out = pool(torch.where(m, x, _neg_inf(x)), k, s, p, d, ceil_mode)
+    pm, _ = _pool_mask(m)
+    valid = pool(pm.to(x.dtype), k, s, p, d, ceil_mode) > 0
+    return Masked(torch.where(valid, out, zero(out)), valid)
+
+
+def masked_max_pool1d(
+    x: Tensor,
+    mask: Tensor,
+    kernel_size: IntOrSeq,
+    stride: IntOrSeq | None = None,
+    padding: IntOrSeq = 0,
+    dilation: IntOrSeq = 1,
+    ceil_mode: bool = False,
+) -> Masked:
+    """Max over the valid inputs of each window of ``x`` ``(N, C, L)``; see :func:`masked_max_pool2d`.
+
+    Example:
+        >>> import torch
+        >>> x = torch.tensor([[[5.0, 1.0, float("nan"), float("nan")]]])
+        >>> out = masked_max_pool1d(x, ~x.isnan(), 2)
+        >>> out.data, out.mask
+        (tensor([[[5., 0.]]]), tensor([[[ True, False]]]))
+    """
+    return _max_pool("masked_max_pool1d", 1, x, mask, kernel_size, stride, padding, dilation, ceil_mode)
+
+
+def masked_max_pool2d(
+    x: Tensor,
+    mask: Tensor,
+    kernel_size: IntOrSeq,
+    stride: IntOrSeq | None = None,
+    padding: IntOrSeq = 0,
+    dilation: IntOrSeq = 1,
+    ceil_mode: bool = False,
+) -> Masked:
+    """Max over the valid inputs of each window (arguments as :func:`torch.nn.functional.max_pool2d`).
+
+    Valid where the window holds a valid input; empty windows give exactly 0.
+
+    Example:
+        >>> import torch
+        >>> x = torch.tensor([[[[1.0, 9.0], [3.0, 4.0]]]])
+        >>> m = torch.tensor([[[[True, False], [True, True]]]])
+        >>> masked_max_pool2d(x, m, 2).data
+        tensor([[[[4.]]]])
+    """
+    return _max_pool("masked_max_pool2d", 2, x, mask, kernel_size, stride, padding, dilation, ceil_mode)
+
+
+def masked_max_pool3d(
+    x: Tensor,
+    mask: Tensor,
+    kernel_size: IntOrSeq,
+    stride: IntOrSeq | None = None,
+    padding: IntOrSeq = 0,
+    dilation: IntOrSeq = 1,
+    ceil_mode: bool = False,
+) -> Masked:
+    """Max over the valid inputs of each window of ``x`` ``(N, C, D, H, W)``; see :func:`masked_max_pool2d`.
+
+    Example:
+        >>> import torch
+        >>> masked_max_pool3d(torch.ones(1, 1, 2, 2, 2), torch.ones(1, 1, 2, 2, 2), 2).data.shape
+        torch.Size([1, 1, 1, 1, 1])
+    """
+    return _max_pool("masked_max_pool3d", 3, x, mask, kernel_size, stride, padding, dilation, ceil_mode)
+
+
+def _avg_pool(
+    op: str,
+    nd: int,
+    x: Tensor,
+    mask: Tensor,
+    kernel_size: IntOrSeq,
+    stride: IntOrSeq | None,
+    padding: IntOrSeq,
+    ceil_mode: bool,
+) -> Masked:
+    x, m = prepare(op, x, mask, nd)
+    k = ntuple(op, "kernel_size", kernel_size, nd)
+    s = (
+        k
+        if stride is None or (not isinstance(stride, int) and len(stride) == 0)
+        else ntuple(op, "stride", stride, nd)
+    )
+    p = ntuple(op, "padding", padding, nd)
+    xz = torch.where(m, x, zero(x))
+    pm, _ = _pool_mask(m)
+    acc = acc_dtype(x)
+    if nd == 1:  # avg_pool1d has no divisor_override: pool as 2-d with a height of 1
+        total = F.avg_pool2d(xz.unsqueeze(2), (1, *k), (1, *s), (0, *p), ceil_mode, True, 1).squeeze(2)
+        cnt = F.avg_pool2d(pm.to(acc).unsqueeze(2), (1, *k), (1, *s), (0, *p), ceil_mode, True, 1).squeeze(2)
+    else:
+        pool = F.avg_pool2d if nd == 2 else F.avg_pool3d
+        total = pool(xz, k, s, p, ceil_mode, True, 1)
+        cnt = pool(pm.to(acc), k, s, p, ceil_mode, True, 1)
+    valid = cnt > 0
+    inv = torch.where(valid, 1.0 / cnt.clamp_min(1), zero(cnt)).to(x.dtype)
+    return Masked(total * inv, valid)
+
+
+def masked_avg_pool1d(
+    x: Tensor,
+    mask: Tensor,
+    kernel_size: IntOrSeq,
+    stride: IntOrSeq | None = None,
+    padding: IntOrSeq = 0,
+    ceil_mode: bool = False,
+) -> Masked:
+    """Mean over the valid inputs of each window of ``x`` ``(N, C, L)``; see :func:`masked_avg_pool2d`.
+
+    Example:
+        >>> import torch
+        >>> x = torch.tensor([[[2.0, float("nan"), 3.0, 5.0]]])
+        >>> masked_avg_pool1d(x, ~x.isnan(), 2).data
+        tensor([[[2., 4.]]])
+    """
+    return _avg_pool("masked_avg_pool1d", 1, x, mask, kernel_size, stride, padding, ceil_mode)
+
+
+def masked_avg_pool2d(
+    x: Tensor,
+    mask: Tensor,
+    kernel_size: IntOrSeq,
+    stride: IntOrSeq | None = None,
+    padding: IntOrSeq = 0,
+    ceil_mode: bool = False,
+) -> Masked:
+    """Mean over the valid inputs of each window (arguments as :func:`torch.nn.functional.avg_pool2d`).
+
+    Padding counts as masked (so ``count_include_pad`` has no meaning here). Valid where
+    the window holds a valid input; empty windows give exactly 0.
+
+    Example:
+        >>> import torch
+        >>> x = torch.tensor([[[[1.0, 9.0], [3.0, 5.0]]]])
+        >>> m = torch.tensor([[[[True, False], [True, True]]]])
+        >>> masked_avg_pool2d(x, m, 2).data
+        tensor([[[[3.]]]])
+    """
+    return _avg_pool("masked_avg_pool2d", 2, x, mask, kernel_size, stride, padding, ceil_mode)
+
+
+def masked_avg_pool3d(
+    x: Tensor,
+    mask: Tensor,
+    kernel_size: IntOrSeq,
+    stride: IntOrSeq | None = None,
+    padding: IntOrSeq = 0,
+    ceil_mode: bool = False,
+) -> Masked:
+    """Mean over the valid inputs of each window of ``x`` ``(N, C, D, H, W)``; see :func:`masked_avg_pool2d`.
+
+    Example:
+        >>> import torch
+        >>> masked_avg_pool3d(torch.ones(1, 1, 2, 2, 2), torch.ones(1, 1, 2, 2, 2), 2).data.flatten()
+        tensor([1.])
+    """
+    return _avg_pool("masked_avg_pool3d", 3, x, mask, kernel_size, stride, padding, ceil_mode)
+
+
+def _adaptive_avg(op: str, nd: int, x: Tensor, mask: Tensor, output_size: IntOrSeq | None) -> Masked:
+    x, m = prepare(op, x, mask, nd)
+    size = _out_size(op, nd, x, output_size)
+    pool = _AAVG[nd]
+    pm, _ = _pool_mask(m)
+    # Both pools divide by the same window size, so their ratio is the mean over valid inputs.
+    total = pool(torch.where(m, x, zero(x)), size)
+    frac = pool(pm.to(acc_dtype(x)), size)
+    valid = frac > 0
+    inv = torch.where(valid, 1.0 / torch.where(valid, frac, torch.ones_like(frac)), zero(frac)).to(x.dtype)
+    return Masked(total * inv, valid)
+
+
+def _out_size(op: str, nd: int, x: Tensor, output_size: IntOrSeq | None) -> tuple[int, ...]:
+    if output_size is None:
+        raise ValueError(f"{op}: output_size is required")
+    if isinstance(output_size, int):
+        return (output_size,) * nd
+    sizes = tuple(output_size)
+    if len(sizes) != nd:
+        raise ValueError(f"{op}: expected output_size as an int or {nd} sizes, got {sizes}")
+    # None keeps the input size, as in torch.
+    return tuple(int(x.shape[2 + i]) if s is None else int(s) for i, s in enumerate(sizes))
+
+
+def _adaptive_max(op: str, nd: int, x: Tensor, mask: Tensor, output_size: IntOrSeq | None) -> Masked:
+    x, m = prepare(op, x, mask, nd)
+    size = _out_size(op, nd, x, output_size)
+    pool = _AMAX[nd]
+    pm, _ = _pool_mask(m)
+    out = pool(torch.where(m, x, _neg_inf(x)), size)
+    valid = pool(pm.to(x.dtype), size) > 0
+    return Masked(torch.where(valid, out, zero(out)), valid)
+
+
+def masked_adaptive_avg_pool1d(x: Tensor, mask: Tensor, output_size: IntOrSeq) -> Masked:
+    """Adaptive mean over valid inputs of ``x`` ``(N, C, L)``; see :func:`masked_adaptive_avg_pool2d`.
+
+    Example:
+        >>> import torch
+        >>> x = torch.tensor([[[1.0, float("nan"), 3.0, 5.0]]])
+        >>> masked_adaptive_avg_pool1d(x, ~x.isnan(), 1).data
+        tensor([[[3.]]])
+    """
+    return _adaptive_avg("masked_adaptive_avg_pool1d", 1, x, mask, output_size)
+
+
+def masked_adaptive_avg_pool2d(x: Tensor, mask: Tensor, output_size: IntOrSeq) -> Masked:
+    """Adaptive average pooling over valid inputs (as :func:`torch.nn.functional.adaptive_avg_pool2d`).
+
+    Example:
+        >>> import torch
+        >>> x = torch.tensor([[[[1.0, 9.0], [3.0, 5.0]]]])
+        >>> m = torch.tensor([[[[True, False], [True, True]]]])
+        >>> masked_adaptive_avg_pool2d(x, m, 1).data
+        tensor([[[[3.]]]])
+    """
+    return _adaptive_avg("masked_adaptive_avg_pool2d", 2, x, mask, output_size)
+
+
+def masked_adaptive_avg_pool3d(x: Tensor, mask: Tensor, output_size: IntOrSeq) -> Masked:
+    """Adaptive mean over valid inputs of ``x`` ``(N, C, D, H, W)``; see :func:`masked_adaptive_avg_pool2d`.
+
+    Example:
+        >>> import torch
+        >>> masked_adaptive_avg_pool3d(torch.ones(1, 2, 4, 4, 4), torch.ones(1, 1, 4, 4, 4), 2).data.shape
+        torch.Size([1, 2, 2, 2, 2])
+    """
+    return _adaptive_avg("masked_adaptive_avg_pool3d", 3, x, mask, output_size)
+
+
+def masked_adaptive_max_pool1d(x: Tensor, mask: Tensor, output_size: IntOrSeq) -> Masked:
+    """Adaptive max over valid inputs of ``x`` ``(N, C, L)``; see :func:`masked_adaptive_max_pool2d`.
+
+    Example:
+        >>> import torch
+        >>> x = torch.tensor([[[1.0, float("nan"), 3.0, 5.0]]])
+        >>> masked_adaptive_max_pool1d(x, ~x.isnan(), 2).data
+        tensor([[[1., 5.]]])
+    """
+    return _adaptive_max("masked_adaptive_max_pool1d", 1, x, mask, output_size)
+
+
+def masked_adaptive_max_pool2d(x: Tensor, mask: Tensor, output_size: IntOrSeq) -> Masked:
+    """Adaptive max pooling over valid inputs (as :func:`torch.nn.functional.adaptive_max_pool2d`).
+
+    Example:
+        >>> import torch
+        >>> x = torch.tensor([[[[1.0, 9.0], [3.0, 5.0]]]])
+        >>> m = torch.tensor([[[[True, False], [True, True]]]])
+        >>> masked_adaptive_max_pool2d(x, m, 1).data
+        tensor([[[[5.]]]])
+    """
+    return _adaptive_max("masked_adaptive_max_pool2d", 2, x, mask, output_size)
+
+
+def masked_adaptive_max_pool3d(x: Tensor, mask: Tensor, output_size: IntOrSeq) -> Masked:
+    """Adaptive max over valid inputs of ``x`` ``(N, C, D, H, W)``; see :func:`masked_adaptive_max_pool2d`.
+
+    Example:
+        >>> import torch
+        >>> masked_adaptive_max_pool3d(torch.ones(1, 2, 4, 4, 4), torch.ones(1, 1, 4, 4, 4), 1).data.shape
+        torch.Size([1, 2, 1, 1, 1])
+    """
+    return _adaptive_max("masked_adaptive_max_pool3d", 3, x, mask, output_size)
+
+
+def masked_global_avg_pool(x: Tensor, mask: Tensor) -> Masked:
+    """Mean over every dimension after the channel dimension: ``(N, C, ...) -> Masked (N, C)``.
+
+    Example:
+        >>> import torch
+        >>> x = torch.tensor([[[1.0, float("nan"), 3.0]]])
+        >>> out = masked_global_avg_pool(x, ~x.isnan())
+        >>> out.data, out.mask
+        (tensor([[2.]]), tensor([[True]]))
+    """
+    x, m = prepare("masked_global_avg_pool", x, mask, None)
+    if x.dim() < 2:
+        raise ValueError(f"masked_global_avg_pool: expected data (N, C, ...), got {x.dim()} dimensions")
+    dims = tuple(range(2, x.dim()))
+    if not dims:
+        return Masked(torch.where(m, x, zero(x)), m)
+    return masked_mean(x, m, dim=dims)
+
+
+def masked_global_max_pool(x: Tensor, mask: Tensor) -> Masked:
+    """Max over every dimension after the channel dimension: ``(N, C, ...) -> Masked (N, C)``.
+
+    Example:
+        >>> import torch
+        >>> x = torch.tensor([[[1.0, float("nan"), 3.0]]])
+        >>> masked_global_max_pool(x, ~x.isnan()).data
+        tensor([[3.]])
+    """
+    x, m = prepare("masked_global_max_pool", x, mask, None)
+    if x.dim() < 2:
+        raise ValueError(f"masked_global_max_pool: expected data (N, C, ...), got {x.dim()} dimensions")
+    dims = tuple(range(2, x.dim()))
+    if not dims:
+        return Masked(torch.where(m, x, zero(x)), m)
+    return masked_max(x, m, dim=dims)

@@ -1,0 +1,301 @@
+"""Partial convolution Modules (Liu et al. 2018); weights as ``nn.Conv*d`` / ``nn.ConvTranspose*d``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from masknn._masked import Masked, as_masked
+from masknn.functional.conv import (
+    partial_conv1d,
+    partial_conv2d,
+    partial_conv3d,
+    partial_conv_transpose1d,
+    partial_conv_transpose2d,
+    partial_conv_transpose3d,
+)
+
+__all__ = [
+    "PartialConv1d",
+    "PartialConv2d",
+    "PartialConv3d",
+    "PartialConvTranspose1d",
+    "PartialConvTranspose2d",
+    "PartialConvTranspose3d",
+]
+
+
+def _check_mode(layer: str, padding_mode: str) -> None:
+    if padding_mode != "zeros":
+        raise ValueError(
+            f"{layer}: only padding_mode='zeros' is supported (padding counts as masked, or as valid "
+            f"with padding_valid=True), got padding_mode={padding_mode!r}"
+        )
+
+
+class _PartialConvMixin:
+    padding_valid: bool
+
+    def _extra(self, base: str) -> str:
+        return base + (", padding_valid=True" if self.padding_valid else "")
+
+
+class PartialConv1d(_PartialConvMixin, nn.Conv1d):
+    """1-d partial convolution: :class:`torch.nn.Conv1d`'s arguments plus ``padding_valid``.
+
+    See :class:`PartialConv2d`.
+
+    Example:
+        >>> import torch
+        >>> from masknn import Masked
+        >>> conv = PartialConv1d(2, 3, 3, padding=1)
+        >>> conv(Masked(torch.randn(4, 2, 10), torch.rand(4, 1, 10) > 0.5)).data.shape
+        torch.Size([4, 3, 10])
+    """
+
+    def __init__(self, *args: Any, padding_valid: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _check_mode("PartialConv1d", self.padding_mode)
+        self.padding_valid = padding_valid
+
+    def extra_repr(self) -> str:
+        return self._extra(super().extra_repr())
+
+    def forward(self, x: Masked | Tensor) -> Masked:  # type: ignore[override]
+        x = as_masked("PartialConv1d", x)
+        return partial_conv1d(
+            x.data,
+            x.mask,
+            self.weight,
+            self.bias,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+            self.padding_valid,
+        )
+
+
+class PartialConv2d(_PartialConvMixin, nn.Conv2d):
+    """2-d partial convolution (Liu et al. 2018): :class:`torch.nn.Conv2d`'s arguments plus ``padding_valid``.
+
+    Takes and returns :class:`masknn.Masked`; a plain tensor is taken as fully valid.
+    ``out = W·(x⊙m) · (window size / valid count) + b`` where the window holds a valid
+    input, exactly 0 with a False mask elsewhere. Channel-shared masks ``(N, 1, H, W)``
+    give an ``(N, 1, H_out, W_out)`` output mask; per-channel masks ``(N, C_in, H, W)``
+    (valid count over the input channels of each group, NVIDIA's
+    ``multi_channel=True``) give ``(N, C_out, H_out, W_out)``. Zero padding counts as
+    masked, so border windows are re-weighted even with an all-True mask; with
+    ``padding_valid=True`` it counts as valid and the layer equals ``nn.Conv2d``
+    when every input is valid. Only ``padding_mode='zeros'`` exists. The weights and
+    ``state_dict`` are ``nn.Conv2d``'s; no state is kept between calls.
+
+    Example:
+        >>> import torch
+        >>> from masknn import Masked
+        >>> conv = PartialConv2d(3, 8, 3, padding=1)
+        >>> out = conv(Masked(torch.randn(2, 3, 16, 16), torch.rand(2, 1, 16, 16) > 0.5))
+        >>> out.data.shape, out.mask.shape
+        (torch.Size([2, 8, 16, 16]), torch.Size([2, 1, 16, 16]))
+        >>> plain = torch.nn.Conv2d(3, 8, 3, padding=1)
+        >>> conv.load_state_dict(plain.state_dict())
+        <All keys matched successfully>
+    """
+
+    def __init__(self, *args: Any, padding_valid: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _check_mode("PartialConv2d", self.padding_mode)
+        self.padding_valid = padding_valid
+
+    def extra_repr(self) -> str:
+        return self._extra(super().extra_repr())
+
+    def forward(self, x: Masked | Tensor) -> Masked:  # type: ignore[override]
+        x = as_masked("PartialConv2d", x)
+        return partial_conv2d(
+            x.data,
+            x.mask,
+            self.weight,
+            self.bias,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+            self.padding_valid,
+        )
+
+
+class PartialConv3d(_PartialConvMixin, nn.Conv3d):
+    """3-d partial convolution: :class:`torch.nn.Conv3d`'s arguments plus ``padding_valid``.
+
+    See :class:`PartialConv2d`.
+
+    Example:
+        >>> import torch
+        >>> from masknn import Masked
+        >>> conv = PartialConv3d(2, 3, 3, padding=1)
+        >>> conv(Masked(torch.randn(1, 2, 4, 5, 6), torch.rand(1, 1, 4, 5, 6) > 0.5)).data.shape
+        torch.Size([1, 3, 4, 5, 6])
+    """
+
+    def __init__(self, *args: Any, padding_valid: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _check_mode("PartialConv3d", self.padding_mode)
+        self.padding_valid = padding_valid
+
+    def extra_repr(self) -> str:
+        return self._extra(super().extra_repr())
+
+    def forward(self, x: Masked | Tensor) -> Masked:  # type: ignore[override]
+        x = as_masked("PartialConv3d", x)
+        return partial_conv3d(
+            x.data,
+            x.mask,
+            self.weight,
+            self.bias,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+            self.padding_valid,
+        )
+
+
+class PartialConvTranspose1d(_PartialConvMixin, nn.ConvTranspose1d):
+    """1-d partial transposed convolution; see :class:`PartialConvTranspose2d`.
+
+    Example:
+        >>> import torch
+        >>> from masknn import Masked
+        >>> up = PartialConvTranspose1d(2, 3, 2, stride=2)
+        >>> up(Masked(torch.randn(1, 2, 5), torch.rand(1, 1, 5) > 0.5)).data.shape
+        torch.Size([1, 3, 10])
+    """
+
+    def __init__(self, *args: Any, padding_valid: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _check_mode("PartialConvTranspose1d", self.padding_mode)
+        self.padding_valid = padding_valid
+
+    def extra_repr(self) -> str:
+        return self._extra(super().extra_repr())
+
+    def forward(self, x: Masked | Tensor, output_size: list[int] | None = None) -> Masked:  # type: ignore[override]
+        x = as_masked("PartialConvTranspose1d", x)
+        opad = self._output_padding(
+            x.data,
+            output_size,
+            self.stride,
+            self.padding,
+            self.kernel_size,
+            1,
+            self.dilation,  # type: ignore[arg-type]
+        )
+        return partial_conv_transpose1d(
+            x.data,
+            x.mask,
+            self.weight,
+            self.bias,
+            self.stride,
+            self.padding,
+            opad,
+            self.groups,  # type: ignore[arg-type]
+            self.dilation,
+            self.padding_valid,
+        )
+
+
+class PartialConvTranspose2d(_PartialConvMixin, nn.ConvTranspose2d):
+    """2-d partial transposed convolution: :class:`torch.nn.ConvTranspose2d`'s arguments plus ``padding_valid``.
+
+    ``out = conv_transpose(x⊙m) · (window / valid count) + b`` where a valid input
+    reaches the position, else 0 with a False mask; ``window`` counts the kernel taps
+    landing on the position; taps outside the input count as masked unless
+    ``padding_valid=True`` (then it equals ``nn.ConvTranspose2d`` on all-valid input).
+    Masks as in :class:`PartialConv2d`.
+
+    Example:
+        >>> import torch
+        >>> from masknn import Masked
+        >>> up = PartialConvTranspose2d(4, 2, 2, stride=2)
+        >>> out = up(Masked(torch.randn(1, 4, 3, 3), torch.rand(1, 1, 3, 3) > 0.5))
+        >>> out.data.shape, out.mask.shape
+        (torch.Size([1, 2, 6, 6]), torch.Size([1, 1, 6, 6]))
+    """
+
+    def __init__(self, *args: Any, padding_valid: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _check_mode("PartialConvTranspose2d", self.padding_mode)
+        self.padding_valid = padding_valid
+
+    def extra_repr(self) -> str:
+        return self._extra(super().extra_repr())
+
+    def forward(self, x: Masked | Tensor, output_size: list[int] | None = None) -> Masked:  # type: ignore[override]
+        x = as_masked("PartialConvTranspose2d", x)
+        opad = self._output_padding(
+            x.data,
+            output_size,
+            self.stride,
+            self.padding,
+            self.kernel_size,
+            2,
+            self.dilation,  # type: ignore[arg-type]
+        )
+        return partial_conv_transpose2d(
+            x.data,
+            x.mask,
+            self.weight,
+            self.bias,
+            self.stride,
+            self.padding,
+            opad,
+            self.groups,  # type: ignore[arg-type]
+            self.dilation,
+            self.padding_valid,
+        )
+
+
+class PartialConvTranspose3d(_PartialConvMixin, nn.ConvTranspose3d):
+    """3-d partial transposed convolution; see :class:`PartialConvTranspose2d`.
+
+    Example:
+        >>> import torch
+        >>> from masknn import Masked
+        >>> up = PartialConvTranspose3d(2, 2, 2, stride=2)
+        >>> up(Masked(torch.randn(1, 2, 2, 2, 2), torch.rand(1, 1, 2, 2, 2) > 0.5)).data.shape
+        torch.Size([1, 2, 4, 4, 4])
+    """
+
+    def __init__(self, *args: Any, padding_valid: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _check_mode("PartialConvTranspose3d", self.padding_mode)
+        self.padding_valid = padding_valid
+
+    def extra_repr(self) -> str:
+        return self._extra(super().extra_repr())
+
+    def forward(self, x: Masked | Tensor, output_size: list[int] | None = None) -> Masked:  # type: ignore[override]
+        x = as_masked("PartialConvTranspose3d", x)
+        opad = self._output_padding(
+            x.data,
+            output_size,
+            self.stride,
+            self.padding,
+            self.kernel_size,
+            3,
+            self.dilation,  # type: ignore[arg-type]
+        )
+        return partial_conv_transpose3d(
+            x.data,
+            x.mask,
+            self.weight,
+            self.bias,
+            self.stride,
+            self.padding,
+            opad,
+            self.groups,  # type: ignore[arg-type]
+            self.dilation,
+            self.padding_valid,
+        )
