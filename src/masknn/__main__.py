@@ -34,10 +34,13 @@ def _parser() -> argparse.ArgumentParser:
         "on real data shipped in the demo extra's packages. Writes PNG figures and tables to --out.",
     )
     demo.add_argument(
-        "task", nargs="?", default="classify", choices=("classify", "gapfill", "sequences", "all"),
+        "task",
+        nargs="?",
+        default="classify",
+        choices=("classify", "gapfill", "sequences", "all"),
         help="classify: MNIST digits with holes (default); gapfill: HadISST sea-surface temperature "
         "under clouds; sequences: JapaneseVowels with padding; all: the three",
-    )  # fmt: skip
+    )
     size = demo.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="CI smoke run (< 30 s)")
     size.add_argument("--full", action="store_true", help="more seeds, rates, steps (several minutes)")
@@ -53,16 +56,21 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("data", nargs="?", help="a .npz file (see --layout)")
     cmp.add_argument("--layout", action="store_true", help="print the .npz layout and exit")
     cmp.add_argument(
-        "--strategies", default=None,
+        "--strategies",
+        default=None,
         help="comma-separated: zero, mean, learned, each optionally +mc (mask channel), partial, "
         "partial+mc, or 'all' (default: zero,mean,zero+mc,mean+mc,partial,partial+mc)",
-    )  # fmt: skip
+    )
     cmp.add_argument(
-        "--rates", type=_floats, default=None,
+        "--rates",
+        type=_floats,
+        default=None,
         help="missing rates to simulate, e.g. 10,30,50 (default: the data's own mask if it has "
         "missing values, else 10,30,50,70)",
-    )  # fmt: skip
-    cmp.add_argument("--mask-kinds", default="cloud", help="cloud, random, rectangle, stroke (comma-separated)")
+    )
+    cmp.add_argument(
+        "--mask-kinds", default="cloud", help="cloud, random, rectangle, stroke (comma-separated)"
+    )
     cmp.add_argument("--seeds", type=int, default=3, help="number of seeds (default: %(default)s)")
     cmp.add_argument("--steps", type=int, default=300, help="Adam steps per run (default: %(default)s)")
     cmp.add_argument("--batch-size", type=int, default=64)
@@ -82,7 +90,9 @@ def _demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     for task in tasks:
         run_task(task, mode, out, progress=not args.no_progress)
-    print(f"\nmasknn demo {args.task} ({mode}): {time.perf_counter() - t0:.0f} s; results in {out.resolve()}/")
+    print(
+        f"\nmasknn demo {args.task} ({mode}): {time.perf_counter() - t0:.0f} s; results in {out.resolve()}/"
+    )
     return 0
 
 
@@ -105,9 +115,17 @@ def _compare(args: argparse.Namespace) -> int:
         f"{100 * (1 - data.mask.mean()):.1f} % missing in the file"
     )
     res = compare(
-        data, args.strategies, rates=args.rates, mask_kinds=kinds, seeds=args.seeds, steps=args.steps,
-        batch_size=args.batch_size, lr=args.lr, width=args.width, progress=not args.no_progress,
-    )  # fmt: skip
+        data,
+        args.strategies,
+        rates=args.rates,
+        mask_kinds=kinds,
+        seeds=args.seeds,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        width=args.width,
+        progress=not args.no_progress,
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table = res.table()
@@ -118,7 +136,10 @@ def _compare(args: argparse.Namespace) -> int:
     except ImportError as err:
         print(f"(no figure: {err})")
     print("\n" + table)
-    print(f"\n{time.perf_counter() - t0:.0f} s; table {out / (data.name + '.md')}" + (f", figure {fig}" if fig else ""))
+    print(
+        f"\n{time.perf_counter() - t0:.0f} s; table {out / (data.name + '.md')}"
+        + (f", figure {fig}" if fig else "")
+    )
     return 0
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,8 @@ __all__ = ["NPZ_LAYOUT", "CompareData", "load_npz"]
 NPZ_LAYOUT = """\
 The .npz layout read by `masknn compare DATA.npz` (numpy.savez):
 
-  x      float (N, C, H, W) or (N, H, W)   images; NaN marks missing values
+  x      float (N, C, H, W) or (N, H, W)   images; NaN marks missing values (with a
+         channel-shared mask, a NaN in any channel masks that pixel in all channels)
   mask   optional, bool or 0/1, (N, 1, H, W), (N, C, H, W) or (N, H, W):
          True/1 = valid. Combined with the NaNs of x.
   y      int (N,)                          class labels  -> classification (accuracy)
@@ -24,25 +24,45 @@ The .npz layout read by `masknn compare DATA.npz` (numpy.savez):
 When x has no missing values, masks are simulated (--mask-kind, --rates) on top."""
 
 
-@dataclass
 class CompareData:
     """Validated arrays for :func:`masknn.compare.compare` (see :data:`NPZ_LAYOUT`).
 
-    ``x`` float32 ``(N, C, H, W)`` (values at masked positions are ignored),
-    ``mask`` bool ``(N, 1|C, H, W)``, ``y`` int64 ``(N,)`` or float32
-    ``(N, K, H, W)``, ``y_mask`` bool (regression), ``train`` bool ``(N,)``.
+    Args:
+        x: images ``(N, C, H, W)`` or ``(N, H, W)``; NaN marks missing values.
+        mask: None or bool / 0-1 ``(N, 1|C, H, W)``, True = valid.
+        y: int labels ``(N,)`` (classification) or float targets ``(N, K, H, W)`` (regression).
+        train: bool ``(N,)``, True = training sample.
+        y_mask: where regression targets are known (besides their NaNs).
+        name: used in titles and file names.
+
+    After validation: ``x`` float32 (0 at masked positions), ``mask`` bool,
+    ``y`` int64 or float32, ``y_mask`` bool (regression) or None, ``train``
+    bool, ``kind`` ``"classify"`` or ``"regress"``.
     """
 
-    x: np.ndarray
-    mask: np.ndarray
-    y: np.ndarray
-    train: np.ndarray
-    y_mask: np.ndarray | None = None
-    name: str = "data"
-    kind: str = field(init=False)
+    def __init__(
+        self,
+        x: np.ndarray,
+        mask: np.ndarray | None,
+        y: np.ndarray,
+        train: np.ndarray,
+        y_mask: np.ndarray | None = None,
+        name: str = "data",
+    ) -> None:
+        self.name = name
+        self.kind = "classify"
+        self.y_mask: np.ndarray | None = None
+        self._validate(x, mask, y, train, y_mask)
 
-    def __post_init__(self) -> None:
-        x = np.asarray(self.x)
+    def _validate(
+        self,
+        x: np.ndarray,
+        mask: np.ndarray | None,
+        y: np.ndarray,
+        train: np.ndarray,
+        y_mask: np.ndarray | None,
+    ) -> None:
+        x = np.asarray(x)
         if x.ndim == 3:
             x = x[:, None]
         if x.ndim != 4:
@@ -53,11 +73,11 @@ class CompareData:
         if n < 2:
             raise ValueError(f"compare data: need at least 2 samples, got {n}")
         x = x.astype(np.float32)
-        m = _as_mask("mask", self.mask, x.shape)
+        m = _as_mask("mask", mask, x.shape)
         m = m & np.isfinite(x).all(axis=1, keepdims=True) if m.shape[1] == 1 else m & np.isfinite(x)
         self.x = np.where(m, x, 0.0).astype(np.float32)
         self.mask = m
-        y = np.asarray(self.y)
+        y = np.asarray(y)
         if y.shape[:1] != (n,):
             raise ValueError(f"compare data: y must have N={n} rows like x, got shape {y.shape}")
         if y.ndim == 1:
@@ -86,14 +106,14 @@ class CompareData:
                 )
             y = y.astype(np.float32)
             ym = np.isfinite(y)
-            if self.y_mask is not None:
-                ym = ym & _as_mask("y_mask", self.y_mask, y.shape)
+            if y_mask is not None:
+                ym = ym & _as_mask("y_mask", y_mask, y.shape)
             self.y = np.where(ym, y, 0.0).astype(np.float32)
             self.y_mask = ym
             self.kind = "regress"
         if self.kind == "classify":
             self.y = y
-        t = np.asarray(self.train)
+        t = np.asarray(train)
         if t.shape != (n,):
             raise ValueError(f"compare data: train must be a bool vector of length N={n}, got {t.shape}")
         t = t.astype(bool)

@@ -176,8 +176,15 @@ def compare(
     result = CompareResult(
         metric="RMSE on hidden pixels" if regress else "accuracy (%)",
         higher_is_better=not regress,
-        info={"data": data.name, "steps": steps, "batch_size": batch_size, "lr": lr, "width": width,
-              "strategies": [s.name for s in strats], **result_scale},  # fmt: skip
+        info={
+            "data": data.name,
+            "steps": steps,
+            "batch_size": batch_size,
+            "lr": lr,
+            "width": width,
+            "strategies": [s.name for s in strats],
+            **result_scale,
+        },
     )
     total = len(strats) * len(kinds) * len(rate_list) * len(seed_list) * steps
     bar = _progress(total, progress, f"compare {data.name}")
@@ -192,19 +199,38 @@ def compare(
                         mm = m & sim
                     for strat in strats:
                         value, secs, params, model = _run_one(
-                            data.kind, strat, x, mm, y, ym, tr, te, data.num_classes, seed,
-                            steps, batch_size, lr, width, bar, yscale,
-                        )  # fmt: skip
+                            data.kind,
+                            strat,
+                            x,
+                            mm,
+                            y,
+                            ym,
+                            tr,
+                            te,
+                            data.num_classes,
+                            seed,
+                            steps,
+                            batch_size,
+                            lr,
+                            width,
+                            bar,
+                            yscale,
+                        )
                         rec = {
-                            "strategy": strat.name, "mask_kind": kind, "rate": rate, "seed": seed,
-                            "value": value, "seconds": secs, "params": params,
-                        }  # fmt: skip
+                            "strategy": strat.name,
+                            "mask_kind": kind,
+                            "rate": rate,
+                            "seed": seed,
+                            "value": value,
+                            "seconds": secs,
+                            "params": params,
+                        }
                         result.records.append(rec)
                         if keep_models:
                             result.models[(strat.name, kind, rate)] = model
                         if log is not None:
-                            r = "own" if rate is None else f"{rate:.0%}"
-                            log(f"{strat.name:<12} {kind:<9} {r:>4} seed {seed}: {value:.4g} ({secs:.1f} s)")
+                            rs = "own" if rate is None else f"{rate:.0%}"
+                            log(f"{strat.name:<12} {kind:<9} {rs:>4} seed {seed}: {value:.4g} ({secs:.1f} s)")
     finally:
         if bar is not None:
             bar.close()

@@ -17,13 +17,34 @@ __all__ = ["CONFIGS", "run"]
 
 #: Budget of each mode. ``steps`` Adam steps of 64 images (300 steps = 4.8 epochs of 4,000).
 CONFIGS: dict[str, dict[str, Any]] = {
-    "quick": {"n_train": 1000, "n_test": 500, "kinds": ("cloud",), "rates": (0.5,), "seeds": 1,
-              "steps": 25, "strategies": DEFAULT_STRATEGIES},
-    "default": {"n_train": 4000, "n_test": 1000, "kinds": ("cloud",), "rates": (0.1, 0.3, 0.5, 0.7),
-                "seeds": 3, "steps": 150, "strategies": DEFAULT_STRATEGIES},
-    "full": {"n_train": 4000, "n_test": 1000, "kinds": ("cloud", "random"),
-             "rates": (0.1, 0.3, 0.5, 0.7), "seeds": 5, "steps": 400, "strategies": ALL_STRATEGIES},
-}  # fmt: skip
+    "quick": {
+        "n_train": 1000,
+        "n_test": 500,
+        "kinds": ("cloud",),
+        "rates": (0.5,),
+        "seeds": 1,
+        "steps": 25,
+        "strategies": DEFAULT_STRATEGIES,
+    },
+    "default": {
+        "n_train": 4000,
+        "n_test": 1000,
+        "kinds": ("cloud",),
+        "rates": (0.1, 0.3, 0.5, 0.7),
+        "seeds": 3,
+        "steps": 150,
+        "strategies": DEFAULT_STRATEGIES,
+    },
+    "full": {
+        "n_train": 4000,
+        "n_test": 1000,
+        "kinds": ("cloud", "random"),
+        "rates": (0.1, 0.3, 0.5, 0.7),
+        "seeds": 5,
+        "steps": 400,
+        "strategies": ALL_STRATEGIES,
+    },
+}
 
 
 def digits_data(n_train: int, n_test: int, seed: int = 0) -> tuple[CompareData, str]:
@@ -47,9 +68,17 @@ def run(mode: str, out: Path, progress: bool = True, log: Callable[[str], None] 
         f"{cfg['seeds']} seed(s); {cfg['steps']} steps of 64 per run"
     )
     res = compare(
-        data, cfg["strategies"], rates=cfg["rates"], mask_kinds=cfg["kinds"], seeds=cfg["seeds"],
-        steps=cfg["steps"], batch_size=64, lr=3e-3, width=16, progress=progress,
-    )  # fmt: skip
+        data,
+        cfg["strategies"],
+        rates=cfg["rates"],
+        mask_kinds=cfg["kinds"],
+        seeds=cfg["seeds"],
+        steps=cfg["steps"],
+        batch_size=64,
+        lr=3e-3,
+        width=16,
+        progress=progress,
+    )
     table = res.table()
     fig = res.plot(out / "classify_accuracy.png", f"{source}: test accuracy, mean ± std over seeds")
     figs = [fig]

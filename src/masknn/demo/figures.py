@@ -45,17 +45,23 @@ def mask_growth_figure(images: np.ndarray, path: str | Path, coverage: float = 0
     axes[0].imshow(images[0, 0], cmap="gray")
     axes[0].set_title("digit", fontsize=9)
     for i, st in enumerate(states):
-        mk = st.mask.expand_as(st.data)[0, 0].float().numpy()
-        shown = np.where(mk > 0, images[0, 0] if i == 0 else 1.0, np.nan)
-        axes[i + 1].imshow(np.where(mk > 0, 1.0, 0.0), cmap="Blues", vmin=0, vmax=1.6)
+        mk = st.mask.expand_as(st.data)[0, 0].numpy()
         if i == 0:
-            axes[i + 1].imshow(shown, cmap="gray", alpha=0.8)
+            cmap = plt.get_cmap("gray").copy()
+            cmap.set_bad("tab:orange")
+            axes[1].imshow(np.ma.masked_where(~mk, images[0, 0]), cmap=cmap, vmin=0, vmax=1)
+        else:
+            axes[i + 1].imshow(mk.astype(float), cmap="Blues", vmin=-0.3, vmax=1.2)
         frac = 100.0 * (1.0 - mk.mean())
-        axes[i + 1].set_title(("input" if i == 0 else f"after conv {i}") + f"\n{frac:.0f}% masked", fontsize=9)
+        axes[i + 1].set_title(
+            ("input" if i == 0 else f"after conv {i}") + f"\n{frac:.0f}% masked", fontsize=9
+        )
     for a in axes:
         a.set_xticks([])
         a.set_yticks([])
-    fig.suptitle("valid region (blue) through successive 3x3 partial convolutions", fontsize=9)
+    fig.suptitle(
+        "input (orange: missing), then the valid region (blue) after each 3x3 partial convolution", fontsize=9
+    )
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)

@@ -24,7 +24,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "quick": {"rates": (0.3,), "seeds": 1, "steps": 20, "width": 8, "strategies": DEFAULT_STRATEGIES},
     "default": {"rates": (0.3, 0.6), "seeds": 3, "steps": 400, "width": 16, "strategies": DEFAULT_STRATEGIES},
     "full": {"rates": (0.3, 0.6), "seeds": 3, "steps": 1500, "width": 16, "strategies": DEFAULT_STRATEGIES},
-}  # fmt: skip
+}
 
 
 def sst_patches(patch: int = PATCH, stride: int = STRIDE, split: int = SPLIT_LON_INDEX) -> CompareData:
@@ -81,7 +81,11 @@ def _baselines(data: CompareData, res: CompareResult, rates: tuple[float, ...], 
     for rate in rates:
         for seed in range(seeds):
             sim = simulate_masks("cloud", (data.x.shape[0], 1, *data.x.shape[2:]), rate, seed=1000 + seed)
-            for method, name in (("linear", "interp. linear"), ("nearest", "interp. nearest"), ("mean", "mean")):
+            for method, name in (
+                ("linear", "interp. linear"),
+                ("nearest", "interp. nearest"),
+                ("mean", "mean"),
+            ):
                 t0 = time.perf_counter()
                 sq, n = 0.0, 0
                 for i in te:
@@ -91,10 +95,17 @@ def _baselines(data: CompareData, res: CompareResult, rates: tuple[float, ...], 
                     rec = interpolate(data.y[i, 0], seen, ocean, method)
                     sq += float(((rec - data.y[i, 0])[hidden] ** 2).sum())
                     n += int(hidden.sum())
-                res.records.append({
-                    "strategy": name, "mask_kind": "cloud", "rate": rate, "seed": seed,
-                    "value": math.sqrt(sq / max(n, 1)), "seconds": time.perf_counter() - t0, "params": 0,
-                })  # fmt: skip
+                res.records.append(
+                    {
+                        "strategy": name,
+                        "mask_kind": "cloud",
+                        "rate": rate,
+                        "seed": seed,
+                        "value": math.sqrt(sq / max(n, 1)),
+                        "seconds": time.perf_counter() - t0,
+                        "params": 0,
+                    }
+                )
 
 
 def run(mode: str, out: Path, progress: bool = True, log: Callable[[str], None] = print) -> str:
@@ -108,13 +119,24 @@ def run(mode: str, out: Path, progress: bool = True, log: Callable[[str], None] 
         f"U-Net width {cfg['width']}, {cfg['steps']} steps of 32"
     )
     res = compare(
-        data, cfg["strategies"], rates=cfg["rates"], mask_kinds=("cloud",), seeds=cfg["seeds"],
-        steps=cfg["steps"], batch_size=32, lr=3e-3, width=cfg["width"], progress=progress, keep_models=True,
-    )  # fmt: skip
+        data,
+        cfg["strategies"],
+        rates=cfg["rates"],
+        mask_kinds=("cloud",),
+        seeds=cfg["seeds"],
+        steps=cfg["steps"],
+        batch_size=32,
+        lr=3e-3,
+        width=cfg["width"],
+        progress=progress,
+        keep_models=True,
+    )
     res.metric = "RMSE (C) on hidden ocean pixels"
     _baselines(data, res, cfg["rates"], cfg["seeds"])
     table = res.table()
-    figs = [res.plot(out / "gapfill_rmse.png", "HadISST gap filling: RMSE on hidden pixels (lower is better)")]
+    figs = [
+        res.plot(out / "gapfill_rmse.png", "HadISST gap filling: RMSE on hidden pixels (lower is better)")
+    ]
     figs.append(_panels(data, res, cfg, out / "gapfill_panels.png"))
     secs = time.perf_counter() - t0
     params = {r["strategy"]: r["params"] for r in res.records if r["params"]}
@@ -155,4 +177,6 @@ def _panels(data: CompareData, res: CompareResult, cfg: dict[str, Any], path: Pa
         with torch.no_grad():
             pred = model(Masked(torch.where(m, x, torch.tensor(float("nan"))), m))
         recons.append((f"U-Net {name}", pred[0, 0].numpy() * ys))
-    return gapfill_panels(truth, ocean, seen, recons, path, f"HadISST test patch, {rate:.0%} hidden by clouds")
+    return gapfill_panels(
+        truth, ocean, seen, recons, path, f"HadISST test patch, {rate:.0%} hidden by clouds"
+    )

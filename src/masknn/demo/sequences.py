@@ -116,10 +116,10 @@ def run(mode: str, out: Path, progress: bool = True, log: Callable[[str], None] 
         d[f"x_{split}"] = np.where(d[f"mask_{split}"][..., None], (d[f"x_{split}"] - mu) / sd, 0.0).astype(
             np.float32
         )
-    lengths = d["mask_train"].sum(1)
+    lengths = np.concatenate([d["mask_train"].sum(1), d["mask_test"].sum(1)])
     log(
-        f"sequences: JapaneseVowels (sktime's .ts files), {len(d['y_train'])} train / {len(d['y_test'])} test, "
-        f"12 channels, lengths {lengths.min()}-{d['mask_test'].sum(1).max()} padded to "
+        f"sequences: JapaneseVowels (sktime's .ts files), {len(d['y_train'])} train / "
+        f"{len(d['y_test'])} test, 12 channels, lengths {lengths.min()}-{lengths.max()} padded to "
         f"{d['x_train'].shape[1]}; {cfg['seeds']} seed(s); {cfg['steps']} Adam steps of 32"
     )
     records = []
@@ -135,8 +135,17 @@ def run(mode: str, out: Path, progress: bool = True, log: Callable[[str], None] 
         for seed in range(cfg["seeds"]):
             for kind in MODELS:
                 acc, secs = _train_eval(kind, d, seed, cfg["steps"])
-                records.append({"strategy": kind, "mask_kind": "padding", "rate": None, "seed": seed,
-                                "value": acc, "seconds": secs, "params": 0})  # fmt: skip
+                records.append(
+                    {
+                        "strategy": kind,
+                        "mask_kind": "padding",
+                        "rate": None,
+                        "seed": seed,
+                        "value": acc,
+                        "seconds": secs,
+                        "params": 0,
+                    }
+                )
                 if bar is not None:
                     bar.update(1)
     finally:
