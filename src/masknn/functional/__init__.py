@@ -4,6 +4,7 @@ Exceptions, by design: :func:`fill` returns a plain tensor (it is the exit to
 plain layers) and the losses return plain tensors.
 """
 
+from masknn.functional.attention import masked_scaled_dot_product_attention
 from masknn.functional.combine import masked_add, masked_cat, masked_mul
 from masknn.functional.conv import (
     partial_conv1d,
@@ -44,6 +45,7 @@ from masknn.functional.pooling import (
     masked_max_pool2d,
     masked_max_pool3d,
 )
+from masknn.functional.recurrent import masked_gru, masked_lstm, masked_rnn
 from masknn.functional.reductions import (
     masked_log_softmax,
     masked_logsumexp,
@@ -55,6 +57,8 @@ from masknn.functional.reductions import (
     masked_sum,
     masked_var,
 )
+from masknn.functional.temporal_pool import masked_temporal_pool
+from masknn.functional.time_distributed import time_distributed_linear
 from masknn.functional.upsample import masked_interpolate
 
 __all__ = [
@@ -78,6 +82,7 @@ __all__ = [
     "masked_global_avg_pool",
     "masked_global_max_pool",
     "masked_group_norm",
+    "masked_gru",
     "masked_instance_norm",
     "masked_interpolate",
     "masked_l1_loss",
@@ -85,6 +90,7 @@ __all__ = [
     "masked_linear",
     "masked_log_softmax",
     "masked_logsumexp",
+    "masked_lstm",
     "masked_max",
     "masked_max_pool1d",
     "masked_max_pool2d",
@@ -93,10 +99,13 @@ __all__ = [
     "masked_min",
     "masked_mse_loss",
     "masked_mul",
+    "masked_rnn",
+    "masked_scaled_dot_product_attention",
     "masked_smooth_l1_loss",
     "masked_softmax",
     "masked_std",
     "masked_sum",
+    "masked_temporal_pool",
     "masked_var",
     "partial_conv1d",
     "partial_conv2d",
@@ -104,4 +113,5 @@ __all__ = [
     "partial_conv_transpose1d",
     "partial_conv_transpose2d",
     "partial_conv_transpose3d",
+    "time_distributed_linear",
 ]

@@ -1,6 +1,7 @@
 """Mask-aware Modules: each takes a :class:`masknn.Masked` (or a plain tensor, taken as
 fully valid) and returns a ``Masked``."""
 
+from masknn.nn.attention import MaskedMultiheadAttention
 from masknn.nn.combine import MaskedAdd, MaskedCat, MaskedMul
 from masknn.nn.conv import (
     PartialConv1d,
@@ -46,6 +47,9 @@ from masknn.nn.pooling import (
     MaskedMaxPool2d,
     MaskedMaxPool3d,
 )
+from masknn.nn.recurrent import MaskedGRU, MaskedLSTM, MaskedRNN
+from masknn.nn.temporal_pool import MaskedTemporalPool
+from masknn.nn.time_distributed import TimeDistributedLinear
 from masknn.nn.upsample import MaskedUpsample
 from masknn.nn.wrappers import Elementwise, PostMask
 
@@ -72,6 +76,7 @@ __all__ = [
     "MaskedCat",
     "MaskedCrossEntropyLoss",
     "MaskedFlatten",
+    "MaskedGRU",
     "MaskedGlobalAvgPool",
     "MaskedGlobalMaxPool",
     "MaskedGroupNorm",
@@ -79,6 +84,7 @@ __all__ = [
     "MaskedInstanceNorm2d",
     "MaskedInstanceNorm3d",
     "MaskedL1Loss",
+    "MaskedLSTM",
     "MaskedLayerNorm",
     "MaskedLinear",
     "MaskedMSELoss",
@@ -86,7 +92,10 @@ __all__ = [
     "MaskedMaxPool2d",
     "MaskedMaxPool3d",
     "MaskedMul",
+    "MaskedMultiheadAttention",
+    "MaskedRNN",
     "MaskedSmoothL1Loss",
+    "MaskedTemporalPool",
     "MaskedUpsample",
     "PartialConv1d",
     "PartialConv2d",
@@ -95,5 +104,6 @@ __all__ = [
     "PartialConvTranspose2d",
     "PartialConvTranspose3d",
     "PostMask",
+    "TimeDistributedLinear",
     "Unwrap",
 ]

@@ -1,0 +1,228 @@
+"""Benchmark of the masked sequence layers against plain PyTorch, measured in one run.
+
+Usage:
+    python benchmarks/bench_seq.py [--repeats 21] [--threads 0] [--quick]
+
+Prints ratios ``time(candidate) / time(reference)`` (median of repeats; the
+candidates of a table are run interleaved, one repeat each in turn, so load from
+other processes hits all of them alike), all forward + backward:
+
+LSTM, N=64, T=100, 32 -> 128, 30 % random holes (issue 4, item 6):
+  (a) masknn.nn.MaskedLSTM vs nn.LSTM on the same padded batch with no mask
+      (the cost floor; target <= 1.25x);
+  (b) vs nn.LSTM on packed sequences of the same valid steps (holes squeezed
+      out, then ``pack_padded_sequence``; target: MaskedLSTM faster);
+  (c) vs a per-step loop (``nn.LSTMCell`` over time, state carried with
+      ``torch.where``): the speed-up.
+Time-distributed dense, N=64, T=256, 256 -> 256, 50 % padding: TimeDistributedLinear vs
+  nn.Linear on the padded batch (target >= 1.6x faster, the limit is 2x).
+
+With ``--keras`` (needs ``keras`` 3 installed, which masknn never depends on; run
+it from a separate virtual environment with ``PYTHONPATH=src``) the LSTM table
+also times Keras 3 ``Masking(0.0)`` + ``LSTM(return_sequences=True,
+return_state=True)`` on the torch backend, on the same data with masked steps
+set to 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from masknn import Masked
+from masknn.nn import MaskedLSTM, TimeDistributedLinear
+
+
+def interleaved(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
+    """Median seconds per call of each function, repeats interleaved."""
+    for fn in fns.values():  # warm-up
+        fn()
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def keras_case(x: torch.Tensor, mask: torch.Tensor, h: int) -> Callable[[], None]:
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    import keras  # optional, for the comparison only
+
+    if keras.backend.backend() != "torch":
+        raise SystemExit("--keras needs KERAS_BACKEND=torch")
+    threads = torch.get_num_threads()
+    inp = keras.Input((x.shape[1], x.shape[2]))
+    seq, hn, cn = keras.layers.LSTM(h, return_sequences=True, return_state=True)(
+        keras.layers.Masking(0.0)(inp)
+    )
+    model = keras.Model(inp, [seq, hn, cn])
+    torch.set_num_threads(threads)
+    xk = torch.where(mask.unsqueeze(-1), x, 0.0)
+
+    def run_keras() -> None:
+        xi = xk.detach().requires_grad_(True)
+        out, hk, ck = model(xi)
+        (out.sum() + hk.sum() + ck.sum()).backward()
+
+    return run_keras
+
+
+def lstm_cases(
+    n: int, t: int, f: int, h: int, holes: float, bidirectional: bool, num_layers: int, keras: bool = False
+) -> dict[str, Callable[[], None]]:
+    torch.manual_seed(0)
+    plain = nn.LSTM(f, h, num_layers=num_layers, batch_first=True, bidirectional=bidirectional)
+    masked = MaskedLSTM(f, h, num_layers=num_layers, batch_first=True, bidirectional=bidirectional)
+    masked.load_state_dict(plain.state_dict())
+    x = torch.randn(n, t, f)
+    mask = torch.rand(n, t) > holes
+    lengths = mask.sum(1)
+    # The same valid steps, right-padded (holes squeezed out), for pack_padded_sequence.
+    order = torch.argsort((~mask).to(torch.uint8), dim=1, stable=True)
+    compact = x.gather(1, order.unsqueeze(-1).expand_as(x))
+
+    def run_plain() -> None:
+        xi = x.detach().requires_grad_(True)
+        out, (hn, cn) = plain(xi)
+        (out.sum() + hn.sum() + cn.sum()).backward()
+
+    def run_masked() -> None:
+        xi = x.detach().requires_grad_(True)
+        out, (hn, cn) = masked(Masked(xi, mask))
+        (out.data.sum() + hn.sum() + cn.sum()).backward()
+
+    def run_packed() -> None:
+        xi = compact.detach().requires_grad_(True)
+        packed = pack_padded_sequence(xi, lengths, batch_first=True, enforce_sorted=False)
+        out_p, (hn, cn) = plain(packed)
+        out, _ = pad_packed_sequence(out_p, batch_first=True, total_length=t)
+        (out.sum() + hn.sum() + cn.sum()).backward()
+
+    cells = [nn.LSTMCell(f, h)] if num_layers == 1 and not bidirectional else []
+    if cells:
+        cells[0].weight_ih.data.copy_(plain.weight_ih_l0)
+        cells[0].weight_hh.data.copy_(plain.weight_hh_l0)
+
+    def run_loop() -> None:
+        cell = cells[0]
+        xi = x.detach().requires_grad_(True)
+        hs = x.new_zeros(n, h)
+        cs = x.new_zeros(n, h)
+        outs = []
+        for s in range(t):
+            m = mask[:, s : s + 1]
+            h2, c2 = cell(torch.where(m, xi[:, s], 0.0), (hs, cs))
+            hs, cs = torch.where(m, h2, hs), torch.where(m, c2, cs)
+            outs.append(torch.where(m, h2, 0.0))
+        (torch.stack(outs, 1).sum() + hs.sum() + cs.sum()).backward()
+
+    fns = {"nn.LSTM padded, no mask": run_plain, "MaskedLSTM": run_masked, "nn.LSTM packed": run_packed}
+    if cells:
+        fns["per-step loop (LSTMCell)"] = run_loop
+    if keras:
+        fns["Keras 3 Masking+LSTM (torch backend)"] = keras_case(x, mask, h)
+    return fns
+
+
+def linear_cases(
+    n: int, t: int, f: int, o: int, padding: float
+) -> tuple[dict[str, Callable[[], None]], float]:
+    torch.manual_seed(0)
+    plain = nn.Linear(f, o)
+    td = TimeDistributedLinear(f, o)
+    td.load_state_dict(plain.state_dict())
+    x = torch.randn(n, t, f)
+    lo, hi = int(t * (1 - padding) * 0.5), int(t * (1 - padding) * 1.5)
+    lengths = torch.randint(lo, hi + 1, (n,))
+    m = Masked.from_lengths(x, lengths)
+    frac = float(m.mask.float().mean())
+
+    def run_plain() -> None:
+        xi = x.detach().requires_grad_(True)
+        plain(xi).sum().backward()
+
+    def run_td() -> None:
+        xi = x.detach().requires_grad_(True)
+        td(Masked(xi, m.mask)).data.sum().backward()
+
+    return {"nn.Linear padded": run_plain, "TimeDistributedLinear": run_td}, frac
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=21)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--quick", action="store_true", help="3 repeats, for a smoke test")
+    ap.add_argument("--keras", action="store_true", help="also time Keras 3 (optional, see the docstring)")
+    ap.add_argument("--only-lstm", action="store_true", help="only the first LSTM table")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    reps = 3 if args.quick else args.repeats
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+        f"{platform.processor() or platform.machine()}, load average {os.getloadavg()[0]:.2f}, "
+        f"median of {reps} interleaved repeats, forward + backward"
+    )
+
+    def table(title: str, fns: dict[str, Callable[[], None]], ref: str, reps: int) -> dict[str, float]:
+        med = interleaved(fns, reps)
+        print(f"\n{title}")
+        print(f"| candidate | median ms | time / {ref} |")
+        print("|---|---:|---:|")
+        for k, v in med.items():
+            print(f"| {k} | {v * 1e3:.1f} | {v / med[ref]:.2f}x |")
+        return med
+
+    med = table(
+        "LSTM N=64 T=100 32->128, 30 % random holes",
+        lstm_cases(64, 100, 32, 128, 0.3, False, 1, keras=args.keras),
+        "nn.LSTM padded, no mask",
+        reps,
+    )
+    a = med["MaskedLSTM"] / med["nn.LSTM padded, no mask"]
+    b = med["nn.LSTM packed"] / med["MaskedLSTM"]
+    c = med["per-step loop (LSTMCell)"] / med["MaskedLSTM"]
+    print(
+        f"\n(a) MaskedLSTM / nn.LSTM padded no mask = {a:.2f}x (target <= 1.25x)\n"
+        f"(b) nn.LSTM packed / MaskedLSTM = {b:.2f}x (MaskedLSTM is {b:.2f}x faster)\n"
+        f"(c) per-step loop / MaskedLSTM = {c:.1f}x speed-up"
+    )
+    if args.keras:
+        k = med["Keras 3 Masking+LSTM (torch backend)"] / med["MaskedLSTM"]
+        print(f"Keras 3 Masking+LSTM / MaskedLSTM = {k:.2f}x")
+    if args.only_lstm:
+        return
+    med2 = table(
+        "LSTM 2 layers bidirectional, N=64 T=100 32->128, 30 % random holes",
+        lstm_cases(64, 100, 32, 128, 0.3, True, 2),
+        "nn.LSTM padded, no mask",
+        max(3, reps // 2),
+    )
+    r2 = med2["MaskedLSTM"] / med2["nn.LSTM padded, no mask"]
+    print(f"\nbidirectional 2-layer: MaskedLSTM / nn.LSTM padded = {r2:.2f}x")
+    fns, frac = linear_cases(64, 256, 256, 256, 0.5)
+    med3 = table(
+        f"Time-distributed dense N=64 T=256 256->256, {100 * (1 - frac):.0f} % padding",
+        fns,
+        "nn.Linear padded",
+        reps,
+    )
+    s = med3["nn.Linear padded"] / med3["TimeDistributedLinear"]
+    print(f"\nTimeDistributedLinear speed-up over nn.Linear padded = {s:.2f}x (target >= 1.6x, limit 2x)")
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

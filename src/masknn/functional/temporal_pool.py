@@ -1,0 +1,65 @@
+"""Masked temporal pooling: mean, max or last valid step over time."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from masknn._masked import Masked
+from masknn._validation import check_data, shape_str, to_bool_mask
+from masknn.functional.reductions import masked_max, masked_mean
+
+__all__ = ["POOL_MODES", "masked_temporal_pool"]
+
+POOL_MODES = ("mean", "max", "last")
+
+
+def temporal_pool(op: str, x: Tensor, mask: object, mode: str, time_dim: int) -> Masked:
+    """:func:`masked_temporal_pool` with errors naming ``op``."""
+    x = check_data(op, x)
+    if mode not in POOL_MODES:
+        raise ValueError(f"{op}: mode must be one of {POOL_MODES}, got {mode!r}")
+    if x.dim() < 2:
+        raise ValueError(f"{op}: expected data with a time dimension, got {shape_str(x.shape)}")
+    if not -x.dim() <= time_dim < x.dim():
+        raise ValueError(f"{op}: time_dim {time_dim} is out of range for data {shape_str(x.shape)}")
+    td = time_dim % x.dim()
+    m = to_bool_mask(op, x, mask)
+    if mode == "mean":
+        return masked_mean(x, m, dim=td)
+    if mode == "max":
+        return masked_max(x, m, dim=td)
+    full = m.expand(x.shape)
+    t = x.shape[td]
+    shape = [1] * x.dim()
+    shape[td] = t
+    steps = torch.arange(t, device=x.device).view(shape)
+    last = torch.where(full, steps, -1).amax(td, keepdim=True)  # -1 where no valid step
+    valid = last >= 0
+    val = x.gather(td, last.clamp(min=0))
+    val = torch.where(valid, val, torch.zeros((), dtype=x.dtype, device=x.device))
+    return Masked(val.squeeze(td), valid.squeeze(td))
+
+
+def masked_temporal_pool(x: Tensor, mask: object, mode: str = "mean", time_dim: int = 1) -> Masked:
+    """Pool a masked sequence over time: ``"mean"``, ``"max"`` or ``"last"`` valid step.
+
+    ``x`` is ``(N, T, F)`` (or any shape, time along ``time_dim``); ``mask`` is a
+    step mask ``(N, T)``/``(N, T, 1)`` or a per-feature mask ``(N, T, F)``
+    (pooled per feature); ``(T, N)`` is accepted with ``time_dim=0``. Returns
+    ``Masked`` data without the time dimension, e.g. ``(N, F)``, valid where at
+    least one step was valid; a sequence with no valid step gives 0 (never NaN).
+    ``"last"`` takes the value at the last valid step (the final output of a
+    Keras-masked RNN); its gradient reaches that step only.
+
+    Example:
+        >>> import torch
+        >>> x = torch.tensor([[[1.0], [5.0], [3.0]], [[2.0], [4.0], [6.0]]])
+        >>> m = torch.tensor([[1, 1, 0], [0, 0, 0]])
+        >>> masked_temporal_pool(x, m, "mean").data
+        tensor([[3.],
+                [0.]])
+        >>> masked_temporal_pool(x, m, "last").data[0], masked_temporal_pool(x, m, "max").mask[:, 0]
+        (tensor([5.]), tensor([ True, False]))
+    """
+    return temporal_pool("masked_temporal_pool", x, mask, mode, time_dim)

@@ -1,0 +1,134 @@
+"""Masked multi-head attention: ``nn.MultiheadAttention`` with masknn masks (True = valid)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from masknn._masked import Masked, as_masked
+from masknn._validation import shape_str
+from masknn.functional._sequence import sequence_step_mask
+
+__all__ = ["MaskedMultiheadAttention"]
+
+
+class MaskedMultiheadAttention(nn.MultiheadAttention):
+    """``nn.MultiheadAttention`` that takes and returns :class:`masknn.Masked`.
+
+    Constructor and parameters as :class:`torch.nn.MultiheadAttention` (its
+    ``state_dict`` loads unchanged; note ``batch_first=False`` by default, as in
+    torch). ``forward(query, key=None, value=None, need_weights=True,
+    attn_mask=None, average_attn_weights=True, is_causal=False)`` returns
+    ``(Masked output, weights or None)`` like its twin; ``key`` and ``value``
+    default to ``query`` (self-attention).
+
+    **Mask convention.** masknn masks are True = valid. PyTorch's
+    ``key_padding_mask`` is the opposite (True = ignore): the key mask is
+    converted at this boundary (``key_padding_mask = ~key_mask``), so do not
+    pass ``key_padding_mask`` yourself. ``attn_mask``, if given, keeps PyTorch's
+    meaning for this layer (bool: True = may *not* attend; float: added to the
+    scores), shape ``(L, S)`` or ``(N * num_heads, L, S)``.
+
+    Masks are per step: ``(N, L)`` or ``(N, L, 1)`` (time first with
+    ``batch_first=False``). Key and value masks are combined. Masked keys get
+    no weight; masked queries output exactly 0. A query with no key it may
+    attend to (all keys masked) outputs 0 and is masked, never NaN. The output
+    mask is the query mask, minus such queries. Masked positions receive no
+    gradient (inputs are zero-filled with ``torch.where`` before projection).
+
+    Example:
+        >>> import torch
+        >>> from masknn import Masked
+        >>> mha = MaskedMultiheadAttention(8, 2, batch_first=True)
+        >>> x = Masked(torch.randn(2, 5, 8), torch.tensor([[1, 1, 1, 0, 0], [0, 0, 0, 0, 0]]))
+        >>> out, w = mha(x)
+        >>> out.data.shape, w.shape
+        (torch.Size([2, 5, 8]), torch.Size([2, 5, 5]))
+        >>> bool((out.data[1] == 0).all()), bool(w[0, :3, 3:].eq(0).all())
+        (True, True)
+    """
+
+    def forward(  # type: ignore[override]
+        self,
+        query: Masked | Tensor,
+        key: Masked | Tensor | None = None,
+        value: Masked | Tensor | None = None,
+        need_weights: bool = True,
+        attn_mask: Tensor | None = None,
+        average_attn_weights: bool = True,
+        is_causal: bool = False,
+    ) -> tuple[Masked, Tensor | None]:
+        name = "MaskedMultiheadAttention"
+        q = as_masked(name, query)
+        k = q if key is None else as_masked(name, key)
+        v = k if value is None else as_masked(name, value)
+        bf = self.batch_first
+        qv = sequence_step_mask(name, q.data, q.mask, bf)  # (N, L)
+        kv = sequence_step_mask(name, k.data, k.mask, bf)  # (N, S)
+        vv = sequence_step_mask(name, v.data, v.mask, bf)
+        if vv.shape != kv.shape:
+            raise ValueError(
+                f"{name}: key {shape_str(k.data.shape)} and value {shape_str(v.data.shape)} differ in N or S"
+            )
+        if qv.shape[0] != kv.shape[0]:
+            raise ValueError(
+                f"{name}: query {shape_str(q.data.shape)} and key {shape_str(k.data.shape)} "
+                "differ in batch size"
+            )
+        kv = kv & vv
+        n, lq = qv.shape
+        s = kv.shape[1]
+
+        def fill(data: Tensor, valid: Tensor) -> Tensor:
+            m = valid.unsqueeze(-1) if bf else valid.t().unsqueeze(-1)
+            return torch.where(m, data, torch.zeros((), dtype=data.dtype, device=data.device))
+
+        qd, kd, vd = fill(q.data, qv), fill(k.data, kv), fill(v.data, kv)
+
+        if attn_mask is None and not is_causal:
+            has_key = kv.any(1, keepdim=True)  # (N, 1)
+            # True = ignore (PyTorch); a sample without any valid key ignores nothing, then is zeroed.
+            kpm = ~(kv | ~has_key)
+            out, w = super().forward(
+                qd,
+                kd,
+                vd,
+                key_padding_mask=kpm,
+                need_weights=need_weights,
+                average_attn_weights=average_attn_weights,
+            )
+            row_ok = has_key.expand(n, lq)
+        else:
+            h = self.num_heads
+            allowed = kv.view(n, 1, 1, s).expand(n, h, lq, s)
+            additive: Tensor | None = None
+            if is_causal:
+                allowed = allowed & torch.ones(lq, s, dtype=torch.bool, device=qd.device).tril()
+            if attn_mask is not None:
+                am = attn_mask if attn_mask.dim() == 2 else attn_mask.view(n, h, lq, s)
+                if am.dtype == torch.bool:
+                    allowed = allowed & ~am
+                else:
+                    allowed = allowed & (am > -torch.inf)
+                    additive = am
+            head_ok = allowed.any(-1)  # (N, H, L)
+            safe = allowed | ~head_ok.unsqueeze(-1)
+            zero = torch.zeros((), dtype=qd.dtype, device=qd.device)
+            add = zero if additive is None else torch.where(allowed, additive.to(qd.dtype), zero)
+            final = torch.where(safe, add, torch.tensor(-torch.inf, dtype=qd.dtype, device=qd.device))
+            out, w = super().forward(
+                qd,
+                kd,
+                vd,
+                need_weights=need_weights,
+                attn_mask=final.reshape(n * h, lq, s),
+                average_attn_weights=average_attn_weights,
+            )
+            row_ok = head_ok.all(1)
+        valid = qv & row_ok  # (N, L)
+        om = valid.unsqueeze(-1) if bf else valid.t().unsqueeze(-1)
+        out = torch.where(om, out, torch.zeros((), dtype=out.dtype, device=out.device))
+        if w is not None:
+            wm = valid.view(n, 1, lq, 1) if w.dim() == 4 else valid.view(n, lq, 1)
+            w = torch.where(wm, w, torch.zeros((), dtype=w.dtype, device=w.device))
+        return Masked(out, om), w

@@ -1,0 +1,151 @@
+"""Contract rows for the sequence Modules: recurrent layers, time-distributed Linear, attention, pooling."""
+
+from __future__ import annotations
+
+import torch
+
+from masknn import Masked
+from masknn import nn as mnn
+from tests.module_db import ModuleInfo
+
+
+def _holes(n: int = 3, t: int = 7, f: int = 5) -> Masked:
+    mask = torch.rand(n, t) > 0.4
+    mask[1, :] = False
+    mask[1, 2] = True  # a single valid step in the middle
+    mask[2, :] = True
+    return Masked(torch.randn(n, t, f), mask)
+
+
+def _seq() -> tuple[Masked]:
+    return (_holes(),)
+
+
+def _seq_time_first() -> tuple[Masked]:
+    x = _holes()
+    return (Masked(x.data.transpose(0, 1).contiguous(), x.mask.transpose(0, 1)),)
+
+
+def _seq_hx() -> tuple[Masked, tuple[torch.Tensor, torch.Tensor]]:
+    return _holes(), (torch.randn(1, 3, 4), torch.randn(1, 3, 4))
+
+
+def _rows() -> tuple[Masked]:
+    return (Masked(torch.randn(3, 4, 6, 5), torch.rand(3, 4, 6, 1) > 0.5),)
+
+
+def _pair() -> tuple[Masked, Masked]:
+    q = _holes(3, 6, 8)
+    k = Masked(torch.randn(3, 9, 8), torch.rand(3, 9) > 0.5)
+    k.mask[2] = False  # a sample whose keys are all masked
+    return q, k
+
+
+def _lstm_hx_call(module: torch.nn.Module, x: Masked, hx: tuple[torch.Tensor, torch.Tensor]) -> object:
+    return module(x, hx)
+
+
+def _mha_cross_call(module: torch.nn.Module, q: Masked, k: Masked) -> object:
+    return module(q, k, k)
+
+
+def _pool_time_first_call(module: torch.nn.Module, x: Masked) -> Masked:
+    # Output (N, F): add a leading axis so its batch sits at dim 1 like the time-first input.
+    out = module(x)
+    return Masked(out.data.unsqueeze(0), out.mask.unsqueeze(0))
+
+
+def _mha_causal_call(module: torch.nn.Module, q: Masked) -> object:
+    return module(q, is_causal=True)
+
+
+TIME_FIRST = {"batch_dim": 1}
+
+ENTRIES = [
+    ModuleInfo(mnn.MaskedLSTM, lambda: mnn.MaskedLSTM(5, 4, batch_first=True), _seq),
+    ModuleInfo(
+        mnn.MaskedLSTM,
+        lambda: mnn.MaskedLSTM(5, 4, num_layers=2, batch_first=True, bidirectional=True, dropout=0.3),
+        _seq,
+        id="MaskedLSTM-2layer-bidir-dropout",
+    ),
+    ModuleInfo(
+        mnn.MaskedLSTM,
+        lambda: mnn.MaskedLSTM(5, 6, proj_size=3, num_layers=2, bidirectional=True),
+        _seq_time_first,
+        id="MaskedLSTM-proj-time-first",
+        options=TIME_FIRST,
+    ),
+    ModuleInfo(
+        mnn.MaskedLSTM,
+        lambda: mnn.MaskedLSTM(5, 4, batch_first=True),
+        _seq_hx,
+        id="MaskedLSTM-hx",
+        call=_lstm_hx_call,
+    ),
+    ModuleInfo(mnn.MaskedGRU, lambda: mnn.MaskedGRU(5, 4, batch_first=True, bidirectional=True), _seq),
+    ModuleInfo(
+        mnn.MaskedGRU,
+        lambda: mnn.MaskedGRU(5, 4, num_layers=2, dropout=0.5),
+        _seq_time_first,
+        id="MaskedGRU-2layer-time-first",
+        options=TIME_FIRST,
+    ),
+    ModuleInfo(mnn.MaskedRNN, lambda: mnn.MaskedRNN(5, 4, batch_first=True), _seq),
+    ModuleInfo(
+        mnn.MaskedRNN,
+        lambda: mnn.MaskedRNN(5, 4, nonlinearity="relu", num_layers=2, batch_first=True, bidirectional=True),
+        _seq,
+        id="MaskedRNN-relu-2layer-bidir",
+    ),
+    ModuleInfo(mnn.TimeDistributedLinear, lambda: mnn.TimeDistributedLinear(5, 3), _seq),
+    ModuleInfo(
+        mnn.TimeDistributedLinear,
+        lambda: mnn.TimeDistributedLinear(5, 3),
+        _rows,
+        id="TimeDistributedLinear-4d",
+    ),
+    ModuleInfo(
+        mnn.MaskedMultiheadAttention,
+        lambda: mnn.MaskedMultiheadAttention(5, 1, batch_first=True, dropout=0.2),
+        _seq,
+    ),
+    ModuleInfo(
+        mnn.MaskedMultiheadAttention,
+        lambda: mnn.MaskedMultiheadAttention(8, 2, batch_first=True),
+        _pair,
+        id="MaskedMultiheadAttention-cross",
+        call=_mha_cross_call,
+    ),
+    ModuleInfo(
+        mnn.MaskedMultiheadAttention,
+        lambda: mnn.MaskedMultiheadAttention(5, 1, batch_first=True),
+        _seq,
+        id="MaskedMultiheadAttention-causal",
+        call=_mha_causal_call,
+    ),
+    ModuleInfo(
+        mnn.MaskedMultiheadAttention,
+        lambda: mnn.MaskedMultiheadAttention(5, 5),
+        _seq_time_first,
+        id="MaskedMultiheadAttention-time-first",
+        options=TIME_FIRST,
+    ),
+    ModuleInfo(
+        mnn.MaskedTemporalPool, lambda: mnn.MaskedTemporalPool("mean"), _seq, id="MaskedTemporalPool-mean"
+    ),
+    ModuleInfo(
+        mnn.MaskedTemporalPool, lambda: mnn.MaskedTemporalPool("max"), _seq, id="MaskedTemporalPool-max"
+    ),
+    ModuleInfo(
+        mnn.MaskedTemporalPool, lambda: mnn.MaskedTemporalPool("last"), _seq, id="MaskedTemporalPool-last"
+    ),
+    ModuleInfo(
+        mnn.MaskedTemporalPool,
+        lambda: mnn.MaskedTemporalPool("last", time_dim=0),
+        _seq_time_first,
+        id="MaskedTemporalPool-last-time-first",
+        call=_pool_time_first_call,
+        options=TIME_FIRST,
+    ),
+]
