@@ -46,6 +46,13 @@ def _parser() -> argparse.ArgumentParser:
     size.add_argument("--full", action="store_true", help="more seeds, rates, steps (several minutes)")
     demo.add_argument("--out", default="masknn-demo", help="output folder (default: %(default)s)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    demo.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default: 1; these small nets gain little from more, and several "
+        "threads slow down badly when other work shares the cores; 0 = torch's choice)",
+    )
 
     cmp = sub.add_parser(
         "compare",
@@ -78,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--width", type=int, default=16, help="channels of the first conv block")
     cmp.add_argument("--out", default="masknn-compare", help="output folder (default: %(default)s)")
     cmp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cmp.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     return parser
 
 
@@ -151,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
 
         print(__version__)
         return 0
+    if getattr(args, "threads", 0):
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         if args.command == "demo":
             return _demo(args)

@@ -37,7 +37,7 @@ def test_each_strategy_builds_and_trains_one_step(kind: str, name: str) -> None:
     n, c = 4, 2
     m = masks.cloud_mask((n, 1, 8, 8), 0.4, seed=0)
     x = torch.where(m, torch.randn(n, c, 8, 8), torch.tensor(float("nan")))  # NaN in the holes
-    model = build_model(kind, Strategy.parse(name), c, 1, 3, width=4)
+    model = build_model(kind, Strategy.parse(name), c, 1, 3, width=4, size=(8, 8))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     before = [p.detach().clone() for p in model.parameters()]
     out = model(Masked(x, m))
@@ -63,7 +63,7 @@ def test_mask_channel_adds_one_input_channel_per_mask_channel() -> None:
 
 def test_partial_strategy_ignores_masked_values() -> None:
     torch.manual_seed(0)
-    model = build_model("classify", Strategy.parse("partial"), 1, 1, 2, width=4).eval()
+    model = build_model("classify", Strategy.parse("partial"), 1, 1, 2, width=4, size=(8, 8)).eval()
     m = masks.cloud_mask((2, 1, 8, 8), 0.5, seed=1)
     x = torch.rand(2, 1, 8, 8)
     a = model(Masked(x, m))

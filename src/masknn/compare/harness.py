@@ -265,7 +265,7 @@ def _run_one(
     x, m = torch.from_numpy(x_np), torch.from_numpy(np.ascontiguousarray(m_np))
     y = torch.from_numpy(y_np)
     ym = torch.from_numpy(ym_np) if ym_np is not None else None
-    model = build_model(kind, strat, x.shape[1], m.shape[1], outputs, width)
+    model = build_model(kind, strat, x.shape[1], m.shape[1], outputs, width, (x.shape[2], x.shape[3]))
     params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)

@@ -18,7 +18,7 @@ def mask_aware_layers() -> Any:
     """The module ``masknn.nn`` if it has the mask-aware CNN layers, else a clear ImportError."""
     import masknn.nn as mnn
 
-    needed = ("PartialConv2d", "MaskedBatchNorm2d", "MaskedMaxPool2d", "MaskedGlobalAvgPool", "Elementwise")
+    needed = ("PartialConv2d", "MaskedBatchNorm2d", "MaskedMaxPool2d", "MaskedFlatten", "Elementwise")
     missing = [n for n in needed if not hasattr(mnn, n)]
     if missing:
         raise ImportError(f"masknn.compare: partial strategies need masknn.nn.{', '.join(missing)}")
@@ -65,16 +65,25 @@ def _pool(strategy: Strategy) -> nn.Module:
 
 class Classifier(nn.Module):
     """Three 3x3 conv blocks (conv, BatchNorm, ReLU; max-pool after the first two),
-    global average pooling and a linear head, in plain or mask-aware layers.
+    then flatten and a linear head, in plain or mask-aware layers.
 
     Args:
         strategy: the :class:`Strategy`.
         channels: input channels; ``mask_channels``: channels of the input mask.
         num_classes: outputs; ``width``: channels of the first block (then 2x, 2x).
+        size: input ``(H, W)``; the head sees the ``(H // 4, W // 4)`` map, flattened
+            (digits need where a stroke is, which global pooling would discard).
+            With partial layers, masked positions of that map enter the head as 0.
     """
 
     def __init__(
-        self, strategy: Strategy, channels: int, mask_channels: int, num_classes: int, width: int = 16
+        self,
+        strategy: Strategy,
+        channels: int,
+        mask_channels: int,
+        num_classes: int,
+        width: int = 16,
+        size: tuple[int, int] = (28, 28),
     ) -> None:
         super().__init__()
         self.strategy = strategy
@@ -83,11 +92,13 @@ class Classifier(nn.Module):
         layers = [*_block(strategy, c, w), _pool(strategy), *_block(strategy, w, 2 * w), _pool(strategy)]
         layers += _block(strategy, 2 * w, 2 * w)
         self.features = nn.Sequential(*layers)
+        if size[0] < 4 or size[1] < 4:
+            raise ValueError(f"Classifier: images must be at least 4x4, got {size}")
         if strategy.layers == "plain":
-            self.pool: nn.Module = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            self.pool: nn.Module = nn.Flatten()
         else:
-            self.pool = nn.Sequential(mask_aware_layers().MaskedGlobalAvgPool(), Unwrap())
-        self.head = nn.Linear(2 * w, num_classes)
+            self.pool = nn.Sequential(mask_aware_layers().MaskedFlatten(), Unwrap())
+        self.head = nn.Linear(2 * w * (size[0] // 4) * (size[1] // 4), num_classes)
 
     def forward(self, x: Masked | Tensor) -> Tensor:
         x = as_masked("Classifier", x)
@@ -147,11 +158,17 @@ class UNet(nn.Module):
 
 
 def build_model(
-    kind: str, strategy: Strategy, channels: int, mask_channels: int, outputs: int, width: int = 16
+    kind: str,
+    strategy: Strategy,
+    channels: int,
+    mask_channels: int,
+    outputs: int,
+    width: int = 16,
+    size: tuple[int, int] = (28, 28),
 ) -> nn.Module:
-    """``kind="classify"``: :class:`Classifier`; ``"regress"``: :class:`UNet`."""
+    """``kind="classify"``: :class:`Classifier` for ``size`` images; ``"regress"``: :class:`UNet`."""
     if kind == "classify":
-        return Classifier(strategy, channels, mask_channels, outputs, width)
+        return Classifier(strategy, channels, mask_channels, outputs, width, size)
     if kind == "regress":
         return UNet(strategy, channels, mask_channels, outputs, width)
     raise ValueError(f"build_model: kind must be 'classify' or 'regress', got {kind!r}")

@@ -22,7 +22,7 @@ PATCH, STRIDE, SPLIT_LON_INDEX = 32, 8, 280  # test: patches east of 100.5E (Wes
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "quick": {"rates": (0.3,), "seeds": 1, "steps": 20, "width": 8, "strategies": DEFAULT_STRATEGIES},
-    "default": {"rates": (0.3, 0.6), "seeds": 3, "steps": 400, "width": 16, "strategies": DEFAULT_STRATEGIES},
+    "default": {"rates": (0.3, 0.6), "seeds": 3, "steps": 300, "width": 8, "strategies": DEFAULT_STRATEGIES},
     "full": {"rates": (0.3, 0.6), "seeds": 3, "steps": 1500, "width": 16, "strategies": DEFAULT_STRATEGIES},
 }
 
@@ -129,6 +129,7 @@ def run(mode: str, out: Path, progress: bool = True, log: Callable[[str], None] 
         lr=3e-3,
         width=cfg["width"],
         progress=progress,
+        log=None if progress else log,
         keep_models=True,
     )
     res.metric = "RMSE (C) on hidden ocean pixels"
