@@ -97,7 +97,7 @@ def _demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     t0 = time.perf_counter()
     for task in tasks:
-        run_task(task, mode, out, progress=not args.no_progress)
+        run_task(task, mode, out, progress=not args.no_progress, threads=args.threads or None)
     print(
         f"\nmasknn demo {args.task} ({mode}): {time.perf_counter() - t0:.0f} s; results in {out.resolve()}/"
     )
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(__version__)
         return 0
-    if getattr(args, "threads", 0):
+    if args.command == "compare" and args.threads:
         import torch
 
         torch.set_num_threads(args.threads)

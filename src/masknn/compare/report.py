@@ -77,7 +77,8 @@ def plot_rates(
     path.parent.mkdir(parents=True, exist_ok=True)
     kinds = list(dict.fromkeys(r["mask_kind"] for r in records))
     strategies = list(dict.fromkeys(r["strategy"] for r in records))
-    fig, axes = plt.subplots(1, len(kinds), figsize=(5.0 * len(kinds), 3.8), squeeze=False, sharey=True)
+    width = max(6.0, 5.0 * len(kinds))
+    fig, axes = plt.subplots(1, len(kinds), figsize=(width, 4.0), squeeze=False, sharey=True)
     markers = "osD^vP*Xh"
     for ax, kind in zip(axes[0], kinds):
         for i, s in enumerate(strategies):
@@ -97,7 +98,9 @@ def plot_rates(
     axes[0][0].set_ylabel(metric)
     axes[0][-1].legend(fontsize=8)
     if title:
-        fig.suptitle(title, fontsize=10)
+        import textwrap
+
+        fig.suptitle(textwrap.fill(title, int(width * 13)), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

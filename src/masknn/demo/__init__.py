@@ -31,8 +31,14 @@ def run_task(
     out_dir: str | Path = "masknn-demo",
     progress: bool = True,
     log: Callable[[str], None] = print,
+    threads: int | None = 1,
 ) -> str:
-    """Run one demo task; return its markdown table (also written to ``out_dir/<task>.md``)."""
+    """Run one demo task; return its markdown table (also written to ``out_dir/<task>.md``).
+
+    ``threads``: torch CPU threads while the task runs (restored after); None keeps
+    the current setting. One thread is the default: these small networks gain little
+    from more, and several threads slow down badly when other work shares the cores.
+    """
     if task not in TASKS:
         raise ValueError(f"masknn demo: unknown task {task!r}; choose one of {TASKS}")
     if mode not in MODES:
@@ -45,4 +51,12 @@ def run_task(
         from masknn.demo.gapfill import run
     else:
         from masknn.demo.sequences import run
-    return run(mode, out, progress, log)
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return run(mode, out, progress, log)
+    finally:
+        torch.set_num_threads(before)
