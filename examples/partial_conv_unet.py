@@ -51,7 +51,9 @@ class PartialUNet(nn.Module):
 
 def make_batch(n: int, seed: int, size: int = 32) -> tuple[Masked, torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
-    field = F.interpolate(torch.randn(n, 1, 4, 4, generator=gen), size=(size, size), mode="bicubic", align_corners=True)
+    field = F.interpolate(
+        torch.randn(n, 1, 4, 4, generator=gen), size=(size, size), mode="bicubic", align_corners=True
+    )
     valid = masks.stroke_mask((n, 1, size, size), coverage=0.25, seed=seed)
     return Masked(torch.where(valid, field, torch.tensor(float("nan"))), valid), field, valid
 
@@ -77,7 +79,10 @@ def main(steps: int = 40, batch: int = 16) -> tuple[float, float]:
     mean = torch.where(valid, x.data, 0).sum((2, 3), keepdim=True) / valid.sum((2, 3), keepdim=True)
     base = float(((mean.expand_as(target) - target)[holes] ** 2).mean())
     filled = float(out.mask.expand_as(holes)[holes].float().mean())
-    print(f"hole MSE: U-Net {err:.4f}, per-image mean fill {base:.4f}; holes filled (valid output): {filled:.1%}")
+    print(
+        f"hole MSE: U-Net {err:.4f}, per-image mean fill {base:.4f}; "
+        f"holes filled (valid output): {filled:.1%}"
+    )
     return err, base
 
 

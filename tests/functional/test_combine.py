@@ -29,10 +29,14 @@ def test_cat_broadcasts_masks() -> None:
     b_m = torch.rand(2, 1, 1) > 0.5
     out = MF.masked_cat([a, b], [a_m, b_m], dim=1)
     assert out.data.shape == (2, 5, 4) and out.mask.shape == (2, 5, 4)
-    assert torch.equal(out.mask[:, :3], a_m.expand(2, 3, 4)) and torch.equal(out.mask[:, 3:], b_m.expand(2, 2, 4))
+    assert torch.equal(out.mask[:, :3], a_m.expand(2, 3, 4)) and torch.equal(
+        out.mask[:, 3:], b_m.expand(2, 2, 4)
+    )
     rows = MF.masked_cat([a, b], [torch.ones(2, 1, 1), torch.zeros(2, 1, 1)], dim=1)
     assert rows.mask.shape == (2, 5, 1)
     with pytest.raises(ValueError, match="masked_cat: expected as many masks as tensors"):
         MF.masked_cat([a, b], [a_m], dim=1)
-    with pytest.raises(ValueError, match=r"masked_add: data shapes \(2, 3, 4\) and \(2, 2, 4\) do not broadcast"):
+    with pytest.raises(
+        ValueError, match=r"masked_add: data shapes \(2, 3, 4\) and \(2, 2, 4\) do not broadcast"
+    ):
         MF.masked_add(a, a_m, b, b_m)

@@ -23,7 +23,7 @@ CONV_T = {1: MF.partial_conv_transpose1d, 2: MF.partial_conv_transpose2d, 3: MF.
 def naive_pconv(x, m, w, b, stride, pad, dil, groups, padding_valid):  # type: ignore[no-untyped-def]
     """Liu et al. partial convolution, one output at a time (numpy float64)."""
     x, m, w = x.double().numpy(), m.numpy(), w.double().numpy()
-    n_, c = x.shape[:2]
+    n_ = x.shape[0]
     sp = x.shape[2:]
     nd = len(sp)
     co_, cg = w.shape[0], w.shape[1]
@@ -90,7 +90,9 @@ def naive_pconv_t(x, m, w, b, stride, pad, dil, groups, padding_valid):  # type:
     else:
         window = np.full(osz, float(per))
         for d in range(nd):
-            taps = np.array([sum((o + pad - t * dil) % stride == 0 for t in range(k[d])) for o in range(osz[d])])
+            taps = np.array(
+                [sum((o + pad - t * dil) % stride == 0 for t in range(k[d])) for o in range(osz[d])]
+            )
             shape = [1] * nd
             shape[d] = -1
             window = window * taps.reshape(shape)
@@ -251,7 +253,9 @@ def test_gradcheck_float64() -> None:
     w = torch.randn(4, 2, 3, 3, dtype=torch.float64, requires_grad=True)
     b = torch.randn(4, dtype=torch.float64, requires_grad=True)
     for m in (torch.rand(2, 1, 5, 5) > 0.4, torch.rand(2, 4, 5, 5) > 0.4):
-        assert torch.autograd.gradcheck(lambda x, w, b, m=m: MF.partial_conv2d(x, m, w, b, 1, 1, 1, 2).data, (x, w, b))
+        assert torch.autograd.gradcheck(
+            lambda x, w, b, m=m: MF.partial_conv2d(x, m, w, b, 1, 1, 1, 2).data, (x, w, b)
+        )
         assert torch.autograd.gradcheck(
             lambda x, w, b, m=m: MF.partial_conv_transpose2d(x, m, w, b, 2, 1, 1, 2).data,
             (x, w[:, :2].detach().requires_grad_(), b[:4].detach().requires_grad_()),
@@ -283,18 +287,28 @@ def test_half_precision_counts_in_float32() -> None:
 def test_bad_inputs_raise_clear_errors() -> None:
     x = torch.randn(2, 3, 5, 5)
     w = torch.randn(4, 3, 3, 3)
-    with pytest.raises(ValueError, match=r"partial_conv2d: mask shape \(2, 1, 4, 5\) does not fit data shape"):
+    with pytest.raises(
+        ValueError, match=r"partial_conv2d: mask shape \(2, 1, 4, 5\) does not fit data shape"
+    ):
         MF.partial_conv2d(x, torch.ones(2, 1, 4, 5, dtype=torch.bool), w)
-    with pytest.raises(ValueError, match="partial_conv2d: a torch.float32 mask must hold only 0"):
+    with pytest.raises(ValueError, match=r"partial_conv2d: a torch\.float32 mask must hold only 0"):
         MF.partial_conv2d(x, torch.full((2, 1, 5, 5), 0.5), w)
-    with pytest.raises(ValueError, match=r"partial_conv2d: expected 4-d data \(N, C, H, W\), got shape \(3, 5, 5\)"):
+    with pytest.raises(
+        ValueError, match=r"partial_conv2d: expected 4-d data \(N, C, H, W\), got shape \(3, 5, 5\)"
+    ):
         MF.partial_conv2d(x[0], torch.ones(3, 5, 5), w)
-    with pytest.raises(ValueError, match=r"data shape \(2, 3, 5, 5\) has 3 channels, but weight shape \(4, 2, 3, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"data shape \(2, 3, 5, 5\) has 3 channels, but weight shape \(4, 2, 3, 3\)"
+    ):
         MF.partial_conv2d(x, torch.ones(2, 1, 5, 5), torch.randn(4, 2, 3, 3))
     with pytest.raises(TypeError, match="partial_conv2d: expected floating point data"):
         MF.partial_conv2d(torch.ones(2, 3, 5, 5, dtype=torch.int64), torch.ones(2, 1, 5, 5), w)
-    with pytest.raises(ValueError, match="padding='same' is not supported for strided"):
+    with pytest.raises(ValueError, match=r"padding='same' is not supported for strided"):
         MF.partial_conv2d(x, torch.ones(2, 1, 5, 5), w, stride=2, padding="same")
+    with pytest.raises(
+        TypeError, match=r"partial_conv2d: weight \(torch\.float64 on cpu\) and data \(torch\.float32"
+    ):
+        MF.partial_conv2d(x, torch.ones(2, 1, 5, 5), w.double())
     # A float 0/1 mask is accepted.
     out = MF.partial_conv2d(x, (torch.rand(2, 1, 5, 5) > 0.5).float(), w)
     assert out.mask.dtype == torch.bool

@@ -50,7 +50,9 @@ def test_masked_linear_gradcheck_and_errors() -> None:
     assert torch.autograd.gradcheck(lambda x, w: MF.masked_linear(x, m, w, None, "partial").data, (x, w))
     with pytest.raises(ValueError, match="masked_linear: mode must be one of"):
         MF.masked_linear(x, m, w, None, "other")
-    with pytest.raises(ValueError, match=r"masked_linear: data shape \(4, 5\) does not end with in_features = 6"):
+    with pytest.raises(
+        ValueError, match=r"masked_linear: data shape \(4, 5\) does not end with in_features = 6"
+    ):
         MF.masked_linear(x, m, torch.randn(3, 6))
 
 

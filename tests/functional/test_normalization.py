@@ -13,7 +13,9 @@ from masknn import Masked
 from masknn import nn as mnn
 
 
-def _inputs(per_channel: bool, seed: int = 0, shape: tuple[int, ...] = (3, 4, 5, 6)) -> tuple[torch.Tensor, torch.Tensor]:
+def _inputs(
+    per_channel: bool, seed: int = 0, shape: tuple[int, ...] = (3, 4, 5, 6)
+) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     mshape = (shape[0], shape[1] if per_channel else 1, *shape[2:])
     m = torch.rand(mshape, generator=g) > 0.4
@@ -39,9 +41,13 @@ def test_batch_norm_matches_loop_and_updates_running_stats(per_channel: bool) ->
         torch.testing.assert_close(out.data[:, c][mf[:, c]], ref[mf[:, c]])
         assert bool((out.data[:, c][~mf[:, c]] == 0).all())
         torch.testing.assert_close(rm[c], torch.tensor(0.2 * mean, dtype=torch.float64))
-        torch.testing.assert_close(rv[c], torch.tensor(0.8 + 0.2 * float(vals.var(unbiased=True)), dtype=torch.float64))
+        torch.testing.assert_close(
+            rv[c], torch.tensor(0.8 + 0.2 * float(vals.var(unbiased=True)), dtype=torch.float64)
+        )
     ev = MF.masked_batch_norm(x, m, rm, rv, w, b, training=False, eps=1e-5)
-    ref = (x - rm.view(1, 4, 1, 1)) / (rv.view(1, 4, 1, 1) + 1e-5).sqrt() * w.view(1, 4, 1, 1) + b.view(1, 4, 1, 1)
+    ref = (x - rm.view(1, 4, 1, 1)) / (rv.view(1, 4, 1, 1) + 1e-5).sqrt() * w.view(1, 4, 1, 1) + b.view(
+        1, 4, 1, 1
+    )
     torch.testing.assert_close(ev.data[mf], ref[mf])
 
 
@@ -122,9 +128,9 @@ def test_instance_group_layer_norm_match_loops(per_channel: bool) -> None:
         xs, ms = x[n, 2 * g : 2 * g + 2], mf[n, 2 * g : 2 * g + 2]
         if ms.any():
             mean, var = _stats(xs[ms])
-            ref = (xs - mean) / (var + 1e-5) ** 0.5 * w[2 * g : 2 * g + 2].view(2, 1, 1) + b[2 * g : 2 * g + 2].view(
-                2, 1, 1
-            )
+            ref = (xs - mean) / (var + 1e-5) ** 0.5 * w[2 * g : 2 * g + 2].view(2, 1, 1) + b[
+                2 * g : 2 * g + 2
+            ].view(2, 1, 1)
             torch.testing.assert_close(grp.data[n, 2 * g : 2 * g + 2][ms], ref[ms])
 
 
@@ -133,7 +139,9 @@ def test_all_valid_matches_torch_functionals() -> None:
     x = torch.randn(3, 4, 5, 6, dtype=torch.float64)
     ones = torch.ones(1, 1, 1, 1, dtype=torch.bool)
     w, b = torch.randn(4, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
-    torch.testing.assert_close(MF.masked_instance_norm(x, ones, weight=w, bias=b).data, F.instance_norm(x, weight=w, bias=b))
+    torch.testing.assert_close(
+        MF.masked_instance_norm(x, ones, weight=w, bias=b).data, F.instance_norm(x, weight=w, bias=b)
+    )
     torch.testing.assert_close(MF.masked_group_norm(x, ones, 2, w, b).data, F.group_norm(x, 2, w, b))
     torch.testing.assert_close(MF.masked_layer_norm(x, ones, (5, 6)).data, F.layer_norm(x, (5, 6)))
     rm, rv = torch.zeros(4, dtype=torch.float64), torch.ones(4, dtype=torch.float64)
@@ -150,7 +158,9 @@ def test_gradcheck_float64() -> None:
     w = torch.randn(4, dtype=torch.float64, requires_grad=True)
     b = torch.randn(4, dtype=torch.float64, requires_grad=True)
     m = torch.rand(3, 1, 3, 3) > 0.3
-    assert torch.autograd.gradcheck(lambda x, w, b: MF.masked_batch_norm(x, m, None, None, w, b, True).data, (x, w, b))
+    assert torch.autograd.gradcheck(
+        lambda x, w, b: MF.masked_batch_norm(x, m, None, None, w, b, True).data, (x, w, b)
+    )
     assert torch.autograd.gradcheck(lambda x, w, b: MF.masked_group_norm(x, m, 2, w, b).data, (x, w, b))
     assert torch.autograd.gradcheck(lambda x: MF.masked_instance_norm(x, m).data, (x,))
     assert torch.autograd.gradcheck(lambda x: MF.masked_layer_norm(x, m, (3, 3)).data, (x,))
@@ -158,7 +168,9 @@ def test_gradcheck_float64() -> None:
 
 def test_bad_inputs() -> None:
     bn = mnn.MaskedBatchNorm2d(3)
-    with pytest.raises(ValueError, match=r"MaskedBatchNorm2d: expected data \(N, C, H, W\), got shape \(3, 4, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"MaskedBatchNorm2d: expected data \(N, C, H, W\), got shape \(3, 4, 4\)"
+    ):
         bn(torch.randn(3, 4, 4))
     with pytest.raises(ValueError, match=r"masked_batch_norm: mask shape \(2, 1, 3, 4\) does not fit"):
         MF.masked_batch_norm(torch.randn(2, 3, 4, 4), torch.ones(2, 1, 3, 4, dtype=torch.bool), training=True)

@@ -54,10 +54,13 @@ def naive_adaptive(x, m, osz, reduce):  # type: ignore[no-untyped-def]
     valid = np.zeros((n_, c, *osz), dtype=bool)
     for n, ch, o in itertools.product(range(n_), range(c), itertools.product(*[range(v) for v in osz])):
         ranges = [
-            range(math.floor(o[i] * sp[i] / osz[i]), math.ceil((o[i] + 1) * sp[i] / osz[i])) for i in range(len(sp))
+            range(math.floor(o[i] * sp[i] / osz[i]), math.ceil((o[i] + 1) * sp[i] / osz[i]))
+            for i in range(len(sp))
         ]
         vals = [
-            x[(n, ch, *pos)] for pos in itertools.product(*ranges) if m[(n, ch if m.shape[1] > 1 else 0, *pos)]
+            x[(n, ch, *pos)]
+            for pos in itertools.product(*ranges)
+            if m[(n, ch if m.shape[1] > 1 else 0, *pos)]
         ]
         if vals:
             out[(n, ch, *o)] = reduce(vals)
@@ -120,8 +123,12 @@ def test_all_valid_matches_plain_pools() -> None:
     torch.testing.assert_close(
         MF.masked_avg_pool2d(x, ones, 3, 2, 1).data, F.avg_pool2d(x, 3, 2, 1, count_include_pad=False)
     )
-    torch.testing.assert_close(MF.masked_adaptive_avg_pool2d(x, ones, (4, 3)).data, F.adaptive_avg_pool2d(x, (4, 3)))
-    torch.testing.assert_close(MF.masked_adaptive_max_pool2d(x, ones, (4, 3)).data, F.adaptive_max_pool2d(x, (4, 3)))
+    torch.testing.assert_close(
+        MF.masked_adaptive_avg_pool2d(x, ones, (4, 3)).data, F.adaptive_avg_pool2d(x, (4, 3))
+    )
+    torch.testing.assert_close(
+        MF.masked_adaptive_max_pool2d(x, ones, (4, 3)).data, F.adaptive_max_pool2d(x, (4, 3))
+    )
     torch.testing.assert_close(MF.masked_global_avg_pool(x, ones).data, x.mean((2, 3)))
 
 
@@ -139,9 +146,13 @@ def test_gradcheck_float64() -> None:
 
 
 def test_bad_inputs() -> None:
-    with pytest.raises(ValueError, match=r"masked_max_pool2d: mask shape \(2, 1, 3, 3\) does not fit data shape"):
+    with pytest.raises(
+        ValueError, match=r"masked_max_pool2d: mask shape \(2, 1, 3, 3\) does not fit data shape"
+    ):
         MF.masked_max_pool2d(torch.randn(2, 3, 4, 4), torch.ones(2, 1, 3, 3, dtype=torch.bool), 2)
     with pytest.raises(ValueError, match="masked_avg_pool2d: expected 4-d data"):
         MF.masked_avg_pool2d(torch.randn(3, 4, 4), torch.ones(3, 4, 4, dtype=torch.bool), 2)
-    with pytest.raises(ValueError, match="masked_adaptive_avg_pool2d: expected output_size as an int or 2 sizes"):
+    with pytest.raises(
+        ValueError, match="masked_adaptive_avg_pool2d: expected output_size as an int or 2 sizes"
+    ):
         MF.masked_adaptive_avg_pool2d(torch.randn(1, 3, 4, 4), torch.ones(1, 1, 4, 4), (1, 2, 3))

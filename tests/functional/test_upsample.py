@@ -46,6 +46,8 @@ def test_all_valid_matches_plain_and_gradcheck() -> None:
         F.interpolate(x, scale_factor=2, mode="trilinear"),
     )
     m = torch.rand(1, 1, 3, 4, 3) > 0.3
-    assert torch.autograd.gradcheck(lambda x: MF.masked_interpolate(x, m, scale_factor=2, mode="trilinear").data, (x,))
+    assert torch.autograd.gradcheck(
+        lambda x: MF.masked_interpolate(x, m, scale_factor=2, mode="trilinear").data, (x,)
+    )
     with pytest.raises(ValueError, match="masked_interpolate: mode must be one of"):
         MF.masked_interpolate(x, m, scale_factor=2, mode="bicubic")

@@ -65,10 +65,16 @@ ENTRIES = [
         options={"fully_masked_zero": False},
     ),
     ModuleInfo(mnn.PartialConv1d, lambda: mnn.PartialConv1d(4, 5, 3, padding=1), SEQ),
-    ModuleInfo(mnn.PartialConv1d, lambda: mnn.PartialConv1d(4, 2, 3, stride=2), SEQ_PC, id="PartialConv1d-pc"),
+    ModuleInfo(
+        mnn.PartialConv1d, lambda: mnn.PartialConv1d(4, 2, 3, stride=2), SEQ_PC, id="PartialConv1d-pc"
+    ),
     ModuleInfo(mnn.PartialConv3d, lambda: mnn.PartialConv3d(3, 2, 3, padding=1), VOL),
-    ModuleInfo(mnn.PartialConv3d, lambda: mnn.PartialConv3d(3, 2, 2), _inputs(lambda: _vol(True)), id="PC3d-pc"),
-    ModuleInfo(mnn.PartialConvTranspose2d, lambda: mnn.PartialConvTranspose2d(4, 3, 3, stride=2, padding=1), IMG),
+    ModuleInfo(
+        mnn.PartialConv3d, lambda: mnn.PartialConv3d(3, 2, 2), _inputs(lambda: _vol(True)), id="PC3d-pc"
+    ),
+    ModuleInfo(
+        mnn.PartialConvTranspose2d, lambda: mnn.PartialConvTranspose2d(4, 3, 3, stride=2, padding=1), IMG
+    ),
     ModuleInfo(
         mnn.PartialConvTranspose2d,
         lambda: mnn.PartialConvTranspose2d(4, 4, 3, stride=2, groups=2),
@@ -103,7 +109,9 @@ ENTRIES = [
     ModuleInfo(mnn.MaskedGlobalAvgPool, mnn.MaskedGlobalAvgPool, IMG),
     ModuleInfo(mnn.MaskedGlobalMaxPool, mnn.MaskedGlobalMaxPool, IMG_PC),
     # Normalization (the checker compares running statistics too)
-    ModuleInfo(mnn.MaskedBatchNorm2d, lambda: mnn.MaskedBatchNorm2d(4), IMG, options={"rtol": 1e-5, "atol": 1e-6}),
+    ModuleInfo(
+        mnn.MaskedBatchNorm2d, lambda: mnn.MaskedBatchNorm2d(4), IMG, options={"rtol": 1e-5, "atol": 1e-6}
+    ),
     ModuleInfo(
         mnn.MaskedBatchNorm2d,
         lambda: mnn.MaskedBatchNorm2d(4, momentum=None),
@@ -111,11 +119,19 @@ ENTRIES = [
         id="MaskedBatchNorm2d-pc-cma",
         options={"rtol": 1e-5, "atol": 1e-6},
     ),
-    ModuleInfo(mnn.MaskedBatchNorm1d, lambda: mnn.MaskedBatchNorm1d(6), FEAT, options={"rtol": 1e-5, "atol": 1e-6}),
     ModuleInfo(
-        mnn.MaskedBatchNorm1d, lambda: mnn.MaskedBatchNorm1d(4), SEQ, id="BN1d-seq", options={"rtol": 1e-5, "atol": 1e-6}
+        mnn.MaskedBatchNorm1d, lambda: mnn.MaskedBatchNorm1d(6), FEAT, options={"rtol": 1e-5, "atol": 1e-6}
     ),
-    ModuleInfo(mnn.MaskedBatchNorm3d, lambda: mnn.MaskedBatchNorm3d(3), VOL, options={"rtol": 1e-5, "atol": 1e-6}),
+    ModuleInfo(
+        mnn.MaskedBatchNorm1d,
+        lambda: mnn.MaskedBatchNorm1d(4),
+        SEQ,
+        id="BN1d-seq",
+        options={"rtol": 1e-5, "atol": 1e-6},
+    ),
+    ModuleInfo(
+        mnn.MaskedBatchNorm3d, lambda: mnn.MaskedBatchNorm3d(3), VOL, options={"rtol": 1e-5, "atol": 1e-6}
+    ),
     ModuleInfo(mnn.MaskedInstanceNorm2d, lambda: mnn.MaskedInstanceNorm2d(4, affine=True), IMG),
     ModuleInfo(
         mnn.MaskedInstanceNorm2d,
@@ -133,15 +149,22 @@ ENTRIES = [
     # Dense head
     ModuleInfo(mnn.MaskedFlatten, mnn.MaskedFlatten, IMG),
     ModuleInfo(mnn.MaskedLinear, lambda: mnn.MaskedLinear(6, 3), FEAT),
-    ModuleInfo(mnn.MaskedLinear, lambda: mnn.MaskedLinear(6, 3, mode="partial"), FEAT, id="MaskedLinear-partial"),
-    ModuleInfo(mnn.MaskedLinear, lambda: mnn.MaskedLinear(6, 3, mode="partial"), ROWS, id="MaskedLinear-rows"),
+    ModuleInfo(
+        mnn.MaskedLinear, lambda: mnn.MaskedLinear(6, 3, mode="partial"), FEAT, id="MaskedLinear-partial"
+    ),
+    ModuleInfo(
+        mnn.MaskedLinear, lambda: mnn.MaskedLinear(6, 3, mode="partial"), ROWS, id="MaskedLinear-rows"
+    ),
     ModuleInfo(mnn.PostMask, lambda: mnn.PostMask(nn.Conv2d(4, 2, 1)), IMG),
     ModuleInfo(mnn.Elementwise, lambda: mnn.Elementwise(nn.Sigmoid()), IMG_PC),
     ModuleInfo(mnn.Elementwise, lambda: mnn.Elementwise(nn.Dropout(0.5)), IMG, id="Elementwise-dropout"),
     # Up-sampling
     ModuleInfo(mnn.MaskedUpsample, lambda: mnn.MaskedUpsample(scale_factor=2), IMG),
     ModuleInfo(
-        mnn.MaskedUpsample, lambda: mnn.MaskedUpsample(scale_factor=2, mode="bilinear"), IMG_PC, id="Upsample-bilinear"
+        mnn.MaskedUpsample,
+        lambda: mnn.MaskedUpsample(scale_factor=2, mode="bilinear"),
+        IMG_PC,
+        id="Upsample-bilinear",
     ),
     ModuleInfo(
         mnn.MaskedUpsample,
@@ -149,9 +172,14 @@ ENTRIES = [
         IMG,
         id="Upsample-bilinear-ac",
     ),
-    ModuleInfo(mnn.MaskedUpsample, lambda: mnn.MaskedUpsample(scale_factor=2, mode="linear"), SEQ, id="Upsample-1d"),
     ModuleInfo(
-        mnn.MaskedUpsample, lambda: mnn.MaskedUpsample(scale_factor=2, mode="trilinear"), VOL, id="Upsample-3d"
+        mnn.MaskedUpsample, lambda: mnn.MaskedUpsample(scale_factor=2, mode="linear"), SEQ, id="Upsample-1d"
+    ),
+    ModuleInfo(
+        mnn.MaskedUpsample,
+        lambda: mnn.MaskedUpsample(scale_factor=2, mode="trilinear"),
+        VOL,
+        id="Upsample-3d",
     ),
     # Combining
     ModuleInfo(mnn.MaskedAdd, mnn.MaskedAdd, _pair, call=_two_call),

@@ -18,7 +18,9 @@ from masknn import nn as mnn
         (nn.Conv3d, mnn.PartialConv3d, (2, 4, 5, 6, 5)),
     ],
 )
-def test_state_dict_and_padding_valid_equal_plain(plain_cls: type, masked_cls: type, shape: tuple[int, ...]) -> None:
+def test_state_dict_and_padding_valid_equal_plain(
+    plain_cls: type, masked_cls: type, shape: tuple[int, ...]
+) -> None:
     torch.manual_seed(0)
     plain = plain_cls(4, 6, 3, stride=2, padding=1, groups=2)
     masked = masked_cls(4, 6, 3, stride=2, padding=1, groups=2, padding_valid=True)
@@ -51,9 +53,9 @@ def test_mask_shapes_returned() -> None:
 
 
 def test_errors() -> None:
-    with pytest.raises(ValueError, match="PartialConv2d: only padding_mode='zeros' is supported"):
+    with pytest.raises(ValueError, match=r"PartialConv2d: only padding_mode='zeros' is supported"):
         mnn.PartialConv2d(3, 3, 3, padding_mode="reflect")
-    with pytest.raises(TypeError, match="PartialConv2d: expected data as a torch.Tensor, got list"):
+    with pytest.raises(TypeError, match=r"PartialConv2d: expected data as a torch\.Tensor, got list"):
         mnn.PartialConv2d(3, 3, 3)([1, 2])
     with pytest.raises(ValueError, match=r"mask shape \(2, 3, 5\) does not fit data shape \(2, 3, 5, 5\)"):
         mnn.PartialConv2d(3, 3, 3)((torch.randn(2, 3, 5, 5), torch.ones(2, 3, 5, dtype=torch.bool)))

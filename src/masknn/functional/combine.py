@@ -82,7 +82,8 @@ def masked_cat(tensors: Sequence[Tensor], masks: Sequence[Tensor], dim: int = 1)
     nd = xs[0].dim()
     if any(t.dim() != nd for t in xs) or nd == 0:
         raise ValueError(
-            f"{op}: expected tensors with the same number of dimensions, got {[shape_str(t.shape) for t in xs]}"
+            f"{op}: expected tensors with the same number of dimensions, "
+            f"got {[shape_str(t.shape) for t in xs]}"
         )
     d = dim % nd
     data = torch.cat(xs, dim=d)

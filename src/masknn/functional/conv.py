@@ -24,14 +24,26 @@ bias, one ``torch.where`` on the output.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from masknn._masked import Masked
 from masknn._validation import shape_str
-from masknn.functional._spatial import IntOrSeq, acc_dtype, is_shared, ntuple, prepare, shared, zero
+from masknn.functional._spatial import (
+    IntOrSeq,
+    _select_into,
+    acc_dtype,
+    is_shared,
+    ntuple,
+    prepare,
+    shared,
+    zero,
+)
 
 __all__ = [
     "partial_conv1d",
@@ -81,6 +93,11 @@ def _check_weight(op: str, nd: int, x: Tensor, weight: Tensor, groups: int, tran
     if not isinstance(weight, Tensor) or weight.dim() != nd + 2:
         got = shape_str(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
         raise ValueError(f"{op}: expected a {nd + 2}-d weight, got {got}")
+    if weight.dtype != x.dtype or weight.device != x.device:
+        raise TypeError(
+            f"{op}: weight ({weight.dtype} on {weight.device}) and data ({x.dtype} on {x.device}) "
+            "must share dtype and device"
+        )
     c_in = x.shape[1]
     expected = weight.shape[0] if transposed else weight.shape[1] * groups
     if groups < 1 or c_in % groups or c_in != expected:
@@ -103,36 +120,121 @@ def _group_count(m: Tensor, groups: int, dtype: torch.dtype) -> tuple[Tensor, in
     return m.reshape(n, groups, c // groups, *m.shape[2:]).sum(2, dtype=dtype), c // groups
 
 
-def _finish(
-    out: Tensor,
+class _PartialConvFn(torch.autograd.Function):
+    """The full-size part of a partial convolution as one autograd node.
+
+    forward: ``xz = select(x, mask)`` (bitwise, exact), ``raw = conv(xz, W)``, then in
+    place ``raw · scale + bias · valid``. ``raw`` is exactly 0 at empty windows (all
+    their inputs are 0) and so is ``scale``: empty windows come out exactly 0 with no
+    select. backward: ``g = grad · scale``, the weight gradient from ``g`` and the
+    re-selected input (freed at once), the input gradient from ``g`` selected in
+    place (exactly 0 at masked inputs), and the bias gradient as a batched matrix
+    product ``Σ grad · valid`` (no temporary). Only ``x`` (which a plain convolution
+    saves too), the mask bits and the small per-window tensors are kept between the
+    passes.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        mask: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        scale: Tensor,
+        valid: Tensor,
+        view: tuple[int, ...],
+        conv: tuple[Any, ...],
+    ) -> Tensor:
+        xz = _select_into(x.contiguous(), mask)
+        stride, padding, dilation, transposed, output_padding, groups = conv
+        out = torch.ops.aten.convolution(
+            xz, weight, None, stride, padding, dilation, transposed, output_padding, groups
+        )
+        del xz
+        out = out.contiguous()
+        out_v = out.view(view)
+        out_v.mul_(scale)
+        if bias is not None:
+            out_v.addcmul_(bias.to(out.dtype).reshape((1, *view[1:-1], 1)), valid)
+        # The canonical input is recomputed in the backward pass rather than kept: it is
+        # needed there only for the weight gradient, and keeping it would hold one more
+        # input-sized tensor from the forward to the backward pass.
+        ctx.save_for_backward(x, mask, weight, scale, valid)
+        ctx.view, ctx.conv, ctx.has_bias = view, conv, bias is not None
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        x, mask, weight, scale, valid = ctx.saved_tensors
+        stride, padding, dilation, transposed, output_padding, groups = ctx.conv
+        g_v = grad.reshape(ctx.view)
+        need_x, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[2], ctx.needs_input_grad[3]
+        grad_x = grad_w = grad_b = None
+        if need_x or need_w:
+            g = (g_v * scale).reshape(grad.shape)
+            args = (stride, padding, dilation, transposed, output_padding, groups)
+            if need_w:
+                xz = _select_into(x.contiguous(), mask)
+                grad_w = torch.ops.aten.convolution_backward(
+                    g, xz, weight, None, *args, [False, True, False]
+                )[1]
+                del xz  # freed before the input gradient is allocated
+            if need_x:
+                # The input gradient reads the input's shape only, not its values.
+                grad_x = torch.ops.aten.convolution_backward(g, x, weight, None, *args, [True, False, False])[
+                    0
+                ]
+                grad_x = grad_x.contiguous()
+                _select_into(grad_x, mask, out=grad_x)
+        if ctx.has_bias and need_b:
+            # (..., C', L) @ (..., L, 1): the sum of the gradient over valid outputs, per channel.
+            per = torch.matmul(g_v, valid.transpose(-1, -2)).squeeze(-1)
+            grad_b = per.sum(0).reshape(-1)
+        return grad_x, None, grad_w, grad_b, None, None, None, None
+
+
+def _scale_views(
+    cnt: Tensor, window: Tensor | float, dtype: torch.dtype, n: int, c_out: int, spatial: Sequence[int]
+) -> tuple[Tensor, Tensor, Tensor, tuple[int, ...]]:
+    """``(valid, scale view, valid view, output view)`` with the spatial dimensions flattened.
+
+    With per-group counts the channels are viewed as ``(G, C_out/G)``.
+    """
+    valid = cnt > 0
+    scale = torch.where(valid, window / cnt.clamp_min(1), zero(cnt)).to(dtype)
+    g, nm = cnt.shape[1], cnt.shape[0]
+    length = math.prod(spatial)
+    if g > 1:
+        view: tuple[int, ...] = (n, g, c_out // g, length)
+        return valid, scale.reshape(nm, g, 1, length), valid.to(dtype).reshape(nm, g, 1, length), view
+    return valid, scale.reshape(nm, 1, length), valid.to(dtype).reshape(nm, 1, length), (n, c_out, length)
+
+
+def _run(
+    x: Tensor,
+    m: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
     cnt: Tensor,
     window: Tensor | float,
-    bias: Tensor | None,
-    per_channel: bool,
+    conv: tuple[Any, ...],
+    out_spatial: Sequence[int],
     c_out: int,
 ) -> Masked:
-    """Rescale ``out`` by ``window / cnt``, add the bias, zero the empty windows."""
-    valid = cnt > 0
-    scale = torch.where(valid, window / cnt.clamp_min(1), zero(cnt)).to(out.dtype)
+    n = x.shape[0]
+    valid, s_v, v_v, view = _scale_views(cnt, window, x.dtype, n, c_out, out_spatial)
+    out = _PartialConvFn.apply(x, m, weight, bias, s_v, v_v, view, conv)
     g = cnt.shape[1]
-    n, spatial = out.shape[0], out.shape[2:]
-    if g > 1:  # per-group counts: view the output as (N, G, C_out/G, *out)
-        out = out.reshape(n, g, c_out // g, *spatial)
-        scale, valid = scale.unsqueeze(2), valid.unsqueeze(2)
-    if bias is None:
-        # The raw output of an empty window is exactly 0 (all its inputs are 0), and so is its scale.
-        out = out * scale
-    else:
-        b = bias.to(out.dtype).reshape((1, *out.shape[1 : -len(spatial)]) + (1,) * len(spatial))
-        out = torch.where(valid, torch.addcmul(b, out, scale), zero(out))
     if g > 1:
-        out = out.reshape(n, c_out, *spatial)
-        mask = valid.expand(valid.shape[0], g, c_out // g, *spatial).reshape(valid.shape[0], c_out, *spatial)
-    elif per_channel:
-        mask = valid.expand(valid.shape[0], c_out, *spatial)
+        mask = valid.unsqueeze(2).expand(valid.shape[0], g, c_out // g, *out_spatial)
+        mask = mask.reshape(valid.shape[0], c_out, *out_spatial)
+    elif not is_shared(m):
+        mask = valid.expand(valid.shape[0], c_out, *out_spatial)
     else:
         mask = valid
-    return Masked(out, mask)
+    return Masked(out.view(n, c_out, *out_spatial), mask)
 
 
 def _partial_conv(
@@ -154,28 +256,31 @@ def _partial_conv(
     st = ntuple(op, "stride", stride, nd)
     dil = ntuple(op, "dilation", dilation, nd)
     pads = _padding(op, nd, padding, kernel, st, dil)
-    symmetric = all(lo == hi for lo, hi in pads)
     conv = _CONV[nd]
+    flat = _flat_pad(pads)
+    acc = acc_dtype(x)
 
-    xz = torch.where(m, x, zero(x))
-    if symmetric:
+    if all(lo == hi for lo, hi in pads):
         conv_pad: tuple[int, ...] = tuple(lo for lo, _ in pads)
-    else:
-        xz = F.pad(xz, _flat_pad(pads))
-        conv_pad = (0,) * nd
-    out = conv(xz, weight, None, st, conv_pad, dil, groups)
-
-    cnt_in, per = _group_count(m, groups, acc_dtype(x))
+        cnt_in, per = _group_count(m, groups, acc)
+        if padding_valid and any(conv_pad):
+            cnt_in, cnt_pad = F.pad(cnt_in, flat, value=float(per)), (0,) * nd
+        else:
+            cnt_pad = conv_pad
+    else:  # asymmetric ('same' with an even kernel): pad data and mask, convolve without padding
+        spatial = x.shape[2:]
+        x, m = F.pad(x, flat), F.pad(m.expand(*m.shape[:2], *spatial), flat)
+        conv_pad = cnt_pad = (0,) * nd
+        cnt_in, per = _group_count(m, groups, acc)
+        if padding_valid:  # the padded border counts as valid
+            inner = torch.zeros((1, 1, *spatial), dtype=acc, device=x.device)
+            cnt_in = cnt_in + F.pad(inner, flat, value=float(per))
     g = cnt_in.shape[1]
-    ones = torch.ones((g, 1, *kernel), dtype=cnt_in.dtype, device=x.device)
-    if padding_valid or not symmetric:
-        if any(lo or hi for lo, hi in pads):
-            cnt_in = F.pad(cnt_in, _flat_pad(pads), value=float(per) if padding_valid else 0.0)
-        cnt = conv(cnt_in, ones, None, st, 0, dil, g)
-    else:
-        cnt = conv(cnt_in, ones, None, st, conv_pad, dil, g)
+    ones = torch.ones((g, 1, *kernel), dtype=acc, device=x.device)
+    cnt = conv(cnt_in, ones, None, st, cnt_pad, dil, g)
     window = float(per * math.prod(kernel))
-    return _finish(out, cnt, window, bias, not is_shared(m), weight.shape[0])
+    spec = (list(st), list(conv_pad), list(dil), False, [0] * nd, groups)
+    return _run(x, m, weight, bias, cnt, window, spec, cnt.shape[2:], weight.shape[0])
 
 
 def partial_conv1d(
@@ -266,7 +371,8 @@ def partial_conv3d(
 
     Example:
         >>> import torch
-        >>> out = partial_conv3d(torch.ones(1, 2, 3, 3, 3), torch.ones(1, 1, 3, 3, 3), torch.ones(4, 2, 3, 3, 3))
+        >>> x, m = torch.ones(1, 2, 3, 3, 3), torch.ones(1, 1, 3, 3, 3)
+        >>> out = partial_conv3d(x, m, torch.ones(4, 2, 3, 3, 3))
         >>> out.data.shape, out.mask.shape
         (torch.Size([1, 4, 1, 1, 1]), torch.Size([1, 1, 1, 1, 1]))
     """
@@ -312,15 +418,13 @@ def _partial_conv_transpose(
     dil = ntuple(op, "dilation", dilation, nd)
     conv_t = _CONV_T[nd]
 
-    xz = torch.where(m, x, zero(x))
-    out = conv_t(xz, weight, None, st, pad, opad, groups, dil)
-
     acc = acc_dtype(x)
     cnt_in, per = _group_count(m, groups, acc)
     g = cnt_in.shape[1]
     ones = torch.ones((g, 1, *kernel), dtype=acc, device=x.device)
     cnt = conv_t(cnt_in, ones, None, st, pad, opad, g, dil)
-    spatial_in, spatial_out = x.shape[2:], out.shape[2:]
+    spatial_in = x.shape[2:]
+    spatial_out = cnt.shape[2:]
     if padding_valid:
         full = torch.full((1, 1, *spatial_in), float(per), dtype=acc, device=x.device)
         one = torch.ones((1, 1, *kernel), dtype=acc, device=x.device)
@@ -332,7 +436,8 @@ def _partial_conv_transpose(
             shape = [1] * (nd + 2)
             shape[2 + i] = -1
             window = window * w.reshape(shape)
-    return _finish(out, cnt, window, bias, not is_shared(m), weight.shape[1] * groups)
+    spec = (list(st), list(pad), list(dil), True, list(opad), groups)
+    return _run(x, m, weight, bias, cnt, window, spec, spatial_out, weight.shape[1] * groups)
 
 
 def partial_conv_transpose1d(

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from masknn._masked import Masked
 from masknn._validation import check_data, shape_str, to_bool_mask
-from masknn.functional._spatial import acc_dtype
+from masknn.functional._spatial import _select_into, acc_dtype
 
 __all__ = ["masked_batch_norm", "masked_group_norm", "masked_instance_norm", "masked_layer_norm"]
 
@@ -95,6 +97,59 @@ def _normalize(
     return torch.addcmul(shift, xz, scale)
 
 
+class _BatchNormTrain(torch.autograd.Function):
+    """Masked batch normalization in training mode as one autograd node (float32/float64 data).
+
+    forward: ``xz = select(x, mask)`` (bitwise, exact); per channel ``Σ xz`` and
+    ``Σ xz²`` (no temporaries) give the mean and biased variance over the ``n`` valid
+    elements; torch's own batch-norm kernel (inference form, with these statistics)
+    normalizes, and the output is selected in place. backward: the gradient is
+    selected, torch's inference-form batch-norm backward gives ``dy·w·rstd``,
+    ``Σ dy·x̂`` and ``Σ dy``, and the batch-statistics terms are added in place:
+    ``dx = dy·w·rstd - w·rstd/n·(Σ dy + x̂·Σ dy·x̂)``, selected in place.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: Tensor, mask: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        c = x.shape[1]
+        dims = (0, *range(2, x.dim()))
+        xz = _select_into(x.contiguous(), mask)
+        n = _count(mask, x.shape, dims, x.dtype).reshape(-1).expand(c).contiguous()
+        n1 = n.clamp_min(1)
+        rows = xz.view(x.shape[0], c, -1)  # reductions over the contiguous last dimension are fastest
+        mean = rows.sum(2).sum(0) / n1
+        sq = torch.linalg.vector_norm(rows, 2, 2).square().sum(0)
+        var = (sq / n1 - mean * mean).clamp_min(0)
+        out = torch.native_batch_norm(xz, weight, bias, mean, var, False, 0.0, eps)[0]
+        _select_into(out, mask, out=out)
+        ctx.save_for_backward(xz, mask, weight, mean, var, n1)
+        ctx.eps = eps
+        ctx.mark_non_differentiable(mean, var, n)
+        return out, mean, var, n
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor, *_: Any) -> tuple[Tensor | None, ...]:
+        xz, mask, weight, mean, var, n1 = ctx.saved_tensors
+        eps = ctx.eps
+        w = weight if weight is not None else torch.ones_like(mean)
+        dy = _select_into(grad.contiguous(), mask)
+        gi, gw, gb = torch.ops.aten.native_batch_norm_backward(
+            dy, xz, w, mean, var, None, None, False, eps, [True, True, True]
+        )
+        rstd = torch.rsqrt(var + eps)
+        k1 = w * rstd / n1  # dx = gi - k1 · (Σdy + x̂ · Σdy·x̂), x̂ = (xz - mean) · rstd
+        k2 = k1 * rstd * gw
+        shape = [1, -1] + [1] * (xz.dim() - 2)
+        gi.addcmul_(xz, (-k2).reshape(shape))
+        gi.add_((k2 * mean - k1 * gb).reshape(shape))
+        _select_into(gi, mask, out=gi)
+        need_w = weight is not None and ctx.needs_input_grad[2]
+        return gi, None, gw if need_w else None, gb if ctx.needs_input_grad[3] else None, None
+
+
 def masked_batch_norm(
     x: Tensor,
     mask: Tensor,
@@ -106,7 +161,7 @@ def masked_batch_norm(
     momentum: float = 0.1,
     eps: float = 1e-5,
 ) -> Masked:
-    """Batch normalization of ``x`` ``(N, C, *)`` over its valid elements (as :func:`torch.nn.functional.batch_norm`).
+    """Batch normalization of ``x`` ``(N, C, *)`` over its valid elements (as ``F.batch_norm``).
 
     In training, each channel's mean and biased variance are taken over the valid
     elements of the batch; ``running_mean``/``running_var`` (when given) are updated in
@@ -126,7 +181,13 @@ def masked_batch_norm(
     x, m = _prepare(op, x, mask, 2)
     dims = (0, *range(2, x.dim()))
     shape = _affine_shape(x)
-    if training:
+    if training and x.dtype in (torch.float32, torch.float64):
+        y, mean, var, n = _BatchNormTrain.apply(x, m, weight, bias, eps)
+        if running_mean is not None or running_var is not None:
+            unbiased = var * n / (n - 1).clamp_min(1)
+            _update(running_mean, running_var, mean, unbiased, n > 0, n > 1, momentum)
+        return Masked(y, m)
+    if training:  # half precision: statistics in float32
         xz, mean, var, n = _moments(x, m, dims)
         if running_mean is not None or running_var is not None:
             n = n.expand(mean.shape)
@@ -152,7 +213,7 @@ def _update(
     has_var: Tensor,
     momentum: float,
 ) -> None:
-    """Move the running statistics toward ``mean``/``unbiased_var`` where ``has_*`` (one value per channel)."""
+    """Move the running statistics toward ``mean``/``unbiased_var`` where ``has_*`` (per channel)."""
     if running_mean is not None:
         mean = mean.reshape(-1).to(running_mean.dtype)
         new = torch.lerp(running_mean, mean, momentum)
@@ -279,7 +340,8 @@ def masked_layer_norm(
     k = len(shape)
     if k == 0 or x.dim() < k or tuple(x.shape[-k:]) != shape:
         raise ValueError(
-            f"{op}: normalized_shape {shape} does not match the last dimensions of data shape {shape_str(x.shape)}"
+            f"{op}: normalized_shape {shape} does not match the last dimensions of data shape "
+            f"{shape_str(x.shape)}"
         )
     dims = tuple(range(x.dim() - k, x.dim()))
     xz, mean, var, _ = _moments(x, m, dims)

@@ -7,12 +7,14 @@ counts as masked. Empty windows give exactly 0. For a channel-shared mask
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from masknn._masked import Masked
-from masknn.functional._spatial import IntOrSeq, acc_dtype, is_shared, ntuple, prepare, shared, zero
+from masknn.functional._spatial import IntOrSeq, acc_dtype, is_shared, ntuple, prepare, select, shared, zero
 from masknn.functional.reductions import masked_max, masked_mean
 
 __all__ = [
@@ -32,9 +34,17 @@ __all__ = [
     "masked_max_pool3d",
 ]
 
-_MAX = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
-_AMAX = {1: F.adaptive_max_pool1d, 2: F.adaptive_max_pool2d, 3: F.adaptive_max_pool3d}
-_AAVG = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}
+_MAX: dict[int, Callable[..., Tensor]] = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+_AMAX: dict[int, Callable[..., Tensor]] = {
+    1: F.adaptive_max_pool1d,
+    2: F.adaptive_max_pool2d,
+    3: F.adaptive_max_pool3d,
+}
+_AAVG: dict[int, Callable[..., Tensor]] = {
+    1: F.adaptive_avg_pool1d,
+    2: F.adaptive_avg_pool2d,
+    3: F.adaptive_avg_pool3d,
+}
 
 
 def _pool_mask(m: Tensor) -> tuple[Tensor, bool]:
@@ -72,7 +82,7 @@ def _max_pool(
     out = pool(torch.where(m, x, _neg_inf(x)), k, s, p, d, ceil_mode)
     pm, _ = _pool_mask(m)
     valid = pool(pm.to(x.dtype), k, s, p, d, ceil_mode) > 0
-    return Masked(torch.where(valid, out, zero(out)), valid)
+    return Masked(select(out, valid), valid)
 
 
 def masked_max_pool1d(
@@ -156,7 +166,7 @@ def _avg_pool(
         else ntuple(op, "stride", stride, nd)
     )
     p = ntuple(op, "padding", padding, nd)
-    xz = torch.where(m, x, zero(x))
+    xz = select(x, m)
     pm, _ = _pool_mask(m)
     acc = acc_dtype(x)
     if nd == 1:  # avg_pool1d has no divisor_override: pool as 2-d with a height of 1
@@ -237,7 +247,7 @@ def _adaptive_avg(op: str, nd: int, x: Tensor, mask: Tensor, output_size: IntOrS
     pool = _AAVG[nd]
     pm, _ = _pool_mask(m)
     # Both pools divide by the same window size, so their ratio is the mean over valid inputs.
-    total = pool(torch.where(m, x, zero(x)), size)
+    total = pool(select(x, m), size)
     frac = pool(pm.to(acc_dtype(x)), size)
     valid = frac > 0
     inv = torch.where(valid, 1.0 / torch.where(valid, frac, torch.ones_like(frac)), zero(frac)).to(x.dtype)
@@ -263,7 +273,7 @@ def _adaptive_max(op: str, nd: int, x: Tensor, mask: Tensor, output_size: IntOrS
     pm, _ = _pool_mask(m)
     out = pool(torch.where(m, x, _neg_inf(x)), size)
     valid = pool(pm.to(x.dtype), size) > 0
-    return Masked(torch.where(valid, out, zero(out)), valid)
+    return Masked(select(out, valid), valid)
 
 
 def masked_adaptive_avg_pool1d(x: Tensor, mask: Tensor, output_size: IntOrSeq) -> Masked:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from torch import Tensor, nn
 
@@ -186,11 +186,11 @@ class PartialConvTranspose1d(_PartialConvMixin, nn.ConvTranspose1d):
         opad = self._output_padding(
             x.data,
             output_size,
-            self.stride,
-            self.padding,
-            self.kernel_size,
+            list(self.stride),
+            list(cast("tuple[int, ...]", self.padding)),
+            list(self.kernel_size),
             1,
-            self.dilation,  # type: ignore[arg-type]
+            list(self.dilation),
         )
         return partial_conv_transpose1d(
             x.data,
@@ -198,16 +198,16 @@ class PartialConvTranspose1d(_PartialConvMixin, nn.ConvTranspose1d):
             self.weight,
             self.bias,
             self.stride,
-            self.padding,
+            cast("tuple[int, ...]", self.padding),
             opad,
-            self.groups,  # type: ignore[arg-type]
+            self.groups,
             self.dilation,
             self.padding_valid,
         )
 
 
 class PartialConvTranspose2d(_PartialConvMixin, nn.ConvTranspose2d):
-    """2-d partial transposed convolution: :class:`torch.nn.ConvTranspose2d`'s arguments plus ``padding_valid``.
+    """2-d partial transposed convolution: ``nn.ConvTranspose2d``'s arguments plus ``padding_valid``.
 
     ``out = conv_transpose(x⊙m) · (window / valid count) + b`` where a valid input
     reaches the position, else 0 with a False mask; ``window`` counts the kernel taps
@@ -237,11 +237,11 @@ class PartialConvTranspose2d(_PartialConvMixin, nn.ConvTranspose2d):
         opad = self._output_padding(
             x.data,
             output_size,
-            self.stride,
-            self.padding,
-            self.kernel_size,
+            list(self.stride),
+            list(cast("tuple[int, ...]", self.padding)),
+            list(self.kernel_size),
             2,
-            self.dilation,  # type: ignore[arg-type]
+            list(self.dilation),
         )
         return partial_conv_transpose2d(
             x.data,
@@ -249,9 +249,9 @@ class PartialConvTranspose2d(_PartialConvMixin, nn.ConvTranspose2d):
             self.weight,
             self.bias,
             self.stride,
-            self.padding,
+            cast("tuple[int, ...]", self.padding),
             opad,
-            self.groups,  # type: ignore[arg-type]
+            self.groups,
             self.dilation,
             self.padding_valid,
         )
@@ -281,11 +281,11 @@ class PartialConvTranspose3d(_PartialConvMixin, nn.ConvTranspose3d):
         opad = self._output_padding(
             x.data,
             output_size,
-            self.stride,
-            self.padding,
-            self.kernel_size,
+            list(self.stride),
+            list(cast("tuple[int, ...]", self.padding)),
+            list(self.kernel_size),
             3,
-            self.dilation,  # type: ignore[arg-type]
+            list(self.dilation),
         )
         return partial_conv_transpose3d(
             x.data,
@@ -293,9 +293,9 @@ class PartialConvTranspose3d(_PartialConvMixin, nn.ConvTranspose3d):
             self.weight,
             self.bias,
             self.stride,
-            self.padding,
+            cast("tuple[int, ...]", self.padding),
             opad,
-            self.groups,  # type: ignore[arg-type]
+            self.groups,
             self.dilation,
             self.padding_valid,
         )

@@ -58,7 +58,7 @@ class _MaskedBatchNorm(nn.modules.batchnorm._BatchNorm):
 
 
 class MaskedBatchNorm1d(_MaskedBatchNorm, nn.BatchNorm1d):
-    """Batch normalization of ``(N, C)`` or ``(N, C, L)`` over valid elements (as :class:`torch.nn.BatchNorm1d`).
+    """Batch normalization of ``(N, C)`` or ``(N, C, L)`` over valid elements (as ``nn.BatchNorm1d``).
 
     Running statistics are updated from valid values only (see
     :func:`masknn.functional.masked_batch_norm`); ``momentum=None``, eval mode and
@@ -103,7 +103,8 @@ class MaskedBatchNorm3d(_MaskedBatchNorm, nn.BatchNorm3d):
     Example:
         >>> import torch
         >>> from masknn import Masked
-        >>> MaskedBatchNorm3d(2)(Masked(torch.randn(2, 2, 3, 3, 3), torch.rand(2, 1, 3, 3, 3) > 0.3)).data.shape
+        >>> x = Masked(torch.randn(2, 2, 3, 3, 3), torch.rand(2, 1, 3, 3, 3) > 0.3)
+        >>> MaskedBatchNorm3d(2)(x).data.shape
         torch.Size([2, 2, 3, 3, 3])
     """
 
@@ -132,7 +133,7 @@ class _MaskedInstanceNorm(nn.modules.instancenorm._InstanceNorm):
             self.weight,
             self.bias,
             use_input_stats,
-            self.momentum if self.momentum is not None else 0.1,
+            self.momentum if self.momentum is not None else 0.0,  # as torch
             self.eps,
         )
 
@@ -160,7 +161,8 @@ class MaskedInstanceNorm2d(_MaskedInstanceNorm, nn.InstanceNorm2d):
     Example:
         >>> import torch
         >>> from masknn import Masked
-        >>> MaskedInstanceNorm2d(3, affine=True)(Masked(torch.randn(2, 3, 4, 4), torch.rand(2, 1, 4, 4) > 0.3)).data.shape
+        >>> x = Masked(torch.randn(2, 3, 4, 4), torch.rand(2, 1, 4, 4) > 0.3)
+        >>> MaskedInstanceNorm2d(3, affine=True)(x).data.shape
         torch.Size([2, 3, 4, 4])
     """
 
@@ -169,12 +171,13 @@ class MaskedInstanceNorm2d(_MaskedInstanceNorm, nn.InstanceNorm2d):
 
 
 class MaskedInstanceNorm3d(_MaskedInstanceNorm, nn.InstanceNorm3d):
-    """Instance normalization of ``(N, C, D, H, W)`` over valid elements (as :class:`torch.nn.InstanceNorm3d`).
+    """Instance normalization of ``(N, C, D, H, W)`` over valid elements (as ``nn.InstanceNorm3d``).
 
     Example:
         >>> import torch
         >>> from masknn import Masked
-        >>> MaskedInstanceNorm3d(2)(Masked(torch.randn(2, 2, 3, 3, 3), torch.rand(2, 1, 3, 3, 3) > 0.3)).data.shape
+        >>> x = Masked(torch.randn(2, 2, 3, 3, 3), torch.rand(2, 1, 3, 3, 3) > 0.3)
+        >>> MaskedInstanceNorm3d(2)(x).data.shape
         torch.Size([2, 2, 3, 3, 3])
     """
 
@@ -196,7 +199,8 @@ class MaskedGroupNorm(nn.GroupNorm):
         x = as_masked("MaskedGroupNorm", x)
         if x.data.dim() < 2 or x.data.shape[1] != self.num_channels:
             raise ValueError(
-                f"MaskedGroupNorm: expected data (N, {self.num_channels}, ...), got shape {shape_str(x.data.shape)}"
+                f"MaskedGroupNorm: expected data (N, {self.num_channels}, ...), "
+                f"got shape {shape_str(x.data.shape)}"
             )
         return masked_group_norm(x.data, x.mask, self.num_groups, self.weight, self.bias, self.eps)
 

@@ -120,7 +120,7 @@ def _no_divisor(layer: str, module: nn.Module) -> None:
         raise ValueError(f"{layer}: divisor_override is not supported (the divisor is the valid count)")
 
 
-class MaskedAvgPool1d(_AvgPool, nn.AvgPool1d):
+class MaskedAvgPool1d(_AvgPool, nn.AvgPool1d):  # type: ignore[misc]
     """Mean over the valid inputs of each window (arguments as :class:`torch.nn.AvgPool1d`).
 
     Padding always counts as masked; ``count_include_pad`` is accepted and ignored.
@@ -136,7 +136,7 @@ class MaskedAvgPool1d(_AvgPool, nn.AvgPool1d):
     _fn = staticmethod(P.masked_avg_pool1d)
 
 
-class MaskedAvgPool2d(_AvgPool, nn.AvgPool2d):
+class MaskedAvgPool2d(_AvgPool, nn.AvgPool2d):  # type: ignore[misc]
     """Mean over the valid inputs of each window (arguments as :class:`torch.nn.AvgPool2d`).
 
     Padding always counts as masked; ``count_include_pad`` is accepted and ignored;
@@ -157,7 +157,7 @@ class MaskedAvgPool2d(_AvgPool, nn.AvgPool2d):
         _no_divisor("MaskedAvgPool2d", self)
 
 
-class MaskedAvgPool3d(_AvgPool, nn.AvgPool3d):
+class MaskedAvgPool3d(_AvgPool, nn.AvgPool3d):  # type: ignore[misc]
     """Mean over the valid inputs of each window (arguments as :class:`torch.nn.AvgPool3d`).
 
     Example:
@@ -183,7 +183,7 @@ class _Adaptive:
         return type(self)._fn(x.data, x.mask, self.output_size)
 
 
-class MaskedAdaptiveAvgPool1d(_Adaptive, nn.AdaptiveAvgPool1d):
+class MaskedAdaptiveAvgPool1d(_Adaptive, nn.AdaptiveAvgPool1d):  # type: ignore[misc]
     """Adaptive mean over valid inputs (as :class:`torch.nn.AdaptiveAvgPool1d`).
 
     Example:
@@ -197,13 +197,14 @@ class MaskedAdaptiveAvgPool1d(_Adaptive, nn.AdaptiveAvgPool1d):
     _fn = staticmethod(P.masked_adaptive_avg_pool1d)
 
 
-class MaskedAdaptiveAvgPool2d(_Adaptive, nn.AdaptiveAvgPool2d):
+class MaskedAdaptiveAvgPool2d(_Adaptive, nn.AdaptiveAvgPool2d):  # type: ignore[misc]
     """Adaptive mean over valid inputs (as :class:`torch.nn.AdaptiveAvgPool2d`).
 
     Example:
         >>> import torch
         >>> from masknn import Masked
-        >>> out = MaskedAdaptiveAvgPool2d((2, 2))(Masked(torch.randn(2, 3, 7, 7), torch.rand(2, 1, 7, 7) > 0.5))
+        >>> x = Masked(torch.randn(2, 3, 7, 7), torch.rand(2, 1, 7, 7) > 0.5)
+        >>> out = MaskedAdaptiveAvgPool2d((2, 2))(x)
         >>> out.data.shape
         torch.Size([2, 3, 2, 2])
     """
@@ -211,13 +212,14 @@ class MaskedAdaptiveAvgPool2d(_Adaptive, nn.AdaptiveAvgPool2d):
     _fn = staticmethod(P.masked_adaptive_avg_pool2d)
 
 
-class MaskedAdaptiveAvgPool3d(_Adaptive, nn.AdaptiveAvgPool3d):
+class MaskedAdaptiveAvgPool3d(_Adaptive, nn.AdaptiveAvgPool3d):  # type: ignore[misc]
     """Adaptive mean over valid inputs (as :class:`torch.nn.AdaptiveAvgPool3d`).
 
     Example:
         >>> import torch
         >>> from masknn import Masked
-        >>> MaskedAdaptiveAvgPool3d(1)(Masked(torch.randn(1, 2, 3, 3, 3), torch.ones(1, 1, 3, 3, 3))).data.shape
+        >>> x = Masked(torch.randn(1, 2, 3, 3, 3), torch.ones(1, 1, 3, 3, 3))
+        >>> MaskedAdaptiveAvgPool3d(1)(x).data.shape
         torch.Size([1, 2, 1, 1, 1])
     """
 
@@ -248,7 +250,8 @@ class MaskedAdaptiveMaxPool2d(_Adaptive, nn.AdaptiveMaxPool2d):
     Example:
         >>> import torch
         >>> from masknn import Masked
-        >>> MaskedAdaptiveMaxPool2d(1)(Masked(torch.randn(2, 3, 5, 5), torch.rand(2, 1, 5, 5) > 0.5)).data.shape
+        >>> x = Masked(torch.randn(2, 3, 5, 5), torch.rand(2, 1, 5, 5) > 0.5)
+        >>> MaskedAdaptiveMaxPool2d(1)(x).data.shape
         torch.Size([2, 3, 1, 1])
     """
 
@@ -265,7 +268,8 @@ class MaskedAdaptiveMaxPool3d(_Adaptive, nn.AdaptiveMaxPool3d):
     Example:
         >>> import torch
         >>> from masknn import Masked
-        >>> MaskedAdaptiveMaxPool3d(1)(Masked(torch.randn(1, 2, 3, 3, 3), torch.ones(1, 1, 3, 3, 3))).data.shape
+        >>> x = Masked(torch.randn(1, 2, 3, 3, 3), torch.ones(1, 1, 3, 3, 3))
+        >>> MaskedAdaptiveMaxPool3d(1)(x).data.shape
         torch.Size([1, 2, 1, 1, 1])
     """
 

@@ -45,5 +45,5 @@ class MaskedUpsample(nn.Upsample):
             self.size,
             self.scale_factor,
             self.mode,
-            self.align_corners,  # type: ignore[arg-type]
+            self.align_corners,
         )

@@ -66,7 +66,8 @@ class Elementwise(PostMask):
     Example:
         >>> import torch
         >>> from masknn import Masked
-        >>> out = Elementwise(torch.nn.Sigmoid())(Masked(torch.tensor([0.0, 9.0]), torch.tensor([True, False])))
+        >>> x = Masked(torch.tensor([0.0, 9.0]), torch.tensor([True, False]))
+        >>> out = Elementwise(torch.nn.Sigmoid())(x)
         >>> out.data, out.mask
         (tensor([0.5000, 0.0000]), tensor([ True, False]))
     """
@@ -74,7 +75,8 @@ class Elementwise(PostMask):
     def _check(self, x: Masked, y: object) -> Tensor:
         if isinstance(y, Tensor) and y.shape != x.data.shape:
             raise ValueError(
-                f"{self._name()}: an elementwise module must keep the shape; input {shape_str(x.data.shape)}, "
+                f"{self._name()}: an elementwise module must keep the shape; "
+                f"input {shape_str(x.data.shape)}, "
                 f"output {shape_str(y.shape)} (use PostMask for other modules)"
             )
         return super()._check(x, y)
