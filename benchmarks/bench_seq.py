@@ -79,7 +79,15 @@ def keras_case(x: torch.Tensor, mask: torch.Tensor, h: int) -> Callable[[], None
 
 
 def lstm_cases(
-    n: int, t: int, f: int, h: int, holes: float, bidirectional: bool, num_layers: int, keras: bool = False
+    n: int,
+    t: int,
+    f: int,
+    h: int,
+    holes: float,
+    bidirectional: bool,
+    num_layers: int,
+    keras: bool = False,
+    right_padding: bool = False,
 ) -> dict[str, Callable[[], None]]:
     torch.manual_seed(0)
     plain = nn.LSTM(f, h, num_layers=num_layers, batch_first=True, bidirectional=bidirectional)
@@ -87,6 +95,9 @@ def lstm_cases(
     masked.load_state_dict(plain.state_dict())
     x = torch.randn(n, t, f)
     mask = torch.rand(n, t) > holes
+    if right_padding:  # random lengths with the same mean valid fraction
+        lengths = torch.randint(int(t * (1 - holes) * 0.5), int(t * (1 - holes) * 1.5) + 1, (n,))
+        mask = torch.arange(t).unsqueeze(0) < lengths.clamp(max=t).unsqueeze(1)
     lengths = mask.sum(1)
     # The same valid steps, right-padded (holes squeezed out), for pack_padded_sequence.
     order = torch.argsort((~mask).to(torch.uint8), dim=1, stable=True)
@@ -212,6 +223,14 @@ def main() -> None:
     )
     r2 = med2["MaskedLSTM"] / med2["nn.LSTM padded, no mask"]
     print(f"\nbidirectional 2-layer: MaskedLSTM / nn.LSTM padded = {r2:.2f}x")
+    med4 = table(
+        "LSTM N=64 T=100 32->128, right padding, random lengths 35..105 (clipped at 100)",
+        lstm_cases(64, 100, 32, 128, 0.3, False, 1, right_padding=True),
+        "nn.LSTM padded, no mask",
+        max(3, reps // 2),
+    )
+    r4 = med4["MaskedLSTM"] / med4["nn.LSTM padded, no mask"]
+    print(f"\nright padding: MaskedLSTM / nn.LSTM padded = {r4:.2f}x")
     fns, frac = linear_cases(64, 256, 256, 256, 0.5)
     med3 = table(
         f"Time-distributed dense N=64 T=256 256->256, {100 * (1 - frac):.0f} % padding",

@@ -390,3 +390,23 @@ def test_bad_inputs_raise_clear_errors() -> None:
     packed = pack_padded_sequence(x, torch.tensor([5, 2]), batch_first=True)
     with pytest.raises(TypeError, match="PackedSequence"):
         masked_lstm(packed, torch.ones(2, 5), w, hidden_size=4)  # type: ignore[arg-type]
+
+
+def test_one_fused_kernel_call_per_layer_and_direction(monkeypatch: pytest.MonkeyPatch) -> None:
+    # No Python loop over time: the kernel runs once per layer and direction, whatever T and the mask.
+    calls = []
+    real = torch._VF.lstm
+
+    def counting(*args: object) -> object:
+        calls.append(args[0].shape)  # type: ignore[attr-defined]
+        return real(*args)
+
+    monkeypatch.setattr(torch._VF, "lstm", counting)
+    rnn = nn.LSTM(3, 4, num_layers=3, bidirectional=True, batch_first=True)
+    valid = torch.rand(5, 40) > 0.5
+    masked_lstm(
+        torch.randn(5, 40, 3), valid, rnn._flat_weights, hidden_size=4, num_layers=3, bidirectional=True
+    )
+    assert len(calls) == 6
+    # The kernel runs only as many steps as the longest sequence has valid steps.
+    assert all(shape[1] == int(valid.sum(1).max()) for shape in calls)

@@ -13,7 +13,9 @@ How it runs without a Python loop over time:
 1. **Compaction.** A stable sort of each sequence's step mask moves its valid
    steps, in order, to the front (one ``gather``). The batch is now
    right-padded with lengths ``L_i``, and the kernel only runs
-   ``max_i L_i`` steps (fewer than ``T`` when there are holes).
+   ``max_i L_i`` steps (fewer than ``T`` when there are holes). A batch that is
+   already right-padded skips the sort and gather; a batch with no masked step
+   at all runs the plain multi-layer kernel exactly as ``nn.LSTM`` does.
 2. **One fused kernel call per layer and direction** on that padded batch
    (``torch._VF.lstm``/``gru``/``rnn_*``, the kernels behind ``nn.LSTM``). The
    outputs at positions ``< L_i`` are exact because padding only follows them.
@@ -51,6 +53,7 @@ from masknn.functional._sequence import sequence_step_mask
 __all__ = ["masked_gru", "masked_lstm", "masked_recurrent", "masked_rnn"]
 
 _KERNELS = {"LSTM", "GRU", "RNN_TANH", "RNN_RELU"}
+_KERNEL_FNS = {"GRU": torch._VF.gru, "RNN_TANH": torch._VF.rnn_tanh, "RNN_RELU": torch._VF.rnn_relu}
 
 
 def _big(w_hh: Tensor, biases: Sequence[Tensor], w_hr: Tensor | None, h0: Tensor) -> Tensor:
@@ -105,12 +108,7 @@ def _run_direction(
             x_aug, (h0.unsqueeze(0), c0.unsqueeze(0)), params, bias, 1, 0.0, training, False, True
         )
         return out, c_n[0]
-    fn = {
-        "GRU": torch._VF.gru,
-        "RNN_TANH": torch._VF.rnn_tanh,
-        "RNN_RELU": torch._VF.rnn_relu,
-    }[mode]
-    out, _ = fn(x, h0.unsqueeze(0), list(w), bias, 1, 0.0, training, False, True)
+    out, _ = _KERNEL_FNS[mode](x, h0.unsqueeze(0), list(w), bias, 1, 0.0, training, False, True)
     return out, None
 
 
@@ -183,19 +181,85 @@ def masked_recurrent(
             h0 = hx
         _check_state(op, "h_0", h0, (num_layers * d, n, h_out), unbatched)
 
-    # Compaction: valid steps first, in order.
-    data = torch.where(valid.unsqueeze(-1), data, torch.zeros((), dtype=data.dtype, device=data.device))
+    if n and t and bool(valid.all()):
+        # Nothing masked: exactly the plain layer (one multi-layer kernel call, its own dropout).
+        out_full, h_n, c_n = _plain(
+            mode, data, params, h0, c0, bias, num_layers, dropout, training, bidirectional
+        )
+    else:
+        out_full, h_n, c_n = _compacted(
+            mode, data, valid, params, h0, c0, bias, num_layers, dropout, training, bidirectional, per
+        )
+    out_mask = valid.unsqueeze(-1)
+    if not batch_first:
+        out_full = out_full.transpose(0, 1)
+        out_mask = out_mask.transpose(0, 1)
+    if unbatched:
+        b = 0 if batch_first else 1
+        out_full, out_mask = out_full.squeeze(b), out_mask.squeeze(b)
+        h_n = h_n.squeeze(1)
+        c_n = c_n.squeeze(1) if c_n is not None else None
+    return Masked(out_full, out_mask), h_n, c_n
+
+
+def _plain(
+    mode: str,
+    data: Tensor,
+    params: Sequence[Tensor],
+    h0: Tensor,
+    c0: Tensor | None,
+    bias: bool,
+    num_layers: int,
+    dropout: float,
+    training: bool,
+    bidirectional: bool,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The plain multi-layer kernel on a batch-first batch with no masked step (as ``nn.LSTM``)."""
+    if mode == "LSTM":
+        assert c0 is not None
+        out, h, c = torch._VF.lstm(
+            data, (h0, c0), list(params), bias, num_layers, dropout, training, bidirectional, True
+        )
+        return out, h, c
+    out, h = _KERNEL_FNS[mode](
+        data, h0, list(params), bias, num_layers, dropout, training, bidirectional, True
+    )
+    return out, h, None
+
+
+def _compacted(
+    mode: str,
+    data: Tensor,
+    valid: Tensor,
+    params: Sequence[Tensor],
+    h0: Tensor,
+    c0: Tensor | None,
+    bias: bool,
+    num_layers: int,
+    dropout: float,
+    training: bool,
+    bidirectional: bool,
+    per: int,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Compact, run each layer and direction once on the right-padded batch, put back (batch first)."""
+    n, t, f = data.shape
+    d = 2 if bidirectional else 1
     lengths = valid.sum(1)  # (N,)
-    order = torch.argsort((~valid).to(torch.uint8), dim=1, stable=True)  # (N, T)
+    # Compaction: valid steps first, in order (skipped when the batch is already right-padded).
+    data = torch.where(valid.unsqueeze(-1), data, torch.zeros((), dtype=data.dtype, device=data.device))
     tm = max(1, int(lengths.max())) if n and t else 1
     if t == 0:
-        order = torch.zeros(n, 1, dtype=torch.long, device=data.device)
         data = torch.zeros(n, 1, f, dtype=data.dtype, device=data.device)
-    idx = order[:, :tm]
     steps = torch.arange(tm, device=data.device)
     inside = steps.unsqueeze(0) < lengths.unsqueeze(1)  # (N, Tm)
     pad = ~inside
-    layer_in = data.gather(1, idx.unsqueeze(-1).expand(n, tm, f))  # pads hold canonical zeros
+    idx: Tensor | None = None
+    if t == 0 or bool((valid[:, :tm] == inside).all()):  # right padding (then valid[:, tm:] is all False)
+        layer_in = data[:, :tm]
+    else:
+        order = torch.argsort((~valid).to(torch.uint8), dim=1, stable=True)  # (N, T)
+        idx = order[:, :tm]
+        layer_in = data.gather(1, idx.unsqueeze(-1).expand(n, tm, f))  # pads hold canonical zeros
     last = (lengths - 1).clamp(min=0)
     has_any = (lengths > 0).unsqueeze(-1)  # (N, 1)
     rev = (
@@ -236,20 +300,14 @@ def masked_recurrent(
     h_n = torch.stack(h_list)
     c_n = torch.stack(c_list) if c_list else None
 
-    # Scatter back to the original time positions (pads land on masked steps as zeros).
+    # Back to the original time positions (pads land on masked steps as zeros).
     width = out_c.shape[-1]
-    out_full = torch.zeros(n, max(t, 1), width, dtype=out_c.dtype, device=out_c.device)
-    out_full = out_full.scatter(1, idx.unsqueeze(-1).expand(n, tm, width), out_c)[:, :t]
-    out_mask = valid.unsqueeze(-1)
-    if not batch_first:
-        out_full = out_full.transpose(0, 1)
-        out_mask = out_mask.transpose(0, 1)
-    if unbatched:
-        b = 0 if batch_first else 1
-        out_full, out_mask = out_full.squeeze(b), out_mask.squeeze(b)
-        h_n = h_n.squeeze(1)
-        c_n = c_n.squeeze(1) if c_n is not None else None
-    return Masked(out_full, out_mask), h_n, c_n
+    if idx is None:
+        out_full = F.pad(out_c, (0, 0, 0, t - tm))[:, :t]
+    else:
+        out_full = torch.zeros(n, t, width, dtype=out_c.dtype, device=out_c.device)
+        out_full = out_full.scatter(1, idx.unsqueeze(-1).expand(n, tm, width), out_c)
+    return out_full, h_n, c_n
 
 
 def _check_state(op: str, name: str, s: Tensor, expected: tuple[int, int, int], unbatched: bool) -> None:

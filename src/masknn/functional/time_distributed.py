@@ -78,13 +78,12 @@ def td_linear(op: str, x: Tensor, mask: object, weight: Tensor, bias: Tensor | N
     if idx.numel() == rows.numel():
         out = F.linear(flat, weight, bias)
     else:
-        skip = (~rows).nonzero().squeeze(1)
-        out = _RowLinear.apply(flat, idx, skip, weight, bias)
+        out = _RowLinear.apply(flat, idx, weight, bias)
     return Masked(out.reshape(*lead, weight.shape[0]), m)
 
 
 class _RowLinear(torch.autograd.Function):
-    """``out[idx] = x[idx] @ W.T + b``, ``out[skip] = 0``; rows in ``skip`` are never read.
+    """``out[idx] = x[idx] @ W.T + b``, 0 elsewhere; rows not in ``idx`` are never read.
 
     A hand-written backward: the default one of ``index_select`` + ``index_copy``
     adds two full-size zero-filled buffers and an ``index_add``; this one reuses
@@ -92,14 +91,10 @@ class _RowLinear(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(
-        ctx: Any, x: Tensor, idx: Tensor, skip: Tensor, weight: Tensor, bias: Tensor | None
-    ) -> Tensor:
+    def forward(ctx: Any, x: Tensor, idx: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         xs = x.index_select(0, idx)
         y = F.linear(xs, weight, bias)
-        out = y.new_empty(x.shape[0], weight.shape[0])
-        out.index_fill_(0, skip, 0)
-        out.index_copy_(0, idx, y)
+        out = y.new_zeros(x.shape[0], weight.shape[0]).index_copy_(0, idx, y)
         ctx.save_for_backward(xs, idx, weight)
         ctx.rows = x.shape[0]
         ctx.has_bias = bias is not None
@@ -113,8 +108,8 @@ class _RowLinear(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             gxs = gy @ weight.to(gy.dtype)
             gx = gxs.new_zeros(ctx.rows, weight.shape[1]).index_copy_(0, idx, gxs)
-        if ctx.needs_input_grad[3]:
+        if ctx.needs_input_grad[2]:
             gw = gy.t() @ xs
-        if ctx.has_bias and ctx.needs_input_grad[4]:
+        if ctx.has_bias and ctx.needs_input_grad[3]:
             gb = gy.sum(0)
-        return gx, None, None, gw, gb
+        return gx, None, gw, gb

@@ -27,7 +27,9 @@ class MaskedMultiheadAttention(nn.MultiheadAttention):
     converted at this boundary (``key_padding_mask = ~key_mask``), so do not
     pass ``key_padding_mask`` yourself. ``attn_mask``, if given, keeps PyTorch's
     meaning for this layer (bool: True = may *not* attend; float: added to the
-    scores), shape ``(L, S)`` or ``(N * num_heads, L, S)``.
+    scores), shape ``(L, S)`` or ``(N * num_heads, L, S)``. With ``attn_mask`` or
+    ``is_causal``, the key mask, the causal mask and ``attn_mask`` are merged into
+    one per-head float ``attn_mask`` instead (``-inf`` = may not attend).
 
     Masks are per step: ``(N, L)`` or ``(N, L, 1)`` (time first with
     ``batch_first=False``). Key and value masks are combined. Masked keys get
