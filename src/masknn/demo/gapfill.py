@@ -85,7 +85,7 @@ def _baselines(data: CompareData, res: CompareResult, rates: tuple[float, ...], 
             for method, name in (
                 ("linear", "interp. linear"),
                 ("nearest", "interp. nearest"),
-                ("mean", "mean"),
+                ("mean", "patch mean"),
             ):
                 t0 = time.perf_counter()
                 sq, n = 0.0, 0
