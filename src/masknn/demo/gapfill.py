@@ -21,7 +21,14 @@ __all__ = ["CONFIGS", "interpolate", "run", "sst_patches"]
 PATCH, STRIDE, SPLIT_LON_INDEX = 32, 8, 280  # test: patches east of 100.5E (West Pacific)
 
 CONFIGS: dict[str, dict[str, Any]] = {
-    "quick": {"rates": (0.3,), "seeds": 1, "steps": 20, "width": 8, "strategies": DEFAULT_STRATEGIES},
+    "quick": {
+        "rates": (0.3,),
+        "seeds": 1,
+        "steps": 20,
+        "width": 8,
+        "strategies": DEFAULT_STRATEGIES,
+        "stride": 16,
+    },
     "default": {"rates": (0.3, 0.6), "seeds": 3, "steps": 300, "width": 8, "strategies": DEFAULT_STRATEGIES},
     "full": {"rates": (0.3, 0.6), "seeds": 3, "steps": 1500, "width": 16, "strategies": DEFAULT_STRATEGIES},
 }
@@ -155,7 +162,7 @@ def _residual_nets(
 def run(mode: str, out: Path, progress: bool = True, log: Callable[[str], None] = print) -> str:
     cfg = CONFIGS[mode]
     t0 = time.perf_counter()
-    data = sst_patches()
+    data = sst_patches(stride=cfg.get("stride", STRIDE))
     log(
         f"gapfill: HadISST1 SST (cartopy's file), {int(data.train.sum())} train / "
         f"{int((~data.train).sum())} test 32x32 patches (test east of 100.5E); cloud masks hiding "
