@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     size = demo.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="CI smoke run (< 30 s)")
-    size.add_argument("--full", action="store_true", help="more seeds, rates, steps (several minutes)")
+    size.add_argument("--full", action="store_true", help="more seeds, rates, steps (tens of minutes)")
     demo.add_argument("--out", default="masknn-demo", help="output folder (default: %(default)s)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.add_argument(

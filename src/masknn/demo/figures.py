@@ -77,7 +77,10 @@ def gapfill_panels(
     path: str | Path,
     title: str = "",
 ) -> Path:
-    """Rows: one per reconstruction (input, mask, reconstruction, error on hidden pixels)."""
+    """Rows: one per reconstruction (input, mask, reconstruction, error on hidden pixels).
+
+    The reconstruction panel shows the seen pixels as given and the method's values at
+    the hidden ones (the nets are trained and scored on hidden pixels only)."""
     plt = _plt()
     n = len(recons)
     fig, axes = plt.subplots(n, 4, figsize=(9.0, 2.2 * n + 0.4), squeeze=False)
@@ -91,7 +94,8 @@ def gapfill_panels(
         axes[row, 0].set_title("input (white: no data)", fontsize=8)
         axes[row, 1].imshow(np.where(ocean, seen.astype(float), np.nan), cmap="gray", vmin=0, vmax=1)
         axes[row, 1].set_title("mask (black: hidden)", fontsize=8)
-        axes[row, 2].imshow(np.where(ocean, rec, np.nan), cmap="RdYlBu_r", vmin=vmin, vmax=vmax)
+        shown = np.where(seen, truth, np.where(ocean, rec, np.nan))
+        axes[row, 2].imshow(shown, cmap="RdYlBu_r", vmin=vmin, vmax=vmax)
         axes[row, 2].set_title(f"{name}", fontsize=8)
         lim = max(1.0, float(np.nanmax(np.abs(err))) if hidden.any() else 1.0)
         axes[row, 3].imshow(err, cmap="coolwarm", vmin=-lim, vmax=lim)
