@@ -96,12 +96,15 @@ def plot_rates(
         ax.set_xlabel("missing (%)")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(metric)
-    axes[0][-1].legend(fontsize=8)
+    if len(strategies) > 6:  # keep the curves visible: legend beside the last panel
+        axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        axes[0][-1].legend(fontsize=8)
     if title:
         import textwrap
 
         fig.suptitle(textwrap.fill(title, int(width * 13)), fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
