@@ -3,6 +3,9 @@
 # Usage: bash scripts/check.sh [extra pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The tests read the demo data (loaders, --quick smoke runs) and the check builds the docs:
+# install the demo and docs extras too.
+MASKNN_EXTRAS="${MASKNN_EXTRAS:-dev,demo,docs}"
 . scripts/_venv.sh
 echo "== ruff check";          "$PY" -m ruff check .
 echo "== ruff format --check"; "$PY" -m ruff format --check .

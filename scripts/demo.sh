@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# The main job. Creates its own virtual environment.
-# Usage: bash scripts/demo.sh [arguments]
+# The main job: installs masknn[demo] into .venv and runs `masknn demo` (task classify by default,
+# <= 3 minutes on 2 CPU cores). Figures (PNG) and tables go to ./masknn-demo/.
+# Usage: bash scripts/demo.sh [TASK] [--quick | --full] [--out DIR]
+#   TASK: classify (default), gapfill, sequences, all
 set -euo pipefail
 cd "$(dirname "$0")/.."
+MASKNN_EXTRAS="${MASKNN_EXTRAS:-demo}"
 . scripts/_venv.sh
-"$PY" examples/quickstart.py "$@"
+"$PY" -m masknn demo "$@"
