@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 from torch import Tensor, nn
@@ -35,13 +36,72 @@ def _check_mode(layer: str, padding_mode: str) -> None:
 
 
 class _PartialConvMixin:
-    padding_valid: bool
+    """Shared by the partial convolutions: the ``padding_valid`` flag, its repr, the mode check."""
 
-    def _extra(self, base: str) -> str:
+    padding_valid: bool
+    padding_mode: str
+
+    def __init__(self, *args: Any, padding_valid: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _check_mode(type(self).__name__, self.padding_mode)
+        self.padding_valid = padding_valid
+
+    def extra_repr(self) -> str:
+        base: str = super().extra_repr()  # type: ignore[misc]
         return base + (", padding_valid=True" if self.padding_valid else "")
 
 
-class PartialConv1d(_PartialConvMixin, nn.Conv1d):
+class _PartialConvNd(_PartialConvMixin):
+    _op: Callable[..., Masked]
+
+    def forward(self, x: Masked | Tensor) -> Masked:
+        conv = cast(nn.Conv2d, self)
+        x = as_masked(type(self).__name__, x)
+        return self._op(
+            x.data,
+            x.mask,
+            conv.weight,
+            conv.bias,
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            conv.groups,
+            self.padding_valid,
+        )
+
+
+class _PartialConvTransposeNd(_PartialConvMixin):
+    _op: Callable[..., Masked]
+    _nd: int
+
+    def forward(self, x: Masked | Tensor, output_size: list[int] | None = None) -> Masked:
+        conv = cast(nn.ConvTranspose2d, self)
+        x = as_masked(type(self).__name__, x)
+        padding = cast("tuple[int, ...]", conv.padding)
+        opad = conv._output_padding(
+            x.data,
+            output_size,
+            list(conv.stride),
+            list(padding),
+            list(conv.kernel_size),
+            self._nd,
+            list(conv.dilation),
+        )
+        return self._op(
+            x.data,
+            x.mask,
+            conv.weight,
+            conv.bias,
+            conv.stride,
+            padding,
+            opad,
+            conv.groups,
+            conv.dilation,
+            self.padding_valid,
+        )
+
+
+class PartialConv1d(_PartialConvNd, nn.Conv1d):  # type: ignore[misc]
     """1-d partial convolution: :class:`torch.nn.Conv1d`'s arguments plus ``padding_valid``.
 
     See :class:`PartialConv2d`.
@@ -54,30 +114,10 @@ class PartialConv1d(_PartialConvMixin, nn.Conv1d):
         torch.Size([4, 3, 10])
     """
 
-    def __init__(self, *args: Any, padding_valid: bool = False, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _check_mode("PartialConv1d", self.padding_mode)
-        self.padding_valid = padding_valid
-
-    def extra_repr(self) -> str:
-        return self._extra(super().extra_repr())
-
-    def forward(self, x: Masked | Tensor) -> Masked:  # type: ignore[override]
-        x = as_masked("PartialConv1d", x)
-        return partial_conv1d(
-            x.data,
-            x.mask,
-            self.weight,
-            self.bias,
-            self.stride,
-            self.padding,
-            self.dilation,
-            self.groups,
-            self.padding_valid,
-        )
+    _op = staticmethod(partial_conv1d)
 
 
-class PartialConv2d(_PartialConvMixin, nn.Conv2d):
+class PartialConv2d(_PartialConvNd, nn.Conv2d):  # type: ignore[misc]
     """2-d partial convolution (Liu et al. 2018): :class:`torch.nn.Conv2d`'s arguments plus ``padding_valid``.
 
     Takes and returns :class:`masknn.Masked`; a plain tensor is taken as fully valid.
@@ -103,30 +143,10 @@ class PartialConv2d(_PartialConvMixin, nn.Conv2d):
         <All keys matched successfully>
     """
 
-    def __init__(self, *args: Any, padding_valid: bool = False, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _check_mode("PartialConv2d", self.padding_mode)
-        self.padding_valid = padding_valid
-
-    def extra_repr(self) -> str:
-        return self._extra(super().extra_repr())
-
-    def forward(self, x: Masked | Tensor) -> Masked:  # type: ignore[override]
-        x = as_masked("PartialConv2d", x)
-        return partial_conv2d(
-            x.data,
-            x.mask,
-            self.weight,
-            self.bias,
-            self.stride,
-            self.padding,
-            self.dilation,
-            self.groups,
-            self.padding_valid,
-        )
+    _op = staticmethod(partial_conv2d)
 
 
-class PartialConv3d(_PartialConvMixin, nn.Conv3d):
+class PartialConv3d(_PartialConvNd, nn.Conv3d):  # type: ignore[misc]
     """3-d partial convolution: :class:`torch.nn.Conv3d`'s arguments plus ``padding_valid``.
 
     See :class:`PartialConv2d`.
@@ -139,30 +159,10 @@ class PartialConv3d(_PartialConvMixin, nn.Conv3d):
         torch.Size([1, 3, 4, 5, 6])
     """
 
-    def __init__(self, *args: Any, padding_valid: bool = False, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _check_mode("PartialConv3d", self.padding_mode)
-        self.padding_valid = padding_valid
-
-    def extra_repr(self) -> str:
-        return self._extra(super().extra_repr())
-
-    def forward(self, x: Masked | Tensor) -> Masked:  # type: ignore[override]
-        x = as_masked("PartialConv3d", x)
-        return partial_conv3d(
-            x.data,
-            x.mask,
-            self.weight,
-            self.bias,
-            self.stride,
-            self.padding,
-            self.dilation,
-            self.groups,
-            self.padding_valid,
-        )
+    _op = staticmethod(partial_conv3d)
 
 
-class PartialConvTranspose1d(_PartialConvMixin, nn.ConvTranspose1d):
+class PartialConvTranspose1d(_PartialConvTransposeNd, nn.ConvTranspose1d):  # type: ignore[misc]
     """1-d partial transposed convolution; see :class:`PartialConvTranspose2d`.
 
     Example:
@@ -173,40 +173,11 @@ class PartialConvTranspose1d(_PartialConvMixin, nn.ConvTranspose1d):
         torch.Size([1, 3, 10])
     """
 
-    def __init__(self, *args: Any, padding_valid: bool = False, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _check_mode("PartialConvTranspose1d", self.padding_mode)
-        self.padding_valid = padding_valid
-
-    def extra_repr(self) -> str:
-        return self._extra(super().extra_repr())
-
-    def forward(self, x: Masked | Tensor, output_size: list[int] | None = None) -> Masked:  # type: ignore[override]
-        x = as_masked("PartialConvTranspose1d", x)
-        opad = self._output_padding(
-            x.data,
-            output_size,
-            list(self.stride),
-            list(cast("tuple[int, ...]", self.padding)),
-            list(self.kernel_size),
-            1,
-            list(self.dilation),
-        )
-        return partial_conv_transpose1d(
-            x.data,
-            x.mask,
-            self.weight,
-            self.bias,
-            self.stride,
-            cast("tuple[int, ...]", self.padding),
-            opad,
-            self.groups,
-            self.dilation,
-            self.padding_valid,
-        )
+    _op = staticmethod(partial_conv_transpose1d)
+    _nd = 1
 
 
-class PartialConvTranspose2d(_PartialConvMixin, nn.ConvTranspose2d):
+class PartialConvTranspose2d(_PartialConvTransposeNd, nn.ConvTranspose2d):  # type: ignore[misc]
     """2-d partial transposed convolution: ``nn.ConvTranspose2d``'s arguments plus ``padding_valid``.
 
     ``out = conv_transpose(x⊙m) · (window / valid count) + b`` where a valid input
@@ -224,40 +195,11 @@ class PartialConvTranspose2d(_PartialConvMixin, nn.ConvTranspose2d):
         (torch.Size([1, 2, 6, 6]), torch.Size([1, 1, 6, 6]))
     """
 
-    def __init__(self, *args: Any, padding_valid: bool = False, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _check_mode("PartialConvTranspose2d", self.padding_mode)
-        self.padding_valid = padding_valid
-
-    def extra_repr(self) -> str:
-        return self._extra(super().extra_repr())
-
-    def forward(self, x: Masked | Tensor, output_size: list[int] | None = None) -> Masked:  # type: ignore[override]
-        x = as_masked("PartialConvTranspose2d", x)
-        opad = self._output_padding(
-            x.data,
-            output_size,
-            list(self.stride),
-            list(cast("tuple[int, ...]", self.padding)),
-            list(self.kernel_size),
-            2,
-            list(self.dilation),
-        )
-        return partial_conv_transpose2d(
-            x.data,
-            x.mask,
-            self.weight,
-            self.bias,
-            self.stride,
-            cast("tuple[int, ...]", self.padding),
-            opad,
-            self.groups,
-            self.dilation,
-            self.padding_valid,
-        )
+    _op = staticmethod(partial_conv_transpose2d)
+    _nd = 2
 
 
-class PartialConvTranspose3d(_PartialConvMixin, nn.ConvTranspose3d):
+class PartialConvTranspose3d(_PartialConvTransposeNd, nn.ConvTranspose3d):  # type: ignore[misc]
     """3-d partial transposed convolution; see :class:`PartialConvTranspose2d`.
 
     Example:
@@ -268,34 +210,5 @@ class PartialConvTranspose3d(_PartialConvMixin, nn.ConvTranspose3d):
         torch.Size([1, 2, 4, 4, 4])
     """
 
-    def __init__(self, *args: Any, padding_valid: bool = False, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _check_mode("PartialConvTranspose3d", self.padding_mode)
-        self.padding_valid = padding_valid
-
-    def extra_repr(self) -> str:
-        return self._extra(super().extra_repr())
-
-    def forward(self, x: Masked | Tensor, output_size: list[int] | None = None) -> Masked:  # type: ignore[override]
-        x = as_masked("PartialConvTranspose3d", x)
-        opad = self._output_padding(
-            x.data,
-            output_size,
-            list(self.stride),
-            list(cast("tuple[int, ...]", self.padding)),
-            list(self.kernel_size),
-            3,
-            list(self.dilation),
-        )
-        return partial_conv_transpose3d(
-            x.data,
-            x.mask,
-            self.weight,
-            self.bias,
-            self.stride,
-            cast("tuple[int, ...]", self.padding),
-            opad,
-            self.groups,
-            self.dilation,
-            self.padding_valid,
-        )
+    _op = staticmethod(partial_conv_transpose3d)
+    _nd = 3
