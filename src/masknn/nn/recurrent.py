@@ -15,6 +15,30 @@ from masknn.functional.recurrent import masked_recurrent
 __all__ = ["MaskedGRU", "MaskedLSTM", "MaskedRNN"]
 
 
+def _run(
+    module: nn.RNNBase, input: Masked | Tensor, hx: Tensor | tuple[Tensor, Tensor] | None
+) -> tuple[Masked, Tensor, Tensor | None]:
+    """Run ``masked_recurrent`` with the module's own configuration and weights."""
+    name = type(module).__name__
+    x = as_masked(name, input)
+    return masked_recurrent(
+        module.mode,
+        x.data,
+        x.mask,
+        module._flat_weights,  # type: ignore[arg-type]
+        hx,
+        hidden_size=module.hidden_size,
+        num_layers=module.num_layers,
+        bias=module.bias,
+        batch_first=module.batch_first,
+        dropout=float(module.dropout),
+        training=module.training,
+        bidirectional=module.bidirectional,
+        proj_size=module.proj_size,
+        op=name,
+    )
+
+
 class MaskedLSTM(nn.LSTM):
     """``nn.LSTM`` that skips masked timesteps (Keras ``Masking`` + ``LSTM`` semantics).
 
@@ -56,23 +80,7 @@ class MaskedLSTM(nn.LSTM):
     def forward(  # type: ignore[override]
         self, input: Masked | Tensor, hx: tuple[Tensor, Tensor] | None = None
     ) -> tuple[Masked, tuple[Tensor, Tensor]]:
-        x = as_masked("MaskedLSTM", input)
-        out, h, c = masked_recurrent(
-            "LSTM",
-            x.data,
-            x.mask,
-            self._flat_weights,  # type: ignore[arg-type]
-            hx,
-            hidden_size=self.hidden_size,
-            num_layers=self.num_layers,
-            bias=self.bias,
-            batch_first=self.batch_first,
-            dropout=float(self.dropout),
-            training=self.training,
-            bidirectional=self.bidirectional,
-            proj_size=self.proj_size,
-            op="MaskedLSTM",
-        )
+        out, h, c = _run(self, input, hx)
         assert c is not None
         return out, (h, c)
 
@@ -97,22 +105,7 @@ class MaskedGRU(nn.GRU):
     def forward(  # type: ignore[override]
         self, input: Masked | Tensor, hx: Tensor | None = None
     ) -> tuple[Masked, Tensor]:
-        x = as_masked("MaskedGRU", input)
-        out, h, _ = masked_recurrent(
-            "GRU",
-            x.data,
-            x.mask,
-            self._flat_weights,  # type: ignore[arg-type]
-            hx,
-            hidden_size=self.hidden_size,
-            num_layers=self.num_layers,
-            bias=self.bias,
-            batch_first=self.batch_first,
-            dropout=float(self.dropout),
-            training=self.training,
-            bidirectional=self.bidirectional,
-            op="MaskedGRU",
-        )
+        out, h, _ = _run(self, input, hx)
         return out, h
 
 
@@ -135,20 +128,5 @@ class MaskedRNN(nn.RNN):
     def forward(  # type: ignore[override]
         self, input: Masked | Tensor, hx: Tensor | None = None
     ) -> tuple[Masked, Tensor]:
-        x = as_masked("MaskedRNN", input)
-        out, h, _ = masked_recurrent(
-            self.mode,
-            x.data,
-            x.mask,
-            self._flat_weights,  # type: ignore[arg-type]
-            hx,
-            hidden_size=self.hidden_size,
-            num_layers=self.num_layers,
-            bias=self.bias,
-            batch_first=self.batch_first,
-            dropout=float(self.dropout),
-            training=self.training,
-            bidirectional=self.bidirectional,
-            op="MaskedRNN",
-        )
+        out, h, _ = _run(self, input, hx)
         return out, h
