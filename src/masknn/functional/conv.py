@@ -36,11 +36,11 @@ from masknn._masked import Masked
 from masknn._validation import shape_str
 from masknn.functional._spatial import (
     IntOrSeq,
-    _select_into,
     acc_dtype,
     is_shared,
     ntuple,
     prepare,
+    select_into,
     shared,
     zero,
 )
@@ -146,7 +146,7 @@ class _PartialConvFn(torch.autograd.Function):
         view: tuple[int, ...],
         conv: tuple[Any, ...],
     ) -> Tensor:
-        xz = _select_into(x.contiguous(), mask)
+        xz = select_into(x.contiguous(), mask)
         stride, padding, dilation, transposed, output_padding, groups = conv
         out = torch.ops.aten.convolution(
             xz, weight, None, stride, padding, dilation, transposed, output_padding, groups
@@ -176,7 +176,7 @@ class _PartialConvFn(torch.autograd.Function):
             g = (g_v * scale).reshape(grad.shape)
             args = (stride, padding, dilation, transposed, output_padding, groups)
             if need_w:
-                xz = _select_into(x.contiguous(), mask)
+                xz = select_into(x.contiguous(), mask)
                 grad_w = torch.ops.aten.convolution_backward(
                     g, xz, weight, None, *args, [False, True, False]
                 )[1]
@@ -187,7 +187,7 @@ class _PartialConvFn(torch.autograd.Function):
                     0
                 ]
                 grad_x = grad_x.contiguous()
-                _select_into(grad_x, mask, out=grad_x)
+                select_into(grad_x, mask, out=grad_x)
         if ctx.has_bias and need_b:
             # (..., C', L) @ (..., L, 1): the sum of the gradient over valid outputs, per channel.
             per = torch.matmul(g_v, valid.transpose(-1, -2)).squeeze(-1)

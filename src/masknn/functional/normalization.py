@@ -23,7 +23,7 @@ from torch.autograd.function import once_differentiable
 
 from masknn._masked import Masked
 from masknn._validation import check_data, shape_str, to_bool_mask
-from masknn.functional._spatial import _select_into, acc_dtype
+from masknn.functional._spatial import acc_dtype, select_into
 
 __all__ = ["masked_batch_norm", "masked_group_norm", "masked_instance_norm", "masked_layer_norm"]
 
@@ -114,7 +114,7 @@ class _BatchNormTrain(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         c = x.shape[1]
         dims = (0, *range(2, x.dim()))
-        xz = _select_into(x.contiguous(), mask)
+        xz = select_into(x.contiguous(), mask)
         n = _count(mask, x.shape, dims, x.dtype).reshape(-1).expand(c).contiguous()
         n1 = n.clamp_min(1)
         rows = xz.view(x.shape[0], c, -1)  # reductions over the contiguous last dimension are fastest
@@ -122,12 +122,12 @@ class _BatchNormTrain(torch.autograd.Function):
         # Two passes (Σx²/n - mean² cancels catastrophically when |mean| >> std): the
         # deviations from the mean, selected to the valid elements, then their mean square.
         dev = xz - mean.reshape([1, c] + [1] * (x.dim() - 2))
-        _select_into(dev, mask, out=dev)
+        select_into(dev, mask, out=dev)
         sq = dev.square_().view(x.shape[0], c, -1).sum(2).sum(0)
         del dev
         var = sq / n1
         out = torch.native_batch_norm(xz, weight, bias, mean, var, False, 0.0, eps)[0]
-        _select_into(out, mask, out=out)
+        select_into(out, mask, out=out)
         ctx.save_for_backward(xz, mask, weight, mean, var, n1)
         ctx.eps = eps
         ctx.mark_non_differentiable(mean, var, n)
@@ -139,7 +139,7 @@ class _BatchNormTrain(torch.autograd.Function):
         xz, mask, weight, mean, var, n1 = ctx.saved_tensors
         eps = ctx.eps
         w = weight if weight is not None else torch.ones_like(mean)
-        dy = _select_into(grad.contiguous(), mask)
+        dy = select_into(grad.contiguous(), mask)
         gi, gw, gb = torch.ops.aten.native_batch_norm_backward(
             dy, xz, w, mean, var, None, None, False, eps, [True, True, True]
         )
@@ -149,7 +149,7 @@ class _BatchNormTrain(torch.autograd.Function):
         shape = [1, -1] + [1] * (xz.dim() - 2)
         gi.addcmul_(xz, (-k2).reshape(shape))
         gi.add_((k2 * mean - k1 * gb).reshape(shape))
-        _select_into(gi, mask, out=gi)
+        select_into(gi, mask, out=gi)
         need_w = weight is not None and ctx.needs_input_grad[2]
         return gi, None, gw if need_w else None, gb if ctx.needs_input_grad[3] else None, None
 
