@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from masknn.functional._select import fast_path, select, select_into
+from masknn.functional._select import composable_only, fast_path, select, select_into
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 _INT = {
@@ -108,3 +108,14 @@ def test_select_exports_as_a_where() -> None:
     x2, m2 = torch.nan_to_num(x2).float(), m2
     x2 = x2 + 1.0  # other data, another mask
     assert torch.equal(ep.module()(x2, m2.flip(0)), torch.where(m2.flip(0), x2, 0.0))
+
+
+def test_composable_only_forces_the_where_path() -> None:
+    x, m = _nan_holed(torch.float32)
+    x.requires_grad_(True)
+    with composable_only():
+        assert not fast_path(x, m)
+        y = select(x, m)
+    assert type(y.grad_fn).__name__ == "WhereBackward0"
+    assert fast_path(x, m)
+    assert torch.equal(y, select(x, m))

@@ -23,14 +23,23 @@ ops (partial convolution, batch norm, pooling) use it the same way.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-__all__ = ["differentiable_backward", "fast_path", "mask_bits", "select", "select_into", "zero"]
+__all__ = [
+    "composable_only",
+    "differentiable_backward",
+    "fast_path",
+    "mask_bits",
+    "select",
+    "select_into",
+    "zero",
+]
 
 #: Integer dtype of the same width, for selecting floats bit by bit.
 _BITS = {
@@ -41,6 +50,19 @@ _BITS = {
 }
 
 _PLAIN = (Tensor, torch.nn.Parameter)
+_FORCED = [False]
+
+
+@contextmanager
+def composable_only() -> Iterator[None]:
+    """Within this block every op takes its composable path (plain differentiable ops), even
+    in eager mode on CPU: for tests that compare the two paths and benchmarks that cost them."""
+    before = _FORCED[0]
+    _FORCED[0] = True
+    try:
+        yield
+    finally:
+        _FORCED[0] = before
 
 
 def fast_path(*tensors: Tensor | None) -> bool:
@@ -53,7 +75,8 @@ def fast_path(*tensors: Tensor | None) -> bool:
     plain differentiable ops.
     """
     if (
-        torch.jit.is_tracing()
+        _FORCED[0]
+        or torch.jit.is_tracing()
         or torch.jit.is_scripting()
         or torch.compiler.is_compiling()
         or torch._C._are_functorch_transforms_active()
