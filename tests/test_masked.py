@@ -10,6 +10,8 @@ import pickle
 import pytest
 import torch
 import torch.utils._pytree as pytree
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from masknn import Masked, as_masked
@@ -371,3 +373,36 @@ def test_masked_in_and_out_of_torch_export_saved_and_loaded() -> None:
         out, ref = loaded.module()(x, y), net(x, y)
         assert isinstance(out, Masked)
         assert torch.equal(out.data, ref.data) and torch.equal(out.mask, ref.mask)
+
+
+@settings(max_examples=60, deadline=None)
+@given(t=st.integers(0, 5), data=st.data())
+def test_from_lengths_round_trips_any_lengths_property(t: int, data: st.DataObject) -> None:
+    """Any batch size (0 included), any lengths in [0, T], as a list, tuple or tensor."""
+    lengths = data.draw(st.lists(st.integers(0, t), min_size=0, max_size=4))
+    kind = data.draw(st.sampled_from(["list", "tuple", "tensor"]))
+    given_lengths: object = {"list": lengths, "tuple": tuple(lengths), "tensor": torch.tensor(lengths)}[kind]
+    x = torch.randn(len(lengths), t, 2)
+    mx = Masked.from_lengths(x, given_lengths)  # type: ignore[arg-type]
+    assert mx.mask.shape == (len(lengths), t, 1)
+    assert mx.lengths().tolist() == lengths
+
+
+_ITEMS = st.sampled_from(["masked", "tensor", "int", "none", "tuple"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(kinds=st.lists(_ITEMS, min_size=0, max_size=5), as_list=st.booleans())
+def test_any_sequence_reaching_a_layer_is_a_clear_error_property(kinds: list[str], as_list: bool) -> None:
+    """A tuple or list that is not (data, mask) never becomes an IndexError or AttributeError."""
+    m = Masked(torch.randn(2, 3), torch.rand(2, 3) > 0.5)
+    make = {"masked": lambda: m, "tensor": lambda: torch.randn(2, 3), "int": lambda: 1, "none": lambda: None}
+    items = [make[k]() if k in make else (torch.zeros(1), torch.zeros(1)) for k in kinds]
+    seq = items if as_list else tuple(items)
+    if not as_list and kinds == ["tensor", "tensor"]:
+        # read as (data, mask): a float mask that is not 0/1 is refused under the layer's name
+        with pytest.raises(ValueError, match=r"^SomeLayer: .*read as \(data, mask\)"):
+            as_masked("SomeLayer", seq)
+        return
+    with pytest.raises(TypeError, match=r"^SomeLayer: expected data as a torch.Tensor, got (tuple|list) of"):
+        as_masked("SomeLayer", seq)
