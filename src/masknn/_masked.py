@@ -1,7 +1,7 @@
 """The ``Masked`` carrier: data with a bool validity mask (True = valid).
 
 ``Masked`` is a tuple of two named fields, ``(data, mask)``, like a ``NamedTuple``
-(unpacking, indexing, ``_fields``), with four additions that a ``collections.namedtuple``
+(unpacking, indexing, ``_fields``), with additions that a ``collections.namedtuple``
 cannot have:
 
 * it is registered as its own pytree node (``torch.utils._pytree``) whose unflatten
@@ -18,9 +18,13 @@ cannot have:
   ``call_function`` node instead of validating proxies;
 * the Python operators ``+ - * /`` and unary ``-`` do masked arithmetic instead of
   tuple concatenation and repetition (see the class docstring). Their implementation
-  lives above this module (:mod:`masknn._operators`, which uses
-  :mod:`masknn.functional`) and is installed into :data:`_OPERATORS` when ``masknn``
-  is imported, so this module imports nothing from the layers above it.
+  lives above this module (``masknn._operators``, which uses ``masknn.functional``) and
+  is installed into ``_OPERATORS`` when ``masknn`` is imported, so this module imports
+  nothing from the layers above it;
+* ``__torch_function__`` routes the torch functions that stand for those operators
+  (``Tensor.mul`` when a plain tensor comes first, and what ``torch.compile`` and
+  ``torch.export`` hand over for an operator with a tensor operand) to the same
+  implementation, and refuses a ``Masked`` in every other torch function.
 """
 
 from __future__ import annotations

@@ -89,7 +89,9 @@ def truediv(a: Operand, b: Operand) -> Masked:
             both = a.mask & b.mask
             out = torch.where(both, a.data, 0) / torch.where(both, b.data, 1)
             return Masked._unchecked(out, both)
-        if not isinstance(b, Tensor) or b.dim() == 0:  # a weak scalar, as in mul
+        if not isinstance(b, Tensor) or b.dim() == 0:
+            # A number or a 0-d tensor: no masked position to guard in b, and torch.where
+            # would broadcast it and lose its weak role in type promotion.
             return _keep_mask(a, select(a.data, a.mask) / b)
         out = select(a.data, a.mask) / torch.where(a.mask, b, 1)
         return Masked._unchecked(out, _mask_for(a, out))
