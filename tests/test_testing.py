@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 from torch import Tensor, nn
@@ -125,3 +127,101 @@ def test_half_precision_inputs_can_be_checked(dtype: torch.dtype) -> None:
 
     x = Masked(torch.randn(2, 3, 4, 4, dtype=dtype), torch.rand(2, 1, 4, 4) > 0.5)
     assert_no_leakage(MaskedAvgPool2d(2), x)
+
+
+# ------------------------------------------------ NaN/Inf cotangents at masked outputs
+
+
+class _MultiplyGradByMask(torch.autograd.Function):
+    """Forward: an exact select. Backward: the incoming gradient times the mask (the bug)."""
+
+    @staticmethod
+    def forward(y: Tensor, m: Tensor) -> Tensor:
+        return torch.where(m, y, torch.zeros(()))
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Tensor, Tensor], output: Tensor) -> None:
+        ctx.save_for_backward(inputs[1])
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (m,) = ctx.saved_tensors
+        return grad * m, None  # NaN * 0 = NaN
+
+
+class _SelectGrad(torch.autograd.Function):
+    """The same forward with a correct backward: the gradient is selected."""
+
+    @staticmethod
+    def forward(y: Tensor, m: Tensor) -> Tensor:
+        return torch.where(m, y, torch.zeros(()))
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Tensor, Tensor], output: Tensor) -> None:
+        ctx.save_for_backward(inputs[1])
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (m,) = ctx.saved_tensors
+        return torch.where(m, grad, torch.zeros(())), None
+
+
+class ScaledByMaskGrad(nn.Module):
+    """Scale then mask, with a backward that multiplies by the mask: a NaN cotangent at a
+    masked output reaches the weight's gradient. Every other check passes."""
+
+    def __init__(self, correct: bool = False) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.tensor([0.5, 2.0]).reshape(1, 2, 1))
+        self.fn = _SelectGrad if correct else _MultiplyGradByMask
+
+    def forward(self, x: Masked) -> Masked:
+        y = torch.where(x.mask, x.data, torch.zeros(())) * self.weight
+        return Masked(self.fn.apply(y, x.mask), x.mask)
+
+
+class BlurByMaskGrad(nn.Module):
+    """A neighbour sum (no parameter) with the same bug: the NaN cotangent of a masked
+    output reaches the input gradient at a valid neighbour."""
+
+    def __init__(self, correct: bool = False) -> None:
+        super().__init__()
+        self.fn = _SelectGrad if correct else _MultiplyGradByMask
+
+    def forward(self, x: Masked) -> Masked:
+        m = x.mask.expand(x.data.shape)
+        clean = torch.where(m, x.data, torch.zeros(()))
+        blurred = clean + clean.roll(1, -1)  # a masked output i still depends on input i - 1
+        return Masked(self.fn.apply(blurred, m), m)
+
+
+@pytest.mark.parametrize(
+    ("module", "message"),
+    [
+        (
+            ScaledByMaskGrad(),
+            r"cotangent (nan|inf|-inf) at masked output positions.*gradient of parameter 'weight'",
+        ),
+        (BlurByMaskGrad(), r"cotangent (nan|inf|-inf) at masked output positions.*gradient of input 0"),
+    ],
+    ids=["parameter", "input"],
+)
+def test_nan_cotangent_at_masked_outputs_is_caught(module: nn.Module, message: str) -> None:
+    with pytest.raises(LeakageError, match=message):
+        assert_no_leakage(module, _x())
+    # Every other check passes: only the cotangent check sees this bug.
+    assert_no_leakage(module, _x(), check_cotangents=False)
+
+
+@pytest.mark.parametrize("module", [ScaledByMaskGrad(correct=True), BlurByMaskGrad(correct=True)])
+def test_a_backward_that_selects_passes_the_cotangent_check(module: nn.Module) -> None:
+    assert_no_leakage(module, _x())
+
+
+def test_cotangent_check_also_runs_on_the_fully_masked_sample() -> None:
+    # A mask with no hole: only the fully masked sample has masked outputs.
+    torch.manual_seed(0)
+    x = Masked(torch.randn(3, 2, 5), torch.ones(3, 1, 5, dtype=torch.bool))
+    with pytest.raises(LeakageError, match=r"fully masked \(NaN\), cotangent nan at masked output"):
+        assert_no_leakage(ScaledByMaskGrad(), x)
+    assert_no_leakage(ScaledByMaskGrad(correct=True), x)

@@ -3,12 +3,13 @@
 A bool validity mask (True = valid) travels with the data in :class:`Masked`;
 layers in :mod:`masknn.nn` / :mod:`masknn.functional` never let values at masked
 positions change a valid output or receive a gradient. :mod:`masknn.testing`
-checks that promise on any model; :mod:`masknn.masks` generates masks.
+checks that promise on any model; :mod:`masknn.masks` generates masks;
+:mod:`masknn.fx` traces masknn models for ``torch.fx`` passes.
 """
 
-from masknn import functional, masks, nn, testing
+from masknn import _operators, functional, fx, masks, nn, testing  # noqa: F401  (_operators installs the Masked operators)
 from masknn._masked import Masked, as_masked
 
 __version__ = "0.1.0"
 
-__all__ = ["Masked", "__version__", "as_masked", "functional", "masks", "nn", "testing"]
+__all__ = ["Masked", "__version__", "as_masked", "functional", "fx", "masks", "nn", "testing"]

@@ -1,29 +1,75 @@
-"""The ``Masked`` carrier: data with a bool validity mask (True = valid)."""
+"""The ``Masked`` carrier: data with a bool validity mask (True = valid).
+
+``Masked`` is a tuple of two named fields, ``(data, mask)``, like a ``NamedTuple``
+(unpacking, indexing, ``_fields``), with additions that a ``collections.namedtuple``
+cannot have:
+
+* it is registered as its own pytree node (``torch.utils._pytree``) whose unflatten
+  does not validate, with the serialized type name ``"masknn.Masked"``, so
+  ``tree_map``, ``torch.func.vmap`` and ``torch.export`` (including
+  ``torch.export.save``/``load``) take and return it. torch's pytree treats every
+  ``collections.namedtuple`` subclass as a generic namedtuple rebuilt by calling the
+  class, which would run the validation on arbitrary leaves: that is why ``Masked``
+  is a plain ``tuple`` subclass and not a ``NamedTuple``;
+* it pickles through a rebuild function that does not validate either, allowed for
+  ``torch.load(weights_only=True)`` (it only puts two already-loaded objects in a
+  tuple);
+* under ``torch.fx`` symbolic tracing, constructing it from proxies records a
+  ``call_function`` node instead of validating proxies;
+* the Python operators ``+ - * /`` and unary ``-`` do masked arithmetic instead of
+  tuple concatenation and repetition (see the class docstring). Their implementation
+  lives above this module (``masknn._operators``, which uses ``masknn.functional``) and
+  is installed into ``_OPERATORS`` when ``masknn`` is imported, so this module imports
+  nothing from the layers above it;
+* ``__torch_function__`` routes the torch functions that stand for those operators
+  (``Tensor.mul`` when a plain tensor comes first, and what ``torch.compile`` and
+  ``torch.export`` hand over for an operator with a tensor operand) to the same
+  implementation, and refuses a ``Masked`` in every other torch function.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+import numbers
+import operator
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
+from torch.fx import Proxy
 
 from masknn._validation import check_data, shape_str, to_bool_mask
 
 __all__ = ["Masked", "as_masked"]
 
+#: The Python operators of ``Masked`` by name (``"add"``, ``"sub"``, ``"mul"``,
+#: ``"truediv"``, ``"neg"``), each ``(a, b) -> Masked`` (``neg``: ``(a,) -> Masked``).
+#: Filled by :mod:`masknn._operators` when the package is imported.
+_OPERATORS: dict[str, Callable[..., Masked]] = {}
 
-class _MaskedFields(NamedTuple):
-    data: Tensor
-    mask: Tensor
+_SYMBOLS = {"add": "+", "sub": "-", "mul": "*", "truediv": "/"}
 
 
-class Masked(_MaskedFields):
+def _traced(target: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Under ``torch.fx`` symbolic tracing (an argument is a ``Proxy``): record a call of
+    ``target`` and return its proxy. Otherwise ``None``."""
+    for a in (*args, *kwargs.values()):
+        if isinstance(a, Proxy):
+            return a.tracer.create_proxy("call_function", target, args, kwargs)
+    return None
+
+
+class Masked(tuple[Tensor, Tensor]):
     """Data with a validity mask, the value every masknn Module takes and returns.
 
-    A ``NamedTuple`` (like :class:`torch.nn.utils.rnn.PackedSequence`), not a
-    Tensor subclass, so it passes through ``nn.Sequential``, ``torch.compile``
-    and fx unchanged.
+    A tuple of two named fields, like :class:`torch.nn.utils.rnn.PackedSequence` (not a
+    Tensor subclass): ``data, mask = m``, ``m[0]``, ``len(m) == 2`` and
+    ``isinstance(m, tuple)`` work. It passes unchanged through ``nn.Sequential``,
+    ``torch.compile(fullgraph=True)``, ``torch.export`` (as input and output; exported
+    programs save and load), ``torch.func.vmap``, pytree functions,
+    ``torch.save``/``torch.load`` (also with ``weights_only=True``) and
+    :func:`masknn.fx.symbolic_trace`.
 
     Attributes:
         data: any tensor.
@@ -38,6 +84,27 @@ class Masked(_MaskedFields):
     Values at masked positions may hold anything (NaN, Inf included): masknn
     layers never read them. Layer outputs hold exactly 0 at masked positions.
 
+    Arithmetic: the operators do masked arithmetic, never tuple concatenation or
+    repetition. Every result holds exactly 0 at its masked positions, and values at
+    masked positions reach neither a valid result nor a gradient (NaN-safe).
+
+    * ``a + b`` and ``a - b`` for two ``Masked``: masked terms count as 0, valid where
+      either is valid (the union; :func:`masknn.functional.masked_add`, so
+      ``a - b == a + (-b)``). A residual ``out += identity`` works as written.
+    * ``a * b`` and ``a / b`` for two ``Masked``: valid where both are valid (the
+      intersection; :func:`masknn.functional.masked_mul`).
+    * a ``Masked`` with a plain tensor or a number, in either order (``x * s``,
+      ``s * x``, ``x + bias``, ``x - t``, ``t / x``, ...): the plain operand is a
+      modifier of the valid data (a squeeze-and-excitation gate, a layer-scale
+      parameter, a bias, noise), so the result keeps ``x``'s mask, broadcast to the
+      result's shape. To treat a plain tensor as fully valid *data* instead, wrap it:
+      ``x + Masked(t)`` is valid everywhere, as :class:`masknn.nn.MaskedAdd` does with
+      a plain tensor.
+    * ``-x`` negates the valid data. ``x / y`` and ``t / x`` divide only where the
+      denominator is valid; a valid 0 gives Inf as in torch.
+    * anything else (a tuple, a list, an array, ``**``, ``@``) raises a
+      ``TypeError`` that names the masknn op to use.
+
     Examples:
         >>> import torch
         >>> from masknn import Masked
@@ -47,17 +114,115 @@ class Masked(_MaskedFields):
         tensor([[ True, False,  True]])
         >>> m.filled(0.0)
         tensor([[1., 0., 3.]])
+        >>> data, mask = m  # a tuple
+        >>> (m * 2.0).data  # a scale keeps the mask
+        tensor([[2., 0., 6.]])
+        >>> other = Masked(torch.tensor([[10.0, 20.0, 30.0]]), torch.tensor([[False, True, True]]))
+        >>> s = m + other  # masked terms count as 0, valid where either is
+        >>> s.data, s.mask
+        (tensor([[ 1., 20., 33.]]), tensor([[True, True, True]]))
     """
 
     __slots__ = ()
+    _fields: ClassVar[tuple[str, str]] = ("data", "mask")
+    __match_args__: ClassVar[tuple[str, str]] = ("data", "mask")
+    #: numpy defers every operator to ``Masked`` (which then raises a clear TypeError)
+    #: instead of treating it as a nested sequence.
+    __array_ufunc__: ClassVar[None] = None
 
     def __new__(cls, data: Tensor, mask: Tensor | None = None) -> Masked:
+        traced = _traced(cls, data, mask)
+        if traced is not None:
+            return traced
         data = check_data("Masked", data)
         if mask is None:
             mask = torch.ones((1,) * data.dim(), dtype=torch.bool, device=data.device)
         else:
             mask = to_bool_mask("Masked", data, mask)
-        return super().__new__(cls, data, mask)
+        return tuple.__new__(cls, (data, mask))
+
+    @classmethod
+    def _unchecked(cls, data: Any, mask: Any) -> Masked:
+        """Build without any check: for pytree unflatten, unpickling, and ops whose
+        outputs are well formed by construction. Leaves may be anything."""
+        return tuple.__new__(cls, (data, mask))
+
+    # ------------------------------------------------------------ the fields
+    @property
+    def data(self) -> Tensor:
+        """The data tensor (field 0)."""
+        return tuple.__getitem__(self, 0)
+
+    @property
+    def mask(self) -> Tensor:
+        """The bool validity mask, True = valid (field 1)."""
+        return tuple.__getitem__(self, 1)
+
+    def __repr__(self) -> str:
+        return f"Masked(data={self[0]!r}, mask={self[1]!r})"
+
+    def __reduce__(self) -> tuple[Callable[[Any, Any], Masked], tuple[Any, Any]]:
+        # Unpickled (and deep-copied) without validation, through a function that
+        # torch.load(weights_only=True) allows (registered at the end of this module).
+        return _rebuild_masked, (self[0], self[1])
+
+    # ----------------------------------------------------------- arithmetic
+    def __add__(self, other: Masked | Tensor | float) -> Masked:  # type: ignore[override]
+        return _binary("add", self, other)
+
+    def __radd__(self, other: Masked | Tensor | float) -> Masked:
+        return _binary("add", other, self)
+
+    def __sub__(self, other: Masked | Tensor | float) -> Masked:
+        return _binary("sub", self, other)
+
+    def __rsub__(self, other: Masked | Tensor | float) -> Masked:
+        return _binary("sub", other, self)
+
+    def __mul__(self, other: Masked | Tensor | float) -> Masked:  # type: ignore[override]
+        return _binary("mul", self, other)
+
+    def __rmul__(self, other: Masked | Tensor | float) -> Masked:  # type: ignore[override]
+        return _binary("mul", other, self)
+
+    def __truediv__(self, other: Masked | Tensor | float) -> Masked:
+        return _binary("truediv", self, other)
+
+    def __rtruediv__(self, other: Masked | Tensor | float) -> Masked:
+        return _binary("truediv", other, self)
+
+    def __neg__(self) -> Masked:
+        return _operator("neg")(self)
+
+    @classmethod
+    def __torch_function__(
+        cls,
+        func: Callable[..., Any],
+        types: tuple[type, ...],
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        """The operators above when a plain tensor comes first (``t * x``: ``Tensor.mul``
+        sees a ``Masked`` and defers here) and under ``torch.compile``/``torch.export``
+        (which hand every operator with a tensor operand to ``__torch_function__``).
+        Every other torch function refuses a ``Masked`` (``NotImplemented``: torch raises
+        its ``TypeError``)."""
+        op = _OPERATOR_NAMES.get(getattr(func, "__name__", ""))
+        if op is None or kwargs:
+            return NotImplemented
+        name, kind = op
+        if name == "neg":
+            ok = len(args) == 1 and isinstance(args[0], Masked)
+            return _operator("neg")(*args) if ok else NotImplemented
+        if len(args) != 2:
+            return NotImplemented
+        a, b = args
+        if kind == "inplace" and not isinstance(a, Masked):
+            raise TypeError(
+                f"Masked: a plain tensor cannot take the masked result of {_SYMBOLS[name]}= in place "
+                f"(its mask would be lost); write t = t {_SYMBOLS[name]} x, which gives a Masked"
+            )
+        return _binary(name, b, a) if kind == "reflected" else _binary(name, a, b)
 
     # ----------------------------------------------------------------- views
     @property
@@ -115,6 +280,9 @@ class Masked(_MaskedFields):
             >>> Masked.from_value(torch.tensor([-9999.0, 2.0]), -9999.0).mask
             tensor([False,  True])
         """
+        traced = _traced(cls.from_value, data, value, rtol=rtol, atol=atol)
+        if traced is not None:
+            return traced
         data = check_data("Masked.from_value", data)
         return cls(data, ~_equals(data, value, rtol, atol))
 
@@ -127,6 +295,9 @@ class Masked(_MaskedFields):
             >>> Masked.from_nan(torch.tensor([1.0, float("nan"), float("inf")])).mask
             tensor([ True, False, False])
         """
+        traced = _traced(cls.from_nan, data, inf=inf)
+        if traced is not None:
+            return traced
         data = check_data("Masked.from_nan", data)
         valid = torch.isfinite(data) if inf else ~torch.isnan(data)
         return cls(data, valid)
@@ -136,7 +307,11 @@ class Masked(_MaskedFields):
         """Right-padded sequences: the first ``lengths[i]`` steps of sample ``i`` are valid.
 
         ``data`` is ``(N, T, *)`` (or ``(T, N, *)`` with ``batch_first=False``); the
-        mask is ``(N, T, 1, ...)`` (resp. ``(T, N, 1, ...)``).
+        mask is ``(N, T, 1, ...)`` (resp. ``(T, N, 1, ...)``). ``lengths`` is a 1-d
+        integer tensor or a sequence of ints, one per sample (empty for an empty
+        batch), each in ``[0, T]``. Under ``torch.compile``/``torch.export`` the range
+        is not checked (that would be data-dependent control flow): a length above
+        ``T`` then makes the whole sequence valid and a negative one none of it.
 
         Examples:
             >>> import torch
@@ -147,24 +322,25 @@ class Masked(_MaskedFields):
             >>> m.lengths()
             tensor([3, 1])
         """
-        data = check_data("Masked.from_lengths", data)
+        traced = _traced(cls.from_lengths, data, lengths, batch_first=batch_first)
+        if traced is not None:
+            return traced
+        op = "Masked.from_lengths"
+        data = check_data(op, data)
         if data.dim() < 2:
             raise ValueError(
-                f"Masked.from_lengths: expected data with at least 2 dimensions "
-                f"(N, T, ...), got shape {shape_str(data.shape)}"
+                f"{op}: expected data with at least 2 dimensions (N, T, ...), "
+                f"got shape {shape_str(data.shape)}"
             )
         n_dim, t_dim = (0, 1) if batch_first else (1, 0)
         n, t = data.shape[n_dim], data.shape[t_dim]
-        lens = torch.as_tensor(lengths, device=data.device)
+        lens = _lengths_tensor(op, lengths).to(data.device)
         if lens.dim() != 1 or lens.shape[0] != n:
             raise ValueError(
-                f"Masked.from_lengths: expected {n} lengths (one per sample), "
-                f"got shape {shape_str(lens.shape)}"
+                f"{op}: expected {n} lengths (one per sample), got shape {shape_str(lens.shape)}"
             )
-        if lens.is_floating_point() or lens.dtype == torch.bool:
-            raise TypeError(f"Masked.from_lengths: lengths must be integers, got {lens.dtype}")
-        if bool(((lens < 0) | (lens > t)).any()):
-            raise ValueError(f"Masked.from_lengths: lengths must lie in [0, {t}], got {lens.tolist()}")
+        if not torch.compiler.is_compiling() and bool(((lens < 0) | (lens > t)).any()):
+            raise ValueError(f"{op}: lengths must lie in [0, {t}], got {lens.tolist()}")
         steps = torch.arange(t, device=data.device)
         mask = steps.unsqueeze(0) < lens.unsqueeze(1)  # (N, T)
         if not batch_first:
@@ -186,8 +362,9 @@ class Masked(_MaskedFields):
                 f"Masked.lengths: expected at least 2 dimensions (N, T, ...), "
                 f"got shape {shape_str(full.shape)}"
             )
-        step = full.movedim((n_dim, t_dim), (0, 1)).reshape(full.shape[n_dim], full.shape[t_dim], -1)
-        step = step.any(-1)
+        step = full.movedim((n_dim, t_dim), (0, 1))
+        if step.dim() > 2:
+            step = step.flatten(2).any(-1)
         lens = step.sum(1)
         if check:
             t = step.shape[1]
@@ -214,11 +391,110 @@ class Masked(_MaskedFields):
             >>> Masked.from_padding(x, 0.0).mask[..., 0]
             tensor([[ True, False,  True]])
         """
+        traced = _traced(cls.from_padding, data, mask_value, feature_dim=feature_dim)
+        if traced is not None:
+            return traced
         data = check_data("Masked.from_padding", data)
         if data.dim() < 1:
             raise ValueError("Masked.from_padding: expected data with a feature dimension")
         pad = _equals(data, mask_value, 0.0, 0.0).all(dim=feature_dim, keepdim=True)
         return cls(data, ~pad)
+
+
+def _operator_names() -> dict[str, tuple[str, str]]:
+    """The torch functions that stand for the Python operators, by ``__name__`` (the same
+    for ``torch.add``, ``Tensor.add`` and ``operator.add``; ``torch.compile`` cannot look
+    functions up by identity in a dict): ``(operator, "forward" | "reflected" |
+    "inplace")``. ``reflected``: ``f(a, b)`` computes ``b <op> a`` (``Tensor.__rsub__``)."""
+    forms = {
+        "add": (("add", "__add__"), ("__radd__",), ("add_", "__iadd__", "iadd")),
+        "sub": (("sub", "subtract", "__sub__"), ("__rsub__",), ("sub_", "subtract_", "__isub__", "isub")),
+        "mul": (("mul", "multiply", "__mul__"), ("__rmul__",), ("mul_", "multiply_", "__imul__", "imul")),
+        "truediv": (
+            ("div", "divide", "true_divide", "__truediv__", "__div__", "truediv"),
+            ("__rtruediv__", "__rdiv__"),
+            ("div_", "divide_", "true_divide_", "__itruediv__", "__idiv__", "itruediv"),
+        ),
+    }
+    table: dict[str, tuple[str, str]] = {}
+    for name, groups in forms.items():
+        for kind, names in zip(("forward", "reflected", "inplace"), groups):
+            table.update(dict.fromkeys(names, (name, kind)))
+    table.update(dict.fromkeys(("neg", "negative", "__neg__"), ("neg", "forward")))
+    return table
+
+
+_OPERATOR_NAMES = _operator_names()
+
+
+def _rebuild_masked(data: Any, mask: Any) -> Masked:
+    """Unpickle a ``Masked`` (no validation: loading never fails on its contents)."""
+    return Masked._unchecked(data, mask)
+
+
+def _operator(name: str) -> Callable[..., Masked]:
+    fn = _OPERATORS.get(name)
+    if fn is None:  # only if masknn/__init__.py failed half-way
+        raise RuntimeError(f"Masked: the {name!r} operator is not installed; import masknn first")
+    return fn
+
+
+def _binary(name: str, a: object, b: object) -> Masked:
+    """``a <op> b`` with at least one ``Masked``; anything but a Masked, a tensor or a
+    number is refused here, because returning ``NotImplemented`` would let Python fall
+    back to tuple concatenation / repetition."""
+    for other in (a, b):
+        if not isinstance(other, (Masked, Tensor, numbers.Number)):
+            raise TypeError(_refusal(name, a, b))
+    return _operator(name)(a, b)
+
+
+def _refusal(name: str, a: object, b: object) -> str:
+    sym = _SYMBOLS[name]
+    left, right = type(a).__name__, type(b).__name__
+    hint = {
+        "add": "masknn.functional.masked_add (or a + b on two Masked); "
+        "to concatenate, masknn.functional.masked_cat / masknn.nn.MaskedCat",
+        "sub": "a - b on two Masked (masked terms count as 0)",
+        "mul": "masknn.functional.masked_mul (or a * b on two Masked)",
+        "truediv": "a / b on two Masked (valid where both are)",
+    }[name]
+    seq = isinstance(a, (tuple, list)) and not isinstance(a, Masked)
+    seq = seq or (isinstance(b, (tuple, list)) and not isinstance(b, Masked))
+    extra = (
+        " A Masked is not concatenated or repeated like a tuple; use tuple(m) for its fields."
+        if seq and name in ("add", "mul")
+        else ""
+    )
+    return (
+        f"Masked: unsupported operand types for {sym}: {left!r} and {right!r}; a Masked combines "
+        f"with a Masked, a tensor or a number: use {hint}.{extra}"
+    )
+
+
+def _lengths_tensor(op: str, lengths: object) -> Tensor:
+    """``lengths`` as a 1-d int64 tensor, with errors that say what was expected."""
+    expected = "a 1-d integer tensor or a sequence of ints (one per sample)"
+    if isinstance(lengths, Tensor):
+        if lengths.numel() == 0 and lengths.dim() == 1:
+            return lengths.to(torch.int64)  # torch.tensor([]) is float: an empty batch
+        if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+            raise TypeError(f"{op}: lengths must be integers, got a tensor of dtype {lengths.dtype}")
+        return lengths
+    if lengths is None or isinstance(lengths, (str, bytes)) or not hasattr(lengths, "__iter__"):
+        raise TypeError(f"{op}: expected lengths as {expected}, got {type(lengths).__name__}")
+    items = list(lengths)
+    values: list[int] = []
+    for v in items:
+        try:
+            if isinstance(v, bool):
+                raise TypeError
+            values.append(operator.index(v))
+        except TypeError:
+            raise TypeError(
+                f"{op}: lengths must be integers, got {v!r} ({type(v).__name__}) in {type(lengths).__name__}"
+            ) from None
+    return torch.tensor(values, dtype=torch.int64)
 
 
 def _equals(data: Tensor, value: float, rtol: float, atol: float) -> Tensor:
@@ -232,14 +508,99 @@ def _equals(data: Tensor, value: float, rtol: float, atol: float) -> Tensor:
 def as_masked(layer: str, x: object) -> Masked:
     """Take a ``Masked`` as it is and a plain tensor as fully valid.
 
-    Raises a ``TypeError`` naming ``layer`` for anything else (a
-    ``PackedSequence`` included).
+    A plain tuple of two tensors is read as ``(data, mask)`` (a ``Masked`` rebuilt
+    as a plain tuple by some tool). Anything else raises a ``TypeError`` naming
+    ``layer``, and for a tuple, what probably produced it: a recurrent layer's
+    ``(output, state)``, or two ``Masked`` concatenated as tuples.
+
+    Examples:
+        >>> import torch
+        >>> as_masked("MyLayer", torch.zeros(2, 3)).mask.shape
+        torch.Size([1, 1])
+        >>> as_masked("MyLayer", [torch.zeros(2)])  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        TypeError: MyLayer: expected data as a torch.Tensor, got list of 1 item (Tensor); pass a masknn...
     """
     if isinstance(x, Masked):
         return x
-    if isinstance(x, tuple) and len(x) == 2 and all(isinstance(t, Tensor) for t in x):
-        # A NamedTuple rebuilt as a plain tuple (e.g. by some tracers). Validated here so
-        # that a bad mask is reported under the layer's name, not "Masked".
-        return Masked(x[0], to_bool_mask(layer, x[0], x[1]))
-    data = check_data(layer, x)
-    return Masked(data, None)
+    if isinstance(x, Tensor):
+        return Masked(x, None)
+    if isinstance(x, (tuple, list)) and not isinstance(x, torch.nn.utils.rnn.PackedSequence):
+        if isinstance(x, tuple) and len(x) == 2 and all(isinstance(t, Tensor) for t in x):
+            # A Masked rebuilt as a plain tuple. Validated here so that a bad mask is
+            # reported under the layer's name, not "Masked".
+            try:
+                mask = to_bool_mask(layer, x[0], x[1])
+            except (TypeError, ValueError) as e:
+                raise type(e)(
+                    f"{e}. (A plain tuple of two tensors is read as (data, mask); if it is the "
+                    "(output, h_n) of a plain nn.GRU/nn.RNN, pass the output only.)"
+                ) from None
+            return Masked(x[0], mask)
+        raise TypeError(_sequence_error(layer, x))
+    return Masked(check_data(layer, x), None)  # check_data raises the TypeError
+
+
+def _sequence_error(layer: str, x: tuple[Any, ...] | list[Any]) -> str:
+    n = len(x)
+    got = (
+        f"{layer}: expected data as a torch.Tensor, got {type(x).__name__} of "
+        f"{n} item{'s' if n != 1 else ''} ({', '.join(type(i).__name__ for i in x)})"
+    )
+    if n >= 2 and all(isinstance(i, Masked) for i in x):
+        return f"{got}: combine them first (a + b, a * b, masknn.nn.MaskedCat) or call the layer on each"
+    if n == 2 and isinstance(x[0], Masked):
+        return (
+            f"{got}: probably the (output, state) pair that a recurrent layer (MaskedLSTM, MaskedGRU, "
+            "MaskedRNN) returns. Pass the output on: `out, state = rnn(x)`, then call this layer on `out`"
+        )
+    if n == 4 and all(isinstance(i, Tensor) for i in x):
+        return (
+            f"{got}: probably two Masked concatenated as tuples (tuple(a) + tuple(b), or (*a, *b)). To add "
+            "them use a + b on the Masked themselves (masknn.functional.masked_add, masknn.nn.MaskedAdd); "
+            "to concatenate channels use masknn.functional.masked_cat / masknn.nn.MaskedCat"
+        )
+    return f"{got}; pass a masknn.Masked or a tensor"
+
+
+def _flatten(m: Masked) -> tuple[list[Any], None]:
+    return [m[0], m[1]], None
+
+
+def _flatten_with_keys(m: Masked) -> tuple[list[tuple[Any, Any]], None]:
+    from torch.utils._pytree import GetAttrKey
+
+    return [(GetAttrKey("data"), m[0]), (GetAttrKey("mask"), m[1])], None
+
+
+def _unflatten(values: Any, context: None) -> Masked:
+    data, mask = values
+    return Masked._unchecked(data, mask)
+
+
+def _register() -> None:
+    """Register ``Masked`` with torch: a pytree node, and a safe global for ``torch.load``.
+
+    The only import-time side effects of masknn, both needed for the carrier to pass
+    through torch's machinery; both are idempotent.
+    """
+    import torch.utils._pytree as pytree
+
+    if Masked not in pytree.SUPPORTED_NODES:
+        pytree.register_pytree_node(
+            Masked,
+            _flatten,
+            _unflatten,
+            serialized_type_name="masknn.Masked",
+            flatten_with_keys_fn=_flatten_with_keys,
+        )
+    # torch.load(weights_only=True) refuses every global it does not know, to forbid
+    # running code while loading. _rebuild_masked runs none: it puts two objects that
+    # the unpickler already built (tensors) into a tuple, without validation.
+    add_safe_globals = getattr(torch.serialization, "add_safe_globals", None)
+    if add_safe_globals is not None:
+        add_safe_globals([_rebuild_masked])
+
+
+_register()

@@ -28,6 +28,13 @@ def check_data(layer: str, data: object) -> Tensor:
             "validity mask instead: masknn.Masked.from_lengths(padded, lengths)"
         )
     if not isinstance(data, Tensor):
+        if isinstance(data, torch.fx.Proxy):
+            raise TypeError(
+                f"{layer}: got a torch.fx Proxy: torch.fx.symbolic_trace traces into masknn layers, "
+                "whose forwards cannot run on proxies. Trace with masknn.fx.symbolic_trace (or "
+                "masknn.fx.MaskedTracer), which keeps masknn Modules as leaves and records calls of "
+                "masknn.functional ops made by their bare name (from masknn.functional import ...)"
+            )
         raise TypeError(f"{layer}: expected data as a torch.Tensor, got {type(data).__name__}")
     return data
 

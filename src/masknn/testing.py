@@ -9,6 +9,10 @@ that
 2. the gradient with respect to every masked input position is exactly 0, all
    input and parameter gradients are finite, and they do not depend on the
    masked values either;
+2b. NaN and +/-Inf cotangents (incoming gradients) at masked output positions reach
+   no gradient: every input and parameter gradient equals the one obtained with
+   zero cotangents there, and is finite (a backward must select, not multiply by
+   the mask: ``NaN * 0 = NaN``);
 3. outputs hold exactly 0 at masked output positions (canonical form);
 4. a fully masked sample gives finite output, zeros, and an all-False mask;
 
@@ -21,7 +25,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -29,7 +33,7 @@ from torch import Tensor, nn
 
 from masknn._masked import Masked
 
-__all__ = ["DEFAULT_PERTURBATIONS", "LeakageError", "assert_no_leakage"]
+__all__ = ["COTANGENTS", "DEFAULT_PERTURBATIONS", "LeakageError", "assert_no_leakage"]
 
 #: Values written at masked input positions. ``"random"`` draws standard normals.
 DEFAULT_PERTURBATIONS: tuple[str | float, ...] = (
@@ -47,12 +51,25 @@ class LeakageError(AssertionError):
     """Raised by :func:`assert_no_leakage` when a masked value reaches a valid output."""
 
 
+#: Cotangents written at masked output positions by the cotangent check; the first is
+#: the reference (a masked output is constant 0, so its cotangent must not matter).
+COTANGENTS: tuple[float, ...] = (0.0, math.nan, math.inf, -math.inf)
+
+
+@dataclass
+class _Grads:
+    inputs: list[Tensor | None]
+    params: dict[str, Tensor | None]
+
+
 @dataclass
 class _Run:
     outputs: list[tuple[str, Tensor, Tensor | None]]  # (name, value, mask or None)
     buffers: dict[str, Tensor]
     input_grads: list[Tensor | None]
     param_grads: dict[str, Tensor | None]
+    #: gradients with each of COTANGENTS at masked output positions (when asked for)
+    cotangent_grads: dict[float, _Grads] = field(default_factory=dict)
 
 
 def _flatten(obj: Any, name: str = "output") -> Iterator[tuple[str, Tensor, Tensor | None]]:
@@ -109,6 +126,7 @@ def _run(
     value: str | float,
     seed: int,
     grad: bool,
+    cotangents: Sequence[float] = (),
 ) -> _Run:
     gen = torch.Generator().manual_seed(seed + 1)
     args: list[Any] = []
@@ -130,25 +148,45 @@ def _run(
     buffers = {k: b.detach().clone() for k, b in module.named_buffers()} if module is not None else {}
     input_grads: list[Tensor | None] = [None] * len(leaves)
     param_grads: dict[str, Tensor | None] = {}
+    cotangent_grads: dict[float, _Grads] = {}
     if grad:
         params = (
             [(k, p) for k, p in module.named_parameters() if p.requires_grad] if module is not None else []
         )
         cot_gen = torch.Generator().manual_seed(seed + 2)
-        total: Tensor | None = None
-        for _, v, _ in outputs:
+        # (output, its random cotangent, its mask expanded to its shape or None)
+        diff: list[tuple[Tensor, Tensor, Tensor | None]] = []
+        for _, v, m in outputs:
             if v.requires_grad and v.is_floating_point():
                 g = torch.randn(v.shape, generator=cot_gen, dtype=torch.float32).to(v)
-                term = (v * g).sum()
-                total = term if total is None else total + term
+                diff.append((v, g, m.expand(v.shape) if m is not None else None))
         wrt = [t for t in leaves if t is not None] + [p for _, p in params]
-        if total is not None and wrt:
-            grads = torch.autograd.grad(total, wrt, allow_unused=True)
-            it = iter(grads)
-            input_grads = [next(it) if t is not None else None for t in leaves]
-            param_grads = {k: next(it) for k, _ in params}
+        if diff and wrt:
+
+            def backward(at_masked: float | None, retain: bool) -> _Grads:
+                # at_masked: the cotangent at masked output positions (None: the random one).
+                cots = [
+                    g.clone()
+                    if at_masked is None or m is None
+                    else torch.where(m, g, torch.full_like(g, at_masked))
+                    for _, g, m in diff
+                ]
+                got = torch.autograd.grad(
+                    [v for v, _, _ in diff], wrt, cots, retain_graph=retain, allow_unused=True
+                )
+                it = iter(got)
+                return _Grads(
+                    [next(it) if t is not None else None for t in leaves], {k: next(it) for k, _ in params}
+                )
+
+            masked_outputs = any(m is not None and not bool(m.all()) for _, _, m in diff)
+            extra = list(cotangents) if masked_outputs else []
+            main = backward(None, retain=bool(extra))
+            input_grads, param_grads = main.inputs, main.params
+            for i, c in enumerate(extra):
+                cotangent_grads[c] = backward(c, retain=i < len(extra) - 1)
     detached = [(n, v.detach(), m) for n, v, m in outputs]
-    return _Run(detached, buffers, input_grads, param_grads)
+    return _Run(detached, buffers, input_grads, param_grads, cotangent_grads)
 
 
 def _set_mode(module: nn.Module | None, mode: str) -> None:
@@ -176,6 +214,7 @@ def assert_no_leakage(
     rtol: float = 0.0,
     atol: float = 0.0,
     check_grad: bool = True,
+    check_cotangents: bool = True,
     check_canonical: bool = True,
     check_fully_masked: bool = True,
     fully_masked_zero: bool = True,
@@ -197,6 +236,12 @@ def assert_no_leakage(
             gradients between runs; the default is exact equality.
         atol: absolute tolerance of the same comparison.
         check_grad: check input and parameter gradients.
+        check_cotangents: with ``check_grad``, also backpropagate NaN, +Inf and -Inf
+            cotangents at the masked positions of every ``Masked`` output (in the run
+            with the first perturbation) and require every input and parameter
+            gradient to equal the one with zero cotangents there, and to be finite.
+            A masked output is exactly 0 whatever the inputs, so what flows back
+            into it must be dropped by a select, never multiplied by the mask.
         check_canonical: require exactly 0 at masked output positions.
         check_fully_masked: also run with sample 0 fully masked (NaN at every
             position) and require finite outputs and gradients.
@@ -235,9 +280,10 @@ def assert_no_leakage(
             return m, m
 
         runs: list[tuple[str | float, _Run]] = []
-        for value in perturbations:
+        for n_run, value in enumerate(perturbations):
             fn, mod = fresh()
-            runs.append((value, _run(fn, mod, inputs, value, seed, check_grad)))
+            cots = COTANGENTS if check_cotangents and n_run == 0 else ()
+            runs.append((value, _run(fn, mod, inputs, value, seed, check_grad, cots)))
         ref_value, ref = runs[0]
         where = f"{name} ({mode} mode)"
 
@@ -321,10 +367,14 @@ def assert_no_leakage(
                         + (f", {_fmt(rg, idx)} with masked inputs = {ref_value!r}" if rg is not None else "")
                     )
 
+        if ref.cotangent_grads:
+            _check_cotangents(f"{where}, masked inputs = {ref_value!r}", ref, rtol, atol)
+
         if check_fully_masked:
             full_inputs = _fully_masked_inputs(inputs, batch_dim)
             fn, mod = fresh()
-            run = _run(fn, mod, full_inputs, math.nan, seed, check_grad)
+            cots = COTANGENTS if check_cotangents else ()
+            run = _run(fn, mod, full_inputs, math.nan, seed, check_grad, cots)
             tag = f"{where}, sample {batch_dim}:0 fully masked (NaN)"
             for oname, v, m in run.outputs:
                 if v.is_floating_point() and not bool(torch.isfinite(v).all()):
@@ -361,3 +411,30 @@ def assert_no_leakage(
             for k, g in run.param_grads.items():
                 if g is not None and not bool(torch.isfinite(g).all()):
                     raise LeakageError(f"{tag}: gradient of parameter {k!r} is not finite")
+            if run.cotangent_grads:
+                _check_cotangents(tag, run, rtol, atol)
+
+
+def _check_cotangents(where: str, run: _Run, rtol: float, atol: float) -> None:
+    """NaN/Inf cotangents at masked outputs must leave every gradient as with zero there."""
+    base = run.cotangent_grads[COTANGENTS[0]]
+    for c in COTANGENTS[1:]:
+        got = run.cotangent_grads[c]
+        tag = (
+            f"{where}, cotangent {c!r} at masked output positions "
+            "(a backward that multiplies by the mask instead of selecting?)"
+        )
+        named: list[tuple[str, Tensor | None, Tensor | None]] = [
+            (f"input {i}", g, b) for i, (g, b) in enumerate(zip(got.inputs, base.inputs))
+        ]
+        named += [(f"parameter {k!r}", g, base.params.get(k)) for k, g in got.params.items()]
+        for label, g, b in named:
+            if g is None:
+                continue
+            bad = ~torch.isfinite(g)
+            if b is not None:
+                bad = bad | _differs(g, b, rtol, atol)
+            if bool(bad.any()):
+                idx = _first_index(bad)
+                ref = f", {_fmt(b, idx)} with zero cotangent there" if b is not None else ""
+                raise LeakageError(f"{tag}: gradient of {label} at index {idx} is {_fmt(g, idx)}{ref}")
