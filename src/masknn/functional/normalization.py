@@ -36,11 +36,11 @@ from torch import Tensor
 from masknn._masked import Masked
 from masknn._validation import check_data, shape_str, to_bool_mask
 from masknn.functional._autocast import twin_dtype
+from masknn.functional._layout import follow_layout
 from masknn.functional._select import differentiable_backward, fast_path, select, select_into
 from masknn.functional._spatial import acc_dtype
 
 __all__ = [
-    "batch_norm_moments",
     "masked_batch_norm",
     "masked_group_norm",
     "masked_instance_norm",
@@ -60,7 +60,7 @@ def _prepare(
         )
     if not x.is_floating_point():
         raise TypeError(f"{op}: expected floating point data, got dtype {x.dtype}")
-    return x, to_bool_mask(op, x, mask, allow_sequence=allow_sequence)
+    return x, follow_layout(to_bool_mask(op, x, mask, allow_sequence=allow_sequence), x)
 
 
 def _count(m: Tensor, shape: Sequence[Any], dims: tuple[int, ...], dtype: torch.dtype) -> Tensor:
@@ -93,6 +93,9 @@ def _moments(x: Tensor, m: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, Tenso
 
 def batch_norm_moments(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Per-channel ``(valid count, mean, M2)`` of ``x`` ``(N, C, *)`` over its valid positions.
+
+    Internal (not in ``masknn.functional``), kept stable for the masked SyncBatchNorm,
+    which combines these moments across ranks.
 
     ``M2 = Σ (x - mean)²`` over the valid positions of each channel (the centred second
     moment; the biased variance is ``M2 / count``). All three have shape ``(C,)`` and the

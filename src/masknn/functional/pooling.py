@@ -16,9 +16,11 @@ from torch import Tensor
 
 from masknn._masked import Masked
 from masknn.functional._autocast import twin_dtype
+from masknn.functional._layout import follow_layout
 from masknn.functional._scale_select import scale_select
 from masknn.functional._select import fast_path, mask_bits
-from masknn.functional._spatial import IntOrSeq, acc_dtype, is_shared, ntuple, prepare, select, shared
+from masknn.functional._spatial import IntOrSeq, acc_dtype, is_shared, ntuple, select, shared
+from masknn.functional._spatial import prepare as _prepare_spatial
 
 __all__ = [
     "masked_adaptive_avg_pool1d",
@@ -56,6 +58,12 @@ def _pool_mask(m: Tensor) -> tuple[Tensor, bool]:
     if is_shared(m):
         return shared(m), True
     return m, False
+
+
+def prepare(op: str, x: object, mask: object, spatial: int | None) -> tuple[Tensor, Tensor]:
+    """Checked data and bool mask (see ``_spatial.prepare``), the mask in the data's layout."""
+    x, m = _prepare_spatial(op, x, mask, spatial)
+    return x, follow_layout(m, x)
 
 
 class _FillNegInf(torch.autograd.Function):
@@ -210,21 +218,18 @@ def _avg_pool(
     )
     p = ntuple(op, "padding", padding, nd)
     acc = acc_dtype(x)
-    # Window sums in the accumulation dtype: a float16 sum overflows (e.g. 1024 values of 1000).
-    xz = select(x, m).to(acc)
+    # Window means in the accumulation dtype (a float16 sum overflows, e.g. 1024 values of
+    # 1000). The data and the mask are pooled with the same divisor (count_include_pad):
+    # it cancels in their ratio, the mean over the valid inputs. (divisor_override=1 would
+    # give the sums directly, but ONNX export silently drops it: wrong results in onnxruntime.)
     pm, _ = _pool_mask(m)
-    if nd == 1:  # avg_pool1d has no divisor_override: pool as 2-d with a height of 1
-        xz, pm = xz.unsqueeze(2), pm.unsqueeze(2)
-        k, s, p = (1, *k), (1, *s), (0, *p)
-    pool = F.avg_pool2d if nd < 3 else F.avg_pool3d
-    total = pool(xz, k, s, p, ceil_mode, True, 1)
-    cnt = pool(pm.to(acc), k, s, p, ceil_mode, True, 1)
-    valid = cnt > 0
+    pool = _AVG[nd]
+    total = pool(select(x, m).to(acc), k, s, p, ceil_mode, True)
+    frac = pool(pm.to(acc), k, s, p, ceil_mode, True)
+    valid = frac > 0
     # Selected, never multiplied by the mask: a NaN/Inf gradient at an empty window stays there.
-    out = scale_select(total, 1.0 / cnt.clamp_min(1), valid)
-    if nd == 1:
-        out, valid = out.squeeze(2), valid.squeeze(2)
-    return Masked(out.to(twin_dtype(x, lambda t: _AVG[nd](t, 1), (1, 1) + (1,) * nd)), valid)
+    out = scale_select(total, 1.0 / torch.where(valid, frac, torch.ones_like(frac)), valid)
+    return Masked(out.to(twin_dtype(x, lambda t: pool(t, 1), (1, 1) + (1,) * nd)), valid)
 
 
 def masked_avg_pool1d(

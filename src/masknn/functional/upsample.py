@@ -11,6 +11,7 @@ from torch import Tensor
 from masknn._masked import Masked
 from masknn._validation import shape_str
 from masknn.functional._autocast import twin_dtype
+from masknn.functional._layout import follow_layout
 from masknn.functional._scale_select import scale_select
 from masknn.functional._spatial import acc_dtype, is_shared, prepare, select, shared
 
@@ -38,6 +39,13 @@ def masked_interpolate(
     Modes with negative weights (``bicubic``) are refused: their normalization is
     not a weighted mean.
 
+    Where an output coincides with a masked input (e.g. ``align_corners=True``, or
+    ``scale_factor=3``), the valid neighbours' weights are 0 only up to the rounding of
+    the source coordinate: eager CPU kernels may give them about 1e-8 (the output is
+    then valid, with the neighbours' mean) where a compiled graph computes exactly 0
+    (invalid). Both are the definition up to rounding; scale factors 2 and 4 have no
+    such outputs.
+
     Example:
         >>> import torch
         >>> x = torch.tensor([[[1.0, float("nan"), 3.0]]])
@@ -49,6 +57,7 @@ def masked_interpolate(
     """
     op = "masked_interpolate"
     x, m = prepare(op, x, mask, None)
+    m = follow_layout(m, x)
     need = {"linear": 3, "bilinear": 4, "trilinear": 5}.get(mode)
     if x.dim() not in (3, 4, 5) or (need is not None and x.dim() != need):
         expected = f"{need}-d" if need is not None else "3-d, 4-d or 5-d"
