@@ -7,10 +7,12 @@ gradient at an invalid output is replaced by exactly 0 before it is multiplied b
 anything, so a NaN or Inf cotangent there reaches no input (the interpolation and
 pooling backwards multiply every output gradient by each input's weight, 0 included).
 
-On the eager fast path the product and the select run in place in ``t``'s buffer (a
-fresh output buffer is the dominant cost of these ops on a CPU) and the backward
-selects the gradient into one new buffer and scales it there. Elsewhere it is the
-plain ``select(t * scale, valid)``, differentiable any number of times.
+``t`` is exactly 0 wherever ``valid`` is False (it is a weighted sum of selected
+zeros there), so on the eager fast path the forward only scales ``t`` in place (a fresh
+output buffer is the dominant cost of these ops on a CPU): the select matters for the
+gradient, and the backward selects the incoming gradient into one new buffer and
+scales it there. Elsewhere it is the plain ``select(t * scale, valid)``,
+differentiable any number of times.
 """
 
 from __future__ import annotations
@@ -26,14 +28,13 @@ __all__ = ["scale_select"]
 
 
 class _ScaleSelect(torch.autograd.Function):
-    """In place: ``t *= scale`` then ``t = select(t, valid)``; backward ``select(grad, valid) * scale``."""
+    """In place ``t *= scale`` (``t`` is 0 where invalid); backward ``select(grad, valid) * scale``."""
 
     @staticmethod
     def forward(ctx: Any, t: Tensor, scale: Tensor, valid: Tensor) -> Tensor:
         ctx.save_for_backward(scale, valid)
         ctx.mark_dirty(t)
-        t.mul_(scale)
-        return select_into(t, valid, out=t)
+        return t.mul_(scale)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
@@ -46,8 +47,9 @@ class _ScaleSelect(torch.autograd.Function):
 def scale_select(t: Tensor, scale: Tensor, valid: Tensor) -> Tensor:
     """``select(t * scale, valid)``; ``t`` must be a fresh intermediate (it may be overwritten).
 
-    ``scale`` must not require a gradient (it comes from the mask) and must broadcast to
-    ``t`` without enlarging it; ``valid`` is a bool mask broadcasting to ``t``.
+    ``t`` must be exactly 0 where ``valid`` is False and finite elsewhere; ``scale`` must
+    not require a gradient (it comes from the mask) and must broadcast to ``t`` without
+    enlarging it; ``valid`` is a bool mask broadcasting to ``t``.
     """
     if (
         not scale.requires_grad
