@@ -288,3 +288,26 @@ def test_batch_norm_backward_keeps_precision_for_a_large_mean() -> None:
         grads.append(torch.autograd.grad(out, (x, wt), cot.to(dt)))
     torch.testing.assert_close(grads[0][0].double(), grads[1][0], rtol=0, atol=2e-3)
     torch.testing.assert_close(grads[0][1].double(), grads[1][1], rtol=1e-3, atol=1e-2)
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_eval_composable_form_with_one_select_is_nan_safe(frozen: bool) -> None:
+    # Without a weight gradient the inference form selects only its output: NaN/Inf at masked
+    # inputs must still reach no output and no gradient.
+    g = torch.Generator().manual_seed(0)
+    m = torch.rand(2, 1, 4, 5, generator=g) > 0.4
+    x = torch.where(m, torch.randn(2, 3, 4, 5, generator=g), torch.tensor(float("inf")))
+    x[0, 0, ~m[0, 0]] = float("nan")
+    x.requires_grad_(True)
+    w = torch.rand(3, generator=g).requires_grad_(not frozen)
+    rm, rv = torch.zeros(3), torch.ones(3)
+    with composable_only():
+        out = MF.masked_batch_norm(x, m, rm, rv, w, None, training=False).data
+        cot = torch.where(m, torch.ones_like(out), torch.nan)
+        grads = torch.autograd.grad(out, [x] if frozen else [x, w], cot)
+    with torch.no_grad():
+        ref = MF.masked_batch_norm(x, m, rm, rv, w, None, training=False).data
+    torch.testing.assert_close(out, ref)
+    assert bool((out[~m.expand(out.shape)] == 0).all())
+    assert all(bool(torch.isfinite(gr).all()) for gr in grads)
+    assert bool((grads[0][~m.expand(x.shape)] == 0).all())

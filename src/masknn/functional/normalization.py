@@ -163,10 +163,18 @@ def _batch_norm_eval(
     bias: Tensor | None,
     eps: float,
 ) -> Tensor:
-    """The composable inference form: ``select((x - running_mean) / sqrt(running_var + eps)·w + b)``."""
+    """The composable inference form: ``select((x - running_mean) / sqrt(running_var + eps)·w + b)``.
+
+    The input is selected first only when the weight needs a gradient (``Σ dy·x̂`` would
+    read NaN/Inf from masked inputs); otherwise masked values only reach masked outputs,
+    which the final select replaces, and their gradient is the selected output gradient
+    times a per-channel scale: one select instead of two (compiled, each ``where`` with a
+    broadcast mask is a full pass).
+    """
     acc = acc_dtype(x)
     shape = _affine_shape(x)
-    xz = select(x, m).to(acc)
+    weight_grad = torch.is_grad_enabled() and weight is not None and weight.requires_grad
+    xz = select(x, m).to(acc) if weight_grad else x.to(acc)
     dev = xz - running_mean.to(acc).reshape(shape)
     y = _scale_shift(dev, running_var.to(acc).reshape(shape), eps, weight, bias, shape)
     return select(y, m).to(_bn_dtype(x))
