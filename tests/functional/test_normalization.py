@@ -7,10 +7,14 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import masknn.functional as MF
 from masknn import Masked
 from masknn import nn as mnn
+from masknn.functional._select import composable_only
+from masknn.functional.normalization import batch_norm_moments
 
 
 def _inputs(
@@ -196,3 +200,114 @@ def test_float32_statistics_stay_accurate_for_a_large_mean(name: str) -> None:
     out32 = ops[name](x64.float()).data.double()
     out64 = ops[name](x64).data
     torch.testing.assert_close(out32, out64, rtol=0, atol=1e-3)
+
+
+# ------------------------------------------------------------ batch-norm moments (for SyncBN)
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 3),
+    c=st.integers(1, 3),
+    length=st.integers(1, 6),
+    per_channel=st.booleans(),
+    offset=st.sampled_from([0.0, 1000.0]),
+    seed=st.integers(0, 2**16),
+)
+def test_batch_norm_moments_match_a_loop_and_combine_with_chans_formula(
+    n: int, c: int, length: int, per_channel: bool, offset: float, seed: int
+) -> None:
+    g = torch.Generator().manual_seed(seed)
+    m = torch.rand(n, c if per_channel else 1, length, generator=g) > 0.5
+    x64 = torch.randn(n, c, length, generator=g, dtype=torch.float64) + offset
+    x = torch.where(m, x64, torch.nan).float()
+    count, mean, m2 = batch_norm_moments(x, m)
+    assert count.shape == mean.shape == m2.shape == (c,)
+    mf = m.expand(x.shape)
+    for ch in range(c):
+        vals = x64[:, ch][mf[:, ch]]
+        assert count[ch] == vals.numel()
+        if vals.numel():
+            torch.testing.assert_close(mean[ch].double(), vals.mean(), rtol=1e-6, atol=1e-6)
+            want = ((vals - vals.mean()) ** 2).sum()
+            torch.testing.assert_close(m2[ch].double(), want, rtol=1e-4, atol=1e-4)
+        else:
+            assert mean[ch] == 0 and m2[ch] == 0
+    # Split the batch (as across ranks) and combine exactly: n, mean and M2 of the whole.
+    parts = [batch_norm_moments(x[i : i + 1], m[i : i + 1]) for i in range(n)]
+    tot = sum(p[0] for p in parts)
+    comb_mean = sum(p[0] * p[1] for p in parts) / tot.clamp_min(1)
+    comb_m2 = sum(p[2] + p[0] * (p[1] - comb_mean) ** 2 for p in parts)
+    torch.testing.assert_close(tot, count)
+    torch.testing.assert_close(comb_mean, mean, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(comb_m2, m2, rtol=1e-4, atol=1e-3)
+
+
+def test_batch_norm_moments_are_differentiable_and_selected() -> None:
+    x = torch.tensor([[[1.0, 3.0, float("nan")]]], dtype=torch.float64, requires_grad=True)
+    m = torch.tensor([[[True, True, False]]])
+    _, mean, m2 = batch_norm_moments(x, m)
+    (gm,) = torch.autograd.grad(mean.sum() + m2.sum(), x)
+    # d mean / dx = 1/2 each; d M2 / dx = 2 (x - mean) = (-2, 2); the masked NaN gets 0.
+    assert gm.tolist() == [[[0.5 - 2.0, 0.5 + 2.0, 0.0]]]
+
+
+# ------------------------------------------------------------------------- the two paths
+@pytest.mark.parametrize("training", [True, False])
+def test_eager_batch_norm_runs_one_fused_node_and_the_composable_path_plain_ops(training: bool) -> None:
+    x = torch.randn(2, 3, 4, 4, requires_grad=True)
+    m = torch.rand(2, 1, 4, 4) > 0.3
+    rm, rv = torch.zeros(3), torch.ones(3)
+    out = MF.masked_batch_norm(x, m, rm, rv, training=training)
+    assert type(out.data.grad_fn).__name__ in ("_BatchNormTrainBackward", "_BatchNormEvalBackward")
+    with composable_only():
+        comp = MF.masked_batch_norm(x, m, rm.clone(), rv.clone(), training=training)
+    assert "_BatchNorm" not in type(comp.data.grad_fn).__name__
+    torch.testing.assert_close(out.data, comp.data)
+
+
+def test_batch_norm_empty_batch_and_half_precision_take_the_composable_path() -> None:
+    out = MF.masked_batch_norm(torch.zeros(0, 3, 4), torch.ones(0, 1, 4, dtype=torch.bool), training=True)
+    assert out.data.shape == (0, 3, 4)
+    x = torch.randn(2, 3, 4, dtype=torch.bfloat16, requires_grad=True)
+    y = MF.masked_batch_norm(x, torch.rand(2, 1, 4) > 0.3, training=True).data
+    assert y.dtype == torch.bfloat16 and "_BatchNorm" not in type(y.grad_fn).__name__
+
+
+def test_batch_norm_backward_keeps_precision_for_a_large_mean() -> None:
+    # The fused backward forms Σ dy·(x - mean) from the centred data, not Σ dy·x - mean·Σ dy
+    # (which cancels in float32 when |mean| >> std).
+    g = torch.Generator().manual_seed(0)
+    x64 = torch.randn(4, 3, 16, 16, generator=g, dtype=torch.float64) + 1000.0
+    m = torch.rand(4, 1, 16, 16, generator=g) > 0.5
+    w = torch.rand(3, generator=g, dtype=torch.float64) + 0.5
+    cot = torch.randn(4, 3, 16, 16, generator=g, dtype=torch.float64)
+    grads = []
+    for dt in (torch.float32, torch.float64):
+        x = x64.to(dt).requires_grad_(True)
+        wt = w.to(dt).requires_grad_(True)
+        out = MF.masked_batch_norm(x, m, weight=wt, training=True).data
+        grads.append(torch.autograd.grad(out, (x, wt), cot.to(dt)))
+    torch.testing.assert_close(grads[0][0].double(), grads[1][0], rtol=0, atol=2e-3)
+    torch.testing.assert_close(grads[0][1].double(), grads[1][1], rtol=1e-3, atol=1e-2)
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_eval_composable_form_with_one_select_is_nan_safe(frozen: bool) -> None:
+    # Without a weight gradient the inference form selects only its output: NaN/Inf at masked
+    # inputs must still reach no output and no gradient.
+    g = torch.Generator().manual_seed(0)
+    m = torch.rand(2, 1, 4, 5, generator=g) > 0.4
+    x = torch.where(m, torch.randn(2, 3, 4, 5, generator=g), torch.tensor(float("inf")))
+    x[0, 0, ~m[0, 0]] = float("nan")
+    x.requires_grad_(True)
+    w = torch.rand(3, generator=g).requires_grad_(not frozen)
+    rm, rv = torch.zeros(3), torch.ones(3)
+    with composable_only():
+        out = MF.masked_batch_norm(x, m, rm, rv, w, None, training=False).data
+        cot = torch.where(m, torch.ones_like(out), torch.nan)
+        grads = torch.autograd.grad(out, [x] if frozen else [x, w], cot)
+    with torch.no_grad():
+        ref = MF.masked_batch_norm(x, m, rm, rv, w, None, training=False).data
+    torch.testing.assert_close(out, ref)
+    assert bool((out[~m.expand(out.shape)] == 0).all())
+    assert all(bool(torch.isfinite(gr).all()) for gr in grads)
+    assert bool((grads[0][~m.expand(x.shape)] == 0).all())

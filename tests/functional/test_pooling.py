@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import masknn.functional as MF
+from masknn.functional._select import composable_only
 
 MAX = {1: MF.masked_max_pool1d, 2: MF.masked_max_pool2d, 3: MF.masked_max_pool3d}
 AVG = {1: MF.masked_avg_pool1d, 2: MF.masked_avg_pool2d, 3: MF.masked_avg_pool3d}
@@ -172,3 +173,24 @@ def test_half_precision_window_sums_do_not_overflow(dtype: torch.dtype) -> None:
     one[0, 0, 5, 5] = True
     out = MF.masked_adaptive_avg_pool2d(big, one, 1)
     assert out.data.item() == 3.0 and bool(out.mask.all())
+
+
+@pytest.mark.parametrize("path", ["eager", "composable"])
+@pytest.mark.parametrize("op", ["avg", "adaptive_avg", "max", "global_avg", "global_max"])
+def test_nan_cotangent_at_an_empty_window_reaches_no_gradient(op: str, path: str) -> None:
+    x = torch.tensor([[[[1.0, 2.0, float("nan"), float("inf")]]]], requires_grad=True)
+    m = torch.tensor([[[[True, True, False, False]]]])
+    fns = {
+        "avg": lambda: MF.masked_avg_pool2d(x, m, (1, 2)),
+        "adaptive_avg": lambda: MF.masked_adaptive_avg_pool2d(x, m, (1, 2)),
+        "max": lambda: MF.masked_max_pool2d(x, m, (1, 2)),
+        "global_avg": lambda: MF.masked_global_avg_pool(x[..., 2:], m[..., 2:]),
+        "global_max": lambda: MF.masked_global_max_pool(x[..., 2:], m[..., 2:]),
+    }
+    with composable_only() if path == "composable" else torch.enable_grad():
+        out = fns[op]()
+        valid = out.mask.expand(out.data.shape)
+        cot = torch.where(valid, torch.ones_like(out.data), torch.nan)
+        (g,) = torch.autograd.grad(out.data, x, cot)
+    assert bool(torch.isfinite(g).all()) and g[..., 2:].eq(0).all()
+    assert out.data[~valid].eq(0).all()

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import masknn.functional as MF
+from masknn.functional._select import composable_only
 
 
 def test_nearest_resizes_data_and_mask_alike() -> None:
@@ -70,3 +71,18 @@ def test_half_precision_with_tiny_weights_is_the_valid_value(
     valid = out.mask.expand_as(out.data)
     assert bool(valid.any())
     assert torch.equal(out.data[valid], torch.full_like(out.data[valid], 3.0))
+
+
+@pytest.mark.parametrize("path", ["eager", "composable"])
+def test_nan_cotangent_at_an_invalid_output_leaves_the_input_gradient_finite(path: str) -> None:
+    # Regression (issue 8): out = interp(x⊙m) · (1 / interp(m)) multiplied the gradient of an
+    # invalid output by 0 and then by the interpolation weights (NaN · 0 = NaN). The middle
+    # output lies exactly on the masked input, so its neighbours get weight 0 from it.
+    x = torch.tensor([[[1.0, float("nan"), 3.0]]], requires_grad=True)
+    m = torch.tensor([[[True, False, True]]])
+    with composable_only() if path == "composable" else torch.enable_grad():
+        out = MF.masked_interpolate(x, m, size=5, mode="linear", align_corners=True)
+        cot = torch.where(out.mask, torch.ones_like(out.data), torch.nan)
+        (g,) = torch.autograd.grad(out.data, x, cot)
+    assert out.mask.tolist() == [[[True, True, False, True, True]]]
+    assert g.tolist() == [[[2.0, 0.0, 2.0]]]

@@ -282,4 +282,42 @@ ENTRIES = [
         id="MaskedBatchNorm2d-float16",
         options={"rtol": 1e-3, "atol": 1e-3},
     ),
+    # Normalization, pooling, up-sampling after the op-core redesign: the fused nodes in
+    # float64 and without affine parameters, channels_last data, bitwise -inf fill in half
+    # precision, the remaining interpolation modes.
+    ModuleInfo(
+        mnn.MaskedBatchNorm2d,
+        lambda: mnn.MaskedBatchNorm2d(4, affine=False).double(),
+        _inputs(lambda: Masked(torch.randn(3, 4, 5, 6, dtype=torch.float64), torch.rand(3, 4, 5, 6) > 0.4)),
+        id="MaskedBatchNorm2d-float64-no-affine-pc",
+    ),
+    ModuleInfo(
+        mnn.MaskedBatchNorm2d,
+        lambda: mnn.MaskedBatchNorm2d(4, track_running_stats=False),
+        _inputs(lambda: Masked(_img().data.contiguous(memory_format=torch.channels_last), _img().mask)),
+        id="MaskedBatchNorm2d-channels_last-no-stats",
+        options={"rtol": 1e-5, "atol": 1e-6},
+    ),
+    ModuleInfo(
+        mnn.MaskedMaxPool2d,
+        lambda: mnn.MaskedMaxPool2d(3, 2, 1),
+        _half(torch.bfloat16),
+        id="MaxPool2d-bfloat16",
+    ),
+    ModuleInfo(
+        mnn.MaskedAdaptiveAvgPool2d,
+        lambda: mnn.MaskedAdaptiveAvgPool2d((4, 5)),
+        IMG_PC,
+        id="AdaptiveAvgPool2d-pc-upsampling-windows",
+    ),
+    ModuleInfo(mnn.MaskedGlobalAvgPool, mnn.MaskedGlobalAvgPool, VOL, id="GlobalAvgPool-3d"),
+    ModuleInfo(
+        mnn.MaskedUpsample, lambda: mnn.MaskedUpsample(size=(4, 5), mode="area"), IMG_PC, id="Upsample-area"
+    ),
+    ModuleInfo(
+        mnn.MaskedUpsample,
+        lambda: mnn.MaskedUpsample(scale_factor=1.5, mode="nearest-exact"),
+        IMG_PC,
+        id="Upsample-nearest-exact",
+    ),
 ]

@@ -67,6 +67,16 @@ ENTRIES = [
     ),
     ModuleInfo(mnn.LearnedFill, lambda: mnn.LearnedFill(4), _image, options=FILL),
     ModuleInfo(
+        mnn.LearnedFill, lambda: mnn.LearnedFill(4), _image_per_channel, id="LearnedFill-pc", options=FILL
+    ),
+    ModuleInfo(
+        mnn.Fill,
+        lambda: mnn.Fill("constant", -1.0),
+        _image_per_channel,
+        id="Fill-constant-pc",
+        options=FILL,
+    ),
+    ModuleInfo(
         mnn.LearnedFill, lambda: mnn.LearnedFill(5, channel_dim=-1), _seq, id="LearnedFill-seq", options=FILL
     ),
     ModuleInfo(mnn.MaskChannel, mnn.MaskChannel, _image, options=FILL),

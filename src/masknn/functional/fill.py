@@ -9,6 +9,7 @@ from torch import Tensor
 
 from masknn._masked import Masked
 from masknn._validation import check_data, shape_str, to_bool_mask
+from masknn.functional._layout import follow_layout
 from masknn.functional._spatial import select
 from masknn.functional.reductions import masked_mean
 
@@ -48,7 +49,7 @@ def fill(
     """
     op = "fill"
     x = check_data(op, x)
-    m = to_bool_mask(op, x, mask)
+    m = follow_layout(to_bool_mask(op, x, mask), x)
     if strategy == "zero":
         return select(x, m)
     if strategy == "constant":
@@ -87,15 +88,23 @@ def mask_channel(x: Tensor, mask: Tensor, dim: int = 1) -> Masked:
     """
     op = "mask_channel"
     x = check_data(op, x)
-    m = to_bool_mask(op, x, mask)
+    m = follow_layout(to_bool_mask(op, x, mask), x)
     if x.dim() < 2:
         raise ValueError(f"{op}: expected data with a channel dimension, got {shape_str(x.shape)}")
     d = dim % x.dim()
     shape = list(x.shape)
     shape[d] = m.shape[d]
     m_ch = m.expand(shape)
-    data = torch.cat(
-        [torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device)), m_ch.to(x.dtype)], dim=d
-    )
+    # The appended channels in the data's memory format: cat keeps channels_last only when
+    # every input has it.
+    data = torch.cat([select(x, m), m_ch.to(dtype=x.dtype, memory_format=_format(x))], dim=d)
     out_mask = torch.cat([m.expand(x.shape), torch.ones_like(m_ch)], dim=d)
     return Masked(data, out_mask)
+
+
+def _format(x: Tensor) -> torch.memory_format:
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    if x.dim() == 5 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d):
+        return torch.channels_last_3d
+    return torch.contiguous_format

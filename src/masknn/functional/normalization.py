@@ -8,8 +8,20 @@ valid element gives 0 (it has no valid output either) and never updates a runnin
 statistic.
 
 The moments are computed in two passes over the zero-filled data: the mean over
-the ``n`` valid elements, then the mean square of the valid deviations from it (a
-one-pass ``Σx²/n - mean²`` loses all precision in float32 when ``|mean| >> std``).
+the ``n`` valid elements, then the sum of squares of the valid deviations from it
+(a one-pass ``Σx²/n - mean²`` loses all precision in float32 when ``|mean| >> std``).
+
+Two implementations of one function (see :mod:`masknn.functional._select`):
+
+* the **composable path**: plain differentiable torch ops (``select``, sums,
+  ``rsqrt``), taken under ``torch.compile``, ``torch.export``, ONNX export, every
+  ``torch.func`` transform, for half precision and off the CPU. It is differentiable
+  any number of times.
+* the **eager fast path** of batch norm (float32/float64 on CPU): one autograd node
+  per call (training and eval), with in-place bitwise selects and torch's
+  inference-form batch-norm kernel. Its backward is hand-written and in place; when a
+  graph of the backward is asked for (double backward) or the backward runs under a
+  transform, it re-derives the gradient from the composable path instead.
 """
 
 from __future__ import annotations
@@ -18,14 +30,24 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from masknn._masked import Masked
 from masknn._validation import check_data, shape_str, to_bool_mask
-from masknn.functional._spatial import acc_dtype, select_into
+from masknn.functional._autocast import twin_dtype
+from masknn.functional._layout import follow_layout
+from masknn.functional._select import differentiable_backward, fast_path, select, select_into
+from masknn.functional._spatial import acc_dtype
 
-__all__ = ["masked_batch_norm", "masked_group_norm", "masked_instance_norm", "masked_layer_norm"]
+__all__ = [
+    "masked_batch_norm",
+    "masked_group_norm",
+    "masked_instance_norm",
+    "masked_layer_norm",
+]
+
+_FAST_DTYPES = (torch.float32, torch.float64)
 
 
 def _prepare(
@@ -38,32 +60,61 @@ def _prepare(
         )
     if not x.is_floating_point():
         raise TypeError(f"{op}: expected floating point data, got dtype {x.dtype}")
-    return x, to_bool_mask(op, x, mask, allow_sequence=allow_sequence)
+    return x, follow_layout(to_bool_mask(op, x, mask, allow_sequence=allow_sequence), x)
 
 
-def _count(m: Tensor, shape: Sequence[int], dims: tuple[int, ...], dtype: torch.dtype) -> Tensor:
-    """Valid elements over ``dims`` (keepdim), without expanding broadcast mask dimensions."""
-    factor = 1
+def _count(m: Tensor, shape: Sequence[Any], dims: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    """Valid elements over ``dims`` (keepdim), without expanding broadcast mask dimensions.
+
+    Sizes stay symbolic under ``torch.compile(dynamic=True)`` (no ``int()`` of a size).
+    """
+    n = m.sum(dim=dims, keepdim=True, dtype=dtype) if dims else m.to(dtype)
     for d in dims:
         if m.shape[d] == 1:
-            factor *= int(shape[d])
-    n = m.sum(dim=dims, keepdim=True, dtype=dtype) if dims else m.to(dtype)
-    return n * factor if factor != 1 else n
+            n = n * shape[d]
+    return n
 
 
 def _moments(x: Tensor, m: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(zero-filled data in the accumulation dtype, mean, biased var, count)``; keepdim shapes."""
+    """``(valid deviations from the mean, count, mean, M2)``: keepdim, in the accumulation dtype.
+
+    The deviations are ``x - mean`` at valid positions and exactly 0 elsewhere;
+    ``M2 = Σ (x - mean)²`` over the valid positions. Plain differentiable ops.
+    """
     acc = acc_dtype(x)
-    xz = torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device)).to(acc)
+    xz = select(x, m).to(acc)
     n = _count(m, x.shape, dims, acc)
-    n1 = n.clamp_min(1)
-    mean = xz.sum(dim=dims, keepdim=True) / n1
-    # Two passes: the variance of the deviations from the mean, selected to the valid
-    # elements. (The one-pass Σx² - n·mean² form loses all precision in float32 when
-    # |mean| >> std, e.g. an error of 0.1 in the output for data around 1000.)
-    dev = torch.where(m, xz - mean, torch.zeros((), dtype=acc, device=x.device))
-    var = dev.square().sum(dim=dims, keepdim=True) / n1
-    return xz, mean, var, n
+    mean = xz.sum(dim=dims, keepdim=True) / n.clamp_min(1)
+    # Two passes (Σx²/n - mean² cancels catastrophically when |mean| >> std).
+    dev = select(xz - mean, m)
+    m2 = dev.square().sum(dim=dims, keepdim=True)
+    return dev, n, mean, m2
+
+
+def batch_norm_moments(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-channel ``(valid count, mean, M2)`` of ``x`` ``(N, C, *)`` over its valid positions.
+
+    Internal (not in ``masknn.functional``), kept stable for the masked SyncBatchNorm,
+    which combines these moments across ranks.
+
+    ``M2 = Σ (x - mean)²`` over the valid positions of each channel (the centred second
+    moment; the biased variance is ``M2 / count``). All three have shape ``(C,)`` and the
+    accumulation dtype (float32 for half precision). Built from plain differentiable ops,
+    so gradients flow through the mean and ``M2``. Partial moments of several batches (or
+    ranks) combine exactly with Chan's formula:
+    ``n = Σ n_i``, ``mean = Σ n_i·mean_i / n``, ``M2 = Σ M2_i + Σ n_i·(mean_i - mean)²``.
+
+    Example:
+        >>> import torch
+        >>> x = torch.tensor([[[1.0, 3.0, float("nan")]], [[5.0, float("nan"), float("nan")]]])
+        >>> batch_norm_moments(x, ~x.isnan())
+        (tensor([3.]), tensor([3.]), tensor([8.]))
+    """
+    x, m = _prepare("batch_norm_moments", x, mask, 2)
+    dims = (0, *range(2, x.dim()))
+    _, n, mean, m2 = _moments(x, m, dims)
+    c = x.shape[1]
+    return n.reshape(-1).expand(c), mean.reshape(-1), m2.reshape(-1)
 
 
 def _affine_shape(x: Tensor, channel_dim: int = 1) -> list[int]:
@@ -72,86 +123,224 @@ def _affine_shape(x: Tensor, channel_dim: int = 1) -> list[int]:
     return shape
 
 
-def _finish(x: Tensor, m: Tensor, y: Tensor) -> Masked:
-    y = torch.where(m, y, torch.zeros((), dtype=y.dtype, device=y.device)).to(x.dtype)
-    return Masked(y, m)
-
-
-def _normalize(
-    xz: Tensor,
-    mean: Tensor,
-    var: Tensor,
-    eps: float,
-    weight: Tensor | None,
-    bias: Tensor | None,
-    shape: list[int],
+def _scale_shift(
+    dev: Tensor, var: Tensor, eps: float, weight: Tensor | None, bias: Tensor | None, shape: Sequence[Any]
 ) -> Tensor:
-    """``(xz - mean) / sqrt(var + eps) · weight + bias`` as one fused multiply-add per element."""
+    """``dev / sqrt(var + eps) · weight + bias`` (``dev`` = the deviations from the mean)."""
     scale = torch.rsqrt(var + eps)
     if weight is not None:
         scale = scale * weight.to(scale.dtype).reshape(shape)
-    shift = -mean * scale
+    y = dev * scale
     if bias is not None:
-        shift = shift + bias.to(scale.dtype).reshape(shape)
-    return torch.addcmul(shift, xz, scale)
+        y = y + bias.to(y.dtype).reshape(shape)
+    return y
+
+
+def _bn_dtype(x: Tensor) -> torch.dtype:
+    return twin_dtype(x, lambda t: F.batch_norm(t, None, None, training=True), (2, 1))
+
+
+# --------------------------------------------------------------------------- batch norm
+def _batch_norm_train(
+    x: Tensor, m: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The composable training form: ``(output in x's dtype, mean (C,), biased var (C,), count (C,))``."""
+    dims = (0, *range(2, x.dim()))
+    shape = _affine_shape(x)
+    dev, n, mean, m2 = _moments(x, m, dims)
+    var = m2 / n.clamp_min(1)
+    y = select(_scale_shift(dev, var, eps, weight, bias, shape), m).to(_bn_dtype(x))
+    c = x.shape[1]
+    return y, mean.reshape(-1), var.reshape(-1), n.reshape(-1).expand(c)
+
+
+def _batch_norm_eval(
+    x: Tensor,
+    m: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    eps: float,
+) -> Tensor:
+    """The composable inference form: ``select((x - running_mean) / sqrt(running_var + eps)·w + b)``.
+
+    The input is selected first only when the weight needs a gradient (``Σ dy·x̂`` would
+    read NaN/Inf from masked inputs); otherwise masked values only reach masked outputs,
+    which the final select replaces, and their gradient is the selected output gradient
+    times a per-channel scale: one select instead of two (compiled, each ``where`` with a
+    broadcast mask is a full pass).
+    """
+    acc = acc_dtype(x)
+    shape = _affine_shape(x)
+    weight_grad = torch.is_grad_enabled() and weight is not None and weight.requires_grad
+    xz = select(x, m).to(acc) if weight_grad else x.to(acc)
+    dev = xz - running_mean.to(acc).reshape(shape)
+    y = _scale_shift(dev, running_var.to(acc).reshape(shape), eps, weight, bias, shape)
+    return select(y, m).to(_bn_dtype(x))
+
+
+def _chan_view(t: Tensor) -> Tensor | None:
+    """``t`` ``(N, C, *)`` as ``(N, C, L)`` without a copy when it is contiguous, else None."""
+    return t.view(t.shape[0], t.shape[1], -1) if t.is_contiguous() else None
+
+
+def _chan_sum(t: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """Per-channel sum ``(C,)`` (the reduction over the contiguous last dimension first: fastest)."""
+    v = _chan_view(t)
+    return v.sum(2).sum(0) if v is not None else t.sum(dims)
+
+
+def _stat_shape(x: Tensor) -> list[int]:
+    return [1, -1] + [1] * (x.dim() - 2)
 
 
 class _BatchNormTrain(torch.autograd.Function):
-    """Masked batch normalization in training mode as one autograd node (float32/float64 data).
+    """Masked batch norm in training mode as one autograd node (eager CPU, float32/float64).
 
-    forward: ``xz = select(x, mask)`` (bitwise, exact); per channel ``Σ xz`` gives the mean
-    over the ``n`` valid elements, then the valid deviations from it (one temporary)
-    the biased variance; torch's own batch-norm kernel (inference form, with these statistics)
-    normalizes, and the output is selected in place. backward: the gradient is
-    selected, torch's inference-form batch-norm backward gives ``dy·w·rstd``,
-    ``Σ dy·x̂`` and ``Σ dy``, and the batch-statistics terms are added in place:
-    ``dx = dy·w·rstd - w·rstd/n·(Σ dy + x̂·Σ dy·x̂)``, selected in place.
+    Fresh full-size buffers are what costs most on a CPU (page faults), so the node
+    allocates one per pass, as ``nn.BatchNorm2d`` does, and works in place in it:
+
+    forward, in the output buffer: ``select(x)``, whose per-channel sum over the ``n``
+    valid elements gives the mean; minus the mean, selected again and squared in place,
+    it sums to ``M2 = Σ (x - mean)²`` (two passes: precise when ``|mean| >> std``);
+    then torch's inference-form batch-norm kernel normalizes ``x`` into the same buffer,
+    which is selected in place. Saved: ``x``, the mask and the per-channel statistics.
+
+    backward, in the gradient buffer: ``Σ select(dy)`` (bias gradient), then
+    ``Σ select((x - mean)·dy)·rstd`` (weight gradient, ``Σ dy·x̂``), then
+    ``dx = w·rstd·(dy - Σdy/n - x̂·Σ(dy·x̂)/n)`` formed as ``B·(x - mean) + A·dy - C``
+    and selected in place. With ``create_graph=True`` (or a batched gradient) the
+    backward differentiates the composable form instead, so double backward works.
     """
 
     @staticmethod
     def forward(
-        ctx: Any, x: Tensor, mask: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
+        x: Tensor, m: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         c = x.shape[1]
         dims = (0, *range(2, x.dim()))
-        xz = select_into(x.contiguous(), mask)
-        n = _count(mask, x.shape, dims, x.dtype).reshape(-1).expand(c).contiguous()
+        shape = _stat_shape(x)
+        buf = select_into(x, m, out=torch.empty_like(x))
+        n = _count(m, x.shape, dims, x.dtype).reshape(-1).expand(c)
         n1 = n.clamp_min(1)
-        rows = xz.view(x.shape[0], c, -1)  # reductions over the contiguous last dimension are fastest
-        mean = rows.sum(2).sum(0) / n1
-        # Two passes (Σx²/n - mean² cancels catastrophically when |mean| >> std): the
-        # deviations from the mean, selected to the valid elements, then their mean square.
-        dev = xz - mean.reshape([1, c] + [1] * (x.dim() - 2))
-        select_into(dev, mask, out=dev)
-        sq = dev.square_().view(x.shape[0], c, -1).sum(2).sum(0)
-        del dev
-        var = sq / n1
-        out = torch.native_batch_norm(xz, weight, bias, mean, var, False, 0.0, eps)[0]
-        select_into(out, mask, out=out)
-        ctx.save_for_backward(xz, mask, weight, mean, var, n1)
-        ctx.eps = eps
-        ctx.mark_non_differentiable(mean, var, n)
-        return out, mean, var, n
+        mean = _chan_sum(buf, dims) / n1
+        buf.sub_(mean.view(shape))
+        var = _chan_sum(select_into(buf, m, out=buf).square_(), dims) / n1
+        empty = x.new_empty(0)
+        torch.ops.aten.native_batch_norm.out(
+            x, weight, bias, mean, var, False, 0.0, eps, out=buf, save_mean=empty, save_invstd=empty
+        )
+        return select_into(buf, m, out=buf), mean, var, n
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad: Tensor, *_: Any) -> tuple[Tensor | None, ...]:
-        xz, mask, weight, mean, var, n1 = ctx.saved_tensors
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
+        x, m, weight, bias, eps = inputs
+        _, mean, var, n = output
+        ctx.save_for_backward(x, m, weight, bias, mean, var, n)
+        ctx.eps = eps
+        ctx.mark_non_differentiable(mean, var, n)
+        ctx.set_materialize_grads(False)  # no zero-filled gradients for the statistics
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor | None, *_: Any) -> tuple[Tensor | None, ...]:
+        if grad is None:
+            return None, None, None, None, None
+        x, m, weight, bias, mean, var, n = ctx.saved_tensors
         eps = ctx.eps
-        w = weight if weight is not None else torch.ones_like(mean)
-        dy = select_into(grad.contiguous(), mask)
-        gi, gw, gb = torch.ops.aten.native_batch_norm_backward(
-            dy, xz, w, mean, var, None, None, False, eps, [True, True, True]
-        )
+        needs = ctx.needs_input_grad
+        if torch.is_grad_enabled() or not fast_path(grad):
+            gx, gw, gb = differentiable_backward(
+                lambda x_, w_, b_: _batch_norm_train(x_, m, w_, b_, eps)[0],
+                (x, weight, bias),
+                (grad,),
+                (needs[0], needs[2], needs[3]),
+            )
+            return gx, None, gw, gb, None
+        dims = (0, *range(2, x.dim()))
+        shape = _stat_shape(x)
+        n1 = n.clamp_min(1)
         rstd = torch.rsqrt(var + eps)
-        k1 = w * rstd / n1  # dx = gi - k1 · (Σdy + x̂ · Σdy·x̂), x̂ = (xz - mean) · rstd
-        k2 = k1 * rstd * gw
-        shape = [1, -1] + [1] * (xz.dim() - 2)
-        gi.addcmul_(xz, (-k2).reshape(shape))
-        gi.add_((k2 * mean - k1 * gb).reshape(shape))
-        select_into(gi, mask, out=gi)
-        need_w = weight is not None and ctx.needs_input_grad[2]
-        return gi, None, gw if need_w else None, gb if ctx.needs_input_grad[3] else None, None
+        mean_b = mean.view(shape)
+        buf = select_into(grad, m, out=torch.empty_like(x))
+        gb = _chan_sum(buf, dims)
+        torch.sub(x, mean_b, out=buf).mul_(grad)
+        gw = _chan_sum(select_into(buf, m, out=buf), dims) * rstd  # Σ dy·x̂
+        gx = None
+        if needs[0]:
+            a = rstd if weight is None else weight * rstd
+            b = -a * rstd * gw / n1
+            gx = torch.sub(x, mean_b, out=buf).mul_(b.view(shape))
+            gx.addcmul_(grad, a.view(shape)).sub_((a * gb / n1).view(shape))
+            select_into(gx, m, out=gx)
+        return gx, None, gw if needs[2] else None, gb if needs[3] else None, None
+
+
+class _BatchNormEval(torch.autograd.Function):
+    """Masked batch norm with given statistics as one autograd node (eager CPU, float32/float64).
+
+    forward: torch's inference-form batch-norm kernel on ``x``, then the output is
+    selected in place (masked positions, whatever they held, become exactly 0).
+    backward, in one buffer: ``Σ select((x - mean)·dy)·rstd`` (weight gradient), then
+    ``select(dy)``, its sum (bias gradient) and ``dx = select(dy)·w·rstd``. With
+    ``create_graph=True`` (or a batched gradient) it differentiates the composable form
+    instead.
+    """
+
+    @staticmethod
+    def forward(
+        x: Tensor,
+        m: Tensor,
+        running_mean: Tensor,
+        running_var: Tensor,
+        weight: Tensor | None,
+        bias: Tensor | None,
+        eps: float,
+    ) -> Tensor:
+        out = torch.native_batch_norm(x, weight, bias, running_mean, running_var, False, 0.0, eps)[0]
+        return select_into(out, m, out=out)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        x, m, running_mean, running_var, weight, bias, eps = inputs
+        ctx.save_for_backward(x, m, running_mean, running_var, weight, bias)
+        ctx.eps = eps
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        x, m, rm, rv, weight, bias = ctx.saved_tensors
+        eps = ctx.eps
+        needs = ctx.needs_input_grad
+        if torch.is_grad_enabled() or not fast_path(grad):
+            gx, gw, gb = differentiable_backward(
+                lambda x_, w_, b_: _batch_norm_eval(x_, m, rm, rv, w_, b_, eps),
+                (x, weight, bias),
+                (grad,),
+                (needs[0], needs[4], needs[5]),
+            )
+            return gx, None, None, None, gw, gb, None
+        dims = (0, *range(2, x.dim()))
+        shape = _stat_shape(x)
+        rstd = torch.rsqrt(rv + eps)
+        buf = torch.empty_like(x)
+        gw = None
+        if needs[4]:
+            torch.sub(x, rm.view(shape), out=buf).mul_(grad)
+            gw = _chan_sum(select_into(buf, m, out=buf), dims) * rstd
+        dy = select_into(grad, m, out=buf)
+        gb = _chan_sum(dy, dims) if needs[5] else None
+        gx = dy.mul_((rstd if weight is None else weight * rstd).view(shape)) if needs[0] else None
+        return gx, None, None, None, gw, gb, None
+
+
+def _fast_bn(x: Tensor, m: Tensor, *others: Tensor | None) -> bool:
+    return (
+        x.dtype in _FAST_DTYPES
+        and all(t is None or t.dtype == x.dtype for t in others)
+        and x.numel() > 0
+        and not torch.is_autocast_enabled(x.device.type)
+        and fast_path(x, m, *others)
+    )
 
 
 def masked_batch_norm(
@@ -183,28 +372,24 @@ def masked_batch_norm(
     """
     op = "masked_batch_norm"
     x, m = _prepare(op, x, mask, 2)
-    dims = (0, *range(2, x.dim()))
-    shape = _affine_shape(x)
-    if training and x.dtype in (torch.float32, torch.float64):
-        y, mean, var, n = _BatchNormTrain.apply(x, m, weight, bias, eps)
+    if training:
+        if _fast_bn(x, m, weight, bias):
+            y, mean, var, n = _BatchNormTrain.apply(x, m, weight, bias, eps)
+        else:
+            y, mean, var, n = _batch_norm_train(x, m, weight, bias, eps)
         if running_mean is not None or running_var is not None:
-            unbiased = var * n / (n - 1).clamp_min(1)
-            _update(running_mean, running_var, mean, unbiased, n > 0, n > 1, momentum)
+            with torch.no_grad():
+                mean, var = mean.detach(), var.detach()
+                unbiased = var * n / (n - 1).clamp_min(1)
+                _update(running_mean, running_var, mean, unbiased, n > 0, n > 1, momentum)
         return Masked(y, m)
-    if training:  # half precision: statistics in float32
-        xz, mean, var, n = _moments(x, m, dims)
-        if running_mean is not None or running_var is not None:
-            n = n.expand(mean.shape)
-            unbiased = var.detach() * n / (n - 1).clamp_min(1)
-            _update(running_mean, running_var, mean.detach(), unbiased, n > 0, n > 1, momentum)
+    if running_mean is None or running_var is None:
+        raise ValueError(f"{op}: running_mean and running_var are required when training=False")
+    if _fast_bn(x, m, running_mean, running_var, weight, bias):
+        y = _BatchNormEval.apply(x, m, running_mean, running_var, weight, bias, eps)
     else:
-        if running_mean is None or running_var is None:
-            raise ValueError(f"{op}: running_mean and running_var are required when training=False")
-        acc = acc_dtype(x)
-        xz = torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device)).to(acc)
-        mean = running_mean.to(acc).reshape(shape)
-        var = running_var.to(acc).reshape(shape)
-    return _finish(x, m, _normalize(xz, mean, var, eps, weight, bias, shape))
+        y = _batch_norm_eval(x, m, running_mean, running_var, weight, bias, eps)
+    return Masked(y, m)
 
 
 @torch.no_grad()
@@ -228,6 +413,7 @@ def _update(
         running_var.copy_(torch.where(has_var.reshape(-1), new, running_var))
 
 
+# ----------------------------------------------------------------- instance, group, layer
 def masked_instance_norm(
     x: Tensor,
     mask: Tensor,
@@ -255,8 +441,10 @@ def masked_instance_norm(
     x, m = _prepare(op, x, mask, 3)
     dims = tuple(range(2, x.dim()))
     shape = _affine_shape(x)
+    out_dtype = twin_dtype(x, lambda t: F.instance_norm(t), (1, 1, 2))
     if use_input_stats:
-        xz, mean, var, n = _moments(x, m, dims)
+        dev, n, mean, m2 = _moments(x, m, dims)
+        var = m2 / n.clamp_min(1)
         if running_mean is not None or running_var is not None:
             with torch.no_grad():
                 n_b = n.expand(mean.shape).reshape(x.shape[0], x.shape[1])
@@ -271,10 +459,10 @@ def masked_instance_norm(
         if running_mean is None or running_var is None:
             raise ValueError(f"{op}: running_mean and running_var are required when use_input_stats=False")
         acc = acc_dtype(x)
-        xz = torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device)).to(acc)
-        mean = running_mean.to(acc).reshape(shape)
+        dev = select(x, m).to(acc) - running_mean.to(acc).reshape(shape)
         var = running_var.to(acc).reshape(shape)
-    return _finish(x, m, _normalize(xz, mean, var, eps, weight, bias, shape))
+    y = _scale_shift(dev, var, eps, weight, bias, shape)
+    return Masked(select(y, m).to(out_dtype), m)
 
 
 def masked_group_norm(
@@ -307,16 +495,12 @@ def masked_group_norm(
     xg = x.reshape(n_, g, c // g, *spatial)
     mg = m.unsqueeze(1) if m.shape[1] == 1 else m.reshape(m.shape[0], g, c // g, *m.shape[2:])
     dims = tuple(range(2, xg.dim()))
-    xz, mean, var, _ = _moments(xg, mg, dims)
-    scale = torch.rsqrt(var + eps)  # (N, G, 1, ...)
+    dev, n, _, m2 = _moments(xg, mg, dims)
+    var = m2 / n.clamp_min(1)
     wshape = [1, g, c // g] + [1] * len(spatial)
-    if weight is not None:
-        scale = scale * weight.to(scale.dtype).reshape(wshape)
-    shift = -mean * scale
-    if bias is not None:
-        shift = shift + bias.to(scale.dtype).reshape(wshape)
-    y = torch.addcmul(shift, xz, scale).reshape(x.shape)
-    return _finish(x, m, y)
+    y = _scale_shift(dev, var, eps, weight, bias, wshape).reshape(x.shape)
+    out_dtype = twin_dtype(x, lambda t: F.group_norm(t, 1), (1, 1, 2))
+    return Masked(select(y, m).to(out_dtype), m)
 
 
 def masked_layer_norm(
@@ -348,12 +532,11 @@ def masked_layer_norm(
             f"{shape_str(x.shape)}"
         )
     dims = tuple(range(x.dim() - k, x.dim()))
-    xz, mean, var, _ = _moments(x, m, dims)
-    y = (xz - mean) * torch.rsqrt(var + eps)
-    if weight is not None and bias is not None:
-        y = torch.addcmul(bias.to(y.dtype), y, weight.to(y.dtype))
-    elif weight is not None:
+    dev, n, _, m2 = _moments(x, m, dims)
+    y = dev * torch.rsqrt(m2 / n.clamp_min(1) + eps)
+    if weight is not None:
         y = y * weight.to(y.dtype)
-    elif bias is not None:
+    if bias is not None:
         y = y + bias.to(y.dtype)
-    return _finish(x, m, y)
+    out_dtype = twin_dtype(x, lambda t: F.layer_norm(t, (2,)), (1, 2))
+    return Masked(select(y, m).to(out_dtype), m)

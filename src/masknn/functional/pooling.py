@@ -8,14 +8,19 @@ counts as masked. Empty windows give exactly 0. For a channel-shared mask
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from masknn._masked import Masked
-from masknn.functional._spatial import IntOrSeq, acc_dtype, is_shared, ntuple, prepare, select, shared, zero
-from masknn.functional.reductions import masked_max, masked_mean
+from masknn.functional._autocast import twin_dtype
+from masknn.functional._layout import follow_layout
+from masknn.functional._scale_select import scale_select
+from masknn.functional._select import fast_path, mask_bits
+from masknn.functional._spatial import IntOrSeq, acc_dtype, is_shared, ntuple, select, shared
+from masknn.functional._spatial import prepare as _prepare_spatial
 
 __all__ = [
     "masked_adaptive_avg_pool1d",
@@ -45,6 +50,7 @@ _AAVG: dict[int, Callable[..., Tensor]] = {
     2: F.adaptive_avg_pool2d,
     3: F.adaptive_avg_pool3d,
 }
+_AVG: dict[int, Callable[..., Tensor]] = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
 
 
 def _pool_mask(m: Tensor) -> tuple[Tensor, bool]:
@@ -54,8 +60,52 @@ def _pool_mask(m: Tensor) -> tuple[Tensor, bool]:
     return m, False
 
 
-def _neg_inf(x: Tensor) -> Tensor:
-    return torch.full((), float("-inf"), dtype=x.dtype, device=x.device)
+def prepare(op: str, x: object, mask: object, spatial: int | None) -> tuple[Tensor, Tensor]:
+    """Checked data and bool mask (see ``_spatial.prepare``), the mask in the data's layout."""
+    x, m = _prepare_spatial(op, x, mask, spatial)
+    return x, follow_layout(m, x)
+
+
+class _FillNegInf(torch.autograd.Function):
+    """``torch.where(m, x, -inf)`` bit by bit (eager CPU); its backward is :func:`select` of the gradient.
+
+    ``(x_bits & valid_bits) | fill_bits`` with ``fill_bits`` the bits of -inf where masked:
+    two passes over ``x`` where ``torch.where`` with a broadcast mask costs about three
+    times as much on this CPU. Differentiable any number of times (the backward is the
+    differentiable select).
+    """
+
+    @staticmethod
+    def forward(x: Tensor, m: Tensor) -> Tensor:
+        bits = mask_bits(m, x.dtype)
+        itype = bits.dtype
+        ninf = torch.full((), float("-inf"), dtype=x.dtype, device=x.device).view(itype)
+        fill = torch.bitwise_and(torch.bitwise_not(bits), ninf)
+        out = torch.empty_like(x)
+        torch.bitwise_and(x.resolve_neg().view(itype), bits, out=out.view(itype))
+        out.view(itype).bitwise_or_(fill)
+        return out
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Tensor, Tensor], output: Tensor) -> None:
+        ctx.save_for_backward(inputs[1])
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (m,) = ctx.saved_tensors
+        return select(grad, m), None
+
+
+def _fill_neg_inf(x: Tensor, m: Tensor) -> Tensor:
+    """``torch.where(m, x, -inf)``: bitwise on the eager fast path, a plain ``where`` elsewhere."""
+    if (
+        is_shared(m)
+        and x.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+        and (fast_path(x, m))
+    ):
+        out: Tensor = _FillNegInf.apply(x, shared(m))
+        return out
+    return torch.where(m, x, torch.full((), float("-inf"), dtype=x.dtype, device=x.device))
 
 
 def _max_pool(
@@ -79,9 +129,10 @@ def _max_pool(
     p = ntuple(op, "padding", padding, nd)
     d = ntuple(op, "dilation", dilation, nd)
     pool = _MAX[nd]
-    out = pool(torch.where(m, x, _neg_inf(x)), k, s, p, d, ceil_mode)
+    out = pool(_fill_neg_inf(x, m), k, s, p, d, ceil_mode)
     pm, _ = _pool_mask(m)
     valid = pool(pm.to(x.dtype), k, s, p, d, ceil_mode) > 0
+    # Empty windows hold -inf: selected to 0 (and their incoming gradient with them).
     return Masked(select(out, valid), valid)
 
 
@@ -167,19 +218,18 @@ def _avg_pool(
     )
     p = ntuple(op, "padding", padding, nd)
     acc = acc_dtype(x)
-    # Window sums in the accumulation dtype: a float16 sum overflows (e.g. 1024 values of 1000).
-    xz = select(x, m).to(acc)
+    # Window means in the accumulation dtype (a float16 sum overflows, e.g. 1024 values of
+    # 1000). The data and the mask are pooled with the same divisor (count_include_pad):
+    # it cancels in their ratio, the mean over the valid inputs. (divisor_override=1 would
+    # give the sums directly, but ONNX export silently drops it: wrong results in onnxruntime.)
     pm, _ = _pool_mask(m)
-    if nd == 1:  # avg_pool1d has no divisor_override: pool as 2-d with a height of 1
-        total = F.avg_pool2d(xz.unsqueeze(2), (1, *k), (1, *s), (0, *p), ceil_mode, True, 1).squeeze(2)
-        cnt = F.avg_pool2d(pm.to(acc).unsqueeze(2), (1, *k), (1, *s), (0, *p), ceil_mode, True, 1).squeeze(2)
-    else:
-        pool = F.avg_pool2d if nd == 2 else F.avg_pool3d
-        total = pool(xz, k, s, p, ceil_mode, True, 1)
-        cnt = pool(pm.to(acc), k, s, p, ceil_mode, True, 1)
-    valid = cnt > 0
-    inv = torch.where(valid, 1.0 / cnt.clamp_min(1), zero(cnt))
-    return Masked((total * inv).to(x.dtype), valid)
+    pool = _AVG[nd]
+    total = pool(select(x, m).to(acc), k, s, p, ceil_mode, True)
+    frac = pool(pm.to(acc), k, s, p, ceil_mode, True)
+    valid = frac > 0
+    # Selected, never multiplied by the mask: a NaN/Inf gradient at an empty window stays there.
+    out = scale_select(total, 1.0 / torch.where(valid, frac, torch.ones_like(frac)), valid)
+    return Masked(out.to(twin_dtype(x, lambda t: pool(t, 1), (1, 1) + (1,) * nd)), valid)
 
 
 def masked_avg_pool1d(
@@ -254,11 +304,11 @@ def _adaptive_avg(op: str, nd: int, x: Tensor, mask: Tensor, output_size: IntOrS
     total = pool(select(x, m).to(acc), size)
     frac = pool(pm.to(acc), size)
     valid = frac > 0
-    inv = torch.where(valid, 1.0 / torch.where(valid, frac, torch.ones_like(frac)), zero(frac))
-    return Masked((total * inv).to(x.dtype), valid)
+    out = scale_select(total, 1.0 / torch.where(valid, frac, torch.ones_like(frac)), valid)
+    return Masked(out.to(twin_dtype(x, lambda t: pool(t, 1), (1, 1) + (1,) * nd)), valid)
 
 
-def _out_size(op: str, nd: int, x: Tensor, output_size: IntOrSeq | None) -> tuple[int, ...]:
+def _out_size(op: str, nd: int, x: Tensor, output_size: IntOrSeq | None) -> tuple[Any, ...]:
     if output_size is None:
         raise ValueError(f"{op}: output_size is required")
     if isinstance(output_size, int):
@@ -266,8 +316,8 @@ def _out_size(op: str, nd: int, x: Tensor, output_size: IntOrSeq | None) -> tupl
     sizes = tuple(output_size)
     if len(sizes) != nd:
         raise ValueError(f"{op}: expected output_size as an int or {nd} sizes, got {sizes}")
-    # None keeps the input size, as in torch.
-    return tuple(int(x.shape[2 + i]) if s is None else int(s) for i, s in enumerate(sizes))
+    # None keeps the input size, as in torch (a symbolic size stays symbolic under compile).
+    return tuple(x.shape[2 + i] if s is None else int(s) for i, s in enumerate(sizes))
 
 
 def _adaptive_max(op: str, nd: int, x: Tensor, mask: Tensor, output_size: IntOrSeq | None) -> Masked:
@@ -275,7 +325,7 @@ def _adaptive_max(op: str, nd: int, x: Tensor, mask: Tensor, output_size: IntOrS
     size = _out_size(op, nd, x, output_size)
     pool = _AMAX[nd]
     pm, _ = _pool_mask(m)
-    out = pool(torch.where(m, x, _neg_inf(x)), size)
+    out = pool(_fill_neg_inf(x, m), size)
     valid = pool(pm.to(x.dtype), size) > 0
     return Masked(select(out, valid), valid)
 
@@ -352,6 +402,13 @@ def masked_adaptive_max_pool3d(x: Tensor, mask: Tensor, output_size: IntOrSeq) -
     return _adaptive_max("masked_adaptive_max_pool3d", 3, x, mask, output_size)
 
 
+def _global(op: str, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, tuple[int, ...]]:
+    x, m = prepare(op, x, mask, None)
+    if x.dim() < 2:
+        raise ValueError(f"{op}: expected data (N, C, ...), got {x.dim()} dimensions")
+    return x, m, tuple(range(2, x.dim()))
+
+
 def masked_global_avg_pool(x: Tensor, mask: Tensor) -> Masked:
     """Mean over every dimension after the channel dimension: ``(N, C, ...) -> Masked (N, C)``.
 
@@ -362,17 +419,22 @@ def masked_global_avg_pool(x: Tensor, mask: Tensor) -> Masked:
         >>> out.data, out.mask
         (tensor([[2.]]), tensor([[True]]))
     """
-    x, m = prepare("masked_global_avg_pool", x, mask, None)
-    if x.dim() < 2:
-        raise ValueError(f"masked_global_avg_pool: expected data (N, C, ...), got {x.dim()} dimensions")
-    dims = tuple(range(2, x.dim()))
+    x, m, dims = _global("masked_global_avg_pool", x, mask)
     if not dims:
-        return Masked(torch.where(m, x, zero(x)), m)
-    return masked_mean(x, m, dim=dims)
+        return Masked(select(x, m), m.expand(x.shape))
+    acc = acc_dtype(x)
+    total = select(x, m).to(acc).sum(dim=dims)
+    pm, _ = _pool_mask(m)  # counts over the (N, 1 or C, ...) mask, never expanded over channels
+    cnt = pm.sum(dim=dims, dtype=acc)
+    valid = cnt > 0
+    out = select(total / cnt.clamp_min(1), valid).to(x.dtype)
+    return Masked(out, valid.expand(out.shape))
 
 
 def masked_global_max_pool(x: Tensor, mask: Tensor) -> Masked:
     """Max over every dimension after the channel dimension: ``(N, C, ...) -> Masked (N, C)``.
+
+    As ``amax``, the gradient is shared evenly between tied maxima.
 
     Example:
         >>> import torch
@@ -380,10 +442,10 @@ def masked_global_max_pool(x: Tensor, mask: Tensor) -> Masked:
         >>> masked_global_max_pool(x, ~x.isnan()).data
         tensor([[3.]])
     """
-    x, m = prepare("masked_global_max_pool", x, mask, None)
-    if x.dim() < 2:
-        raise ValueError(f"masked_global_max_pool: expected data (N, C, ...), got {x.dim()} dimensions")
-    dims = tuple(range(2, x.dim()))
+    x, m, dims = _global("masked_global_max_pool", x, mask)
     if not dims:
-        return Masked(torch.where(m, x, zero(x)), m)
-    return masked_max(x, m, dim=dims)
+        return Masked(select(x, m), m.expand(x.shape))
+    out = _fill_neg_inf(x, m).amax(dim=dims)
+    pm, _ = _pool_mask(m)
+    valid = pm.any(dim=dims)
+    return Masked(select(out, valid), valid.expand(out.shape))

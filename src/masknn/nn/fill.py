@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from masknn._masked import Masked, as_masked
 from masknn._validation import shape_str
+from masknn.functional._layout import follow_layout
 from masknn.functional.fill import FILL_STRATEGIES, fill, mask_channel
 from masknn.functional.reductions import masked_mean
 
@@ -103,7 +104,7 @@ class Fill(nn.Module):
         else:
             stat = self.running_mean.to(x.data.dtype)
         shape = (1, -1) + (1,) * (x.data.dim() - 2)
-        data = torch.where(x.mask, x.data, stat.reshape(shape))
+        data = torch.where(follow_layout(x.mask, x.data), x.data, stat.reshape(shape))
         return Masked(data, _all_valid(data))
 
 
@@ -159,7 +160,7 @@ class LearnedFill(nn.Module):
         shape = [1] * data.dim()
         shape[d] = self.num_channels
         token = self.token.to(data.dtype).reshape(shape)
-        out = torch.where(x.mask, data, token)
+        out = torch.where(follow_layout(x.mask, data), data, token)
         return Masked(out, _all_valid(out))
 
 
