@@ -49,7 +49,7 @@ def test_no_process_survives_a_failure_or_a_hang(
     # closed by peer"); a hang as a TimeoutError after the deadline.
     expected = ProcessRaisedException if target is _fail_on_rank_1 else TimeoutError
     with pytest.raises(expected):
-        run_ranks(target, 2, timeout=8.0 if target is _hang else 120.0)  # type: ignore[arg-type]
+        run_ranks(target, 2, timeout=5.0 if target is _hang else 120.0)  # type: ignore[arg-type]
     assert not multiprocessing.active_children()
     pids = [int(p.name) for p in tmp_path.iterdir()]  # the children that got as far as starting
     assert not [pid for pid in pids if _alive(pid)]

@@ -24,7 +24,9 @@ from masknn import nn as mnn
 from masknn.functional._select import composable_only
 from tests.multiprocess import run_checks, run_ranks
 
-C, H, W = 4, 3, 4
+# Distinct sizes (N is 2, 3 or 4 per rank): under torch.compile, dynamo gives equal sizes one
+# symbol ("duck sizing"), and C is static, so a coincidence would specialize a size.
+C, H, W = 4, 7, 5
 TOL = {"atol": 1e-5, "rtol": 1e-5}
 NAN = float("nan")
 
@@ -35,7 +37,12 @@ def _sizes(ws: int, empty_rank: int | None) -> list[int]:
 
 
 def _batches(
-    ws: int, seed: int, per_channel: bool, fill: float, empty_rank: int | None = None
+    ws: int,
+    seed: int,
+    per_channel: bool,
+    fill: float,
+    empty_rank: int | None = None,
+    hw: tuple[int, int] = (H, W),
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Every rank's (data, mask): different distributions per rank (mean 3r + c, std 1 + r), a fully
     masked sample on rank 0, channel 1 with no valid position on rank 1, channel 3 with none on any
@@ -43,8 +50,8 @@ def _batches(
     g = torch.Generator().manual_seed(seed)
     out = []
     for r, n in enumerate(_sizes(ws, empty_rank)):
-        x = torch.randn(n, C, H, W, generator=g) * (1 + r) + 3 * r + torch.arange(C).view(1, C, 1, 1)
-        m = torch.rand(n, C if per_channel else 1, H, W, generator=g) > 0.35
+        x = torch.randn(n, C, *hw, generator=g) * (1 + r) + 3 * r + torch.arange(C).view(1, C, 1, 1)
+        m = torch.rand(n, C if per_channel else 1, *hw, generator=g) > 0.35
         if n:
             if r == 0:
                 m[0] = False
@@ -214,6 +221,25 @@ def check_subgroup(rank: int, ws: int) -> None:
     torch.testing.assert_close(xs.grad, xf.grad[part], **TOL)
 
 
+def check_half_precision(rank: int, ws: int) -> None:
+    """float16 data (float32 parameters): statistics accumulate and are all-reduced in float32."""
+    batches = [(x.half(), m) for x, m in _batches(ws, 6, False, NAN)]
+    sync, ref = mnn.MaskedSyncBatchNorm(C), mnn.MaskedBatchNorm2d(C)
+    x, m = batches[rank]
+    x = x.clone().requires_grad_()
+    y = sync(Masked(x, m))
+    y.data.float().sum().backward()
+    xf = torch.cat([b[0] for b in batches]).float().requires_grad_()
+    yf = ref(Masked(xf, torch.cat([b[1] for b in batches])))
+    yf.data.sum().backward()
+    lo = sum(_sizes(ws, None)[:rank])
+    part = slice(lo, lo + x.shape[0])
+    assert y.data.dtype == torch.float16 and x.grad is not None and xf.grad is not None
+    torch.testing.assert_close(y.data.float(), yf.data[part], atol=1e-2, rtol=1e-2)
+    torch.testing.assert_close(x.grad.float(), xf.grad[part], atol=1e-2, rtol=1e-2)
+    torch.testing.assert_close(sync.running_var, ref.running_var, atol=1e-4, rtol=1e-4)
+
+
 def _naive64(x: torch.Tensor, m: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Float64 masked batch norm in plain ops (twice differentiable), eps 1e-5."""
     mf = m.expand(x.shape)
@@ -351,6 +377,7 @@ def _worker(rank: int, ws: int) -> dict[str, str | None]:
         "matches_single_process": lambda: check_matches_single_process(rank, ws),
         "empty_rank": lambda: check_empty_rank(rank, ws),
         "groups_of_one": lambda: check_groups_of_one_communicate_nothing(rank, ws),
+        "half_precision": lambda: check_half_precision(rank, ws),
         "double_backward": lambda: check_double_backward(rank, ws),
         "ddp_training": lambda: check_ddp_training(rank, ws),
         "fsdp_training": lambda: check_fsdp_training(rank, ws),
@@ -372,6 +399,7 @@ def ranks(request: pytest.FixtureRequest) -> tuple[int, dict[str, list[str | Non
         "matches_single_process",
         "empty_rank",
         "groups_of_one",
+        "half_precision",
         "double_backward",
         "ddp_training",
         "fsdp_training",
@@ -384,6 +412,44 @@ def test_distributed(ranks: tuple[int, dict[str, list[str | None]]], check: str)
         assert check == "subgroup" and ws == 2
         return
     failures = [f"rank {r}:\n{err}" for r, err in enumerate(results[check]) if err is not None]
+    assert not failures, "\n".join(failures)
+
+
+def _compile_worker(rank: int, ws: int) -> dict[str, str | None]:
+    def check() -> None:
+        """torch.compile(dynamic=True) traces MaskedSyncBatchNorm with its collectives (dynamo turns
+        them into functional collectives): equal to eager in outputs, gradients and running
+        statistics, and no recompilation for a new mask or another image size."""
+        from torch._dynamo.testing import CompileCounterWithBackend
+
+        counter = CompileCounterWithBackend("aot_eager")
+        eager, compiled = mnn.MaskedSyncBatchNorm(C), mnn.MaskedSyncBatchNorm(C)
+        _init(eager)
+        _init(compiled)
+        run = torch.compile(compiled, backend=counter, dynamic=True)
+        first = 0
+        for seed, hw in ((1, (H, W)), (2, (H, W)), (3, (9, 11))):
+            x, m = _batches(ws, seed, True, NAN, hw=hw)[rank]
+            xe, xc = x.clone().requires_grad_(), x.clone().requires_grad_()
+            ye, yc = eager(Masked(xe, m)), run(Masked(xc, m))
+            ye.data.sum().backward()
+            yc.data.sum().backward()
+            torch.testing.assert_close(yc.data, ye.data, **TOL)
+            assert xe.grad is not None and xc.grad is not None
+            torch.testing.assert_close(xc.grad, xe.grad, **TOL)
+            torch.testing.assert_close(compiled.running_var, eager.running_var, **TOL)
+            # (the first compile may call the backend twice: dynamo restarts once to specialize
+            # a Python float)
+            first = first or counter.frame_count
+        assert counter.frame_count == first, f"recompiled: {counter.frame_count} compiles, {first} at first"
+
+    return run_checks({"compile": check})
+
+
+@pytest.mark.compile
+def test_compiled_across_ranks() -> None:
+    results = run_ranks(_compile_worker, 2)
+    failures = [f"rank {r}:\n{err}" for r, err in enumerate(results["compile"]) if err is not None]
     assert not failures, "\n".join(failures)
 
 
