@@ -240,6 +240,21 @@ def check_half_precision(rank: int, ws: int) -> None:
     torch.testing.assert_close(sync.running_var, ref.running_var, atol=1e-4, rtol=1e-4)
 
 
+def check_precision_far_from_zero(rank: int, ws: int) -> None:
+    """float32 data with mean 1e4 (+ 10·rank) and std 1: both paths stay within 5e-3 of float64
+    (a one-pass Σx² - n·mean², per rank or merged, loses every digit of the variance)."""
+    batches = [(x + 1e4 + 10 * r, m) for r, (x, m) in enumerate(_batches(ws, 9, False, NAN))]
+    xf = torch.cat([b[0] for b in batches]).double()
+    ones, zeros = torch.ones(C, dtype=torch.float64), torch.zeros(C, dtype=torch.float64)
+    want = _naive64(xf, torch.cat([b[1] for b in batches]), ones, zeros)
+    lo = sum(_sizes(ws, None)[:rank])
+    x, m = batches[rank]
+    for composable in (False, True):
+        with _path(composable):
+            y = mnn.MaskedSyncBatchNorm(C)(Masked(x, m))
+        torch.testing.assert_close(y.data.double(), want[lo : lo + x.shape[0]], atol=5e-3, rtol=0)
+
+
 def _naive64(x: torch.Tensor, m: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Float64 masked batch norm in plain ops (twice differentiable), eps 1e-5."""
     mf = m.expand(x.shape)
@@ -378,6 +393,7 @@ def _worker(rank: int, ws: int) -> dict[str, str | None]:
         "empty_rank": lambda: check_empty_rank(rank, ws),
         "groups_of_one": lambda: check_groups_of_one_communicate_nothing(rank, ws),
         "half_precision": lambda: check_half_precision(rank, ws),
+        "precision": lambda: check_precision_far_from_zero(rank, ws),
         "double_backward": lambda: check_double_backward(rank, ws),
         "ddp_training": lambda: check_ddp_training(rank, ws),
         "fsdp_training": lambda: check_fsdp_training(rank, ws),
@@ -400,6 +416,7 @@ def ranks(request: pytest.FixtureRequest) -> tuple[int, dict[str, list[str | Non
         "empty_rank",
         "groups_of_one",
         "half_precision",
+        "precision",
         "double_backward",
         "ddp_training",
         "fsdp_training",

@@ -2,18 +2,19 @@
 
 The statistics of each channel are taken over the valid elements of the *global*
 batch, the union of every rank's batch: ``n`` (valid count), the mean and the
-biased variance, in two exact passes:
+biased variance, computed exactly and stably, never as ``Σx²/n - mean²`` (which
+loses every digit in float32 when ``|mean| >> std``):
 
-1. each rank sums its valid count and its valid values per channel; one all-reduce
-   gives ``n`` and ``Σx``, hence the global mean;
-2. each rank sums the squared deviations of its valid values from that global mean;
-   a second all-reduce gives the centred second moment ``M2``, and ``var = M2 / n``.
+* composable path, two all-reduces: the valid counts and sums give the global mean;
+  each rank then sums the squared deviations of its valid values from that mean, and
+  a second all-reduce gives the centred second moment ``M2``; ``var = M2 / n``. This
+  is the two-pass computation of :func:`masknn.functional.masked_batch_norm` on the
+  concatenated batch (only the order of the float additions differs);
+* eager fast path, one all-gather: each rank's count ``n_r``, sum and centred moment
+  ``M2_r`` (two local passes) are gathered and merged exactly (Chan, Golub and
+  LeVeque): ``M2 = Σ M2_r + Σ n_r (mean_r - mean)²``.
 
-This is the same two-pass computation as :func:`masknn.functional.masked_batch_norm`
-on the concatenated batch (only the order of the float additions differs), so it
-keeps its precision when ``|mean| >> std``, where the one-pass ``Σx² - n·mean²``
-loses every digit in float32. Counts and sums accumulate in float32 for
-float16/bfloat16 data.
+Counts and sums accumulate in float32 for float16/bfloat16 data.
 
 Backward: the gradient through the global statistics needs two per-channel sums of
 the incoming gradient over the global batch, ``Σ dy`` and ``Σ dy·x̂`` (valid
@@ -24,15 +25,17 @@ elements only); each rank computes its part and they are all-reduced, as torch's
 Two implementations, one function (see :mod:`masknn.functional._select`):
 
 * eager CPU (:func:`~masknn.functional._select.fast_path`): one autograd node that
-  selects bit by bit, normalizes with torch's batch-norm kernel and, in backward,
-  all-reduces the two gradient sums in one call (2 all-reduces forward, 1 backward);
-* everywhere else (other devices, ``torch.func`` transforms, a backward asked to
-  build a graph): plain differentiable ops around a differentiable all-reduce whose
-  backward is again an all-reduce, so double backward works across ranks too.
+  selects bit by bit, normalizes with torch's batch-norm kernel and all-reduces the
+  two gradient sums in one call (1 all-gather forward, 1 all-reduce backward);
+* everywhere else (other devices, ``torch.compile``, ``torch.func`` transforms, a
+  backward asked to build a graph): plain differentiable ops around a differentiable
+  all-reduce whose backward is again an all-reduce (2 forward, 2 backward), so double
+  backward works across ranks too.
 
 Every rank of the group must make the same calls in the same order (the same
-model, the same ``requires_grad`` on the input), as with any collective; a rank
-whose batch has no valid element, or no sample at all, still takes part.
+model, the same ``requires_grad`` on the input, all eager or all compiled), as with
+any collective: the two paths do not pair up. A rank whose batch has no valid
+element, or no sample at all, still takes part.
 """
 
 from __future__ import annotations
@@ -147,7 +150,7 @@ def _rows(t: Tensor) -> Tensor:
 
 
 class _SyncBatchNormTrain(torch.autograd.Function):
-    """Eager-CPU fast path (float32/float64): one node, 2 all-reduces forward, 1 backward."""
+    """Eager-CPU fast path (float32/float64): one node, 1 all-gather forward, 1 all-reduce backward."""
 
     @staticmethod
     def forward(
@@ -156,22 +159,29 @@ class _SyncBatchNormTrain(torch.autograd.Function):
         c = x.shape[1]
         shape = [1, c] + [1] * (x.dim() - 2)
         xz = select_into(x.contiguous(), m)
-        n_sum = torch.cat([_local_count(m, x.shape, c, x.dtype), _rows(xz).sum(2).sum(0)])
-        dist.all_reduce(n_sum, op=dist.ReduceOp.SUM, group=group)
-        n, n1 = n_sum[:c], n_sum[:c].clamp_min(1)
-        mean = n_sum[c:] / n1
-        dev = xz - mean.reshape(shape)
+        # This rank's count, sum and centred second moment (two local passes), gathered from
+        # every rank in one collective and merged exactly (Chan et al.): the global M2 is
+        # Σ M2_r + Σ n_r (mean_r - mean)², differences of means, never of large squares.
+        n_r = _local_count(m, x.shape, c, x.dtype)
+        s_r = _rows(xz).sum(2).sum(0)
+        dev = xz - (s_r / n_r.clamp_min(1)).reshape(shape)
         select_into(dev, m, out=dev)
-        m2 = _rows(dev.square_()).sum(2).sum(0)
+        m2_r = _rows(dev.square_()).sum(2).sum(0)
         del dev
-        dist.all_reduce(m2, op=dist.ReduceOp.SUM, group=group)
-        var = m2 / n1
+        local = torch.cat([n_r, s_r, m2_r])
+        parts = [torch.empty_like(local) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(parts, local, group=group)
+        n_all, s_all, m2_all = torch.stack(parts).split(c, dim=1)  # (ranks, C) each
+        n = n_all.sum(0)
+        n1 = n.clamp_min(1)
+        mean = s_all.sum(0) / n1
+        spread = n_all * (s_all / n_all.clamp_min(1) - mean).square()
+        var = (m2_all.sum(0) + spread.sum(0)) / n1
         out = torch.native_batch_norm(xz, weight, bias, mean, var, False, 0.0, eps)[0]
         select_into(out, m, out=out)
         ctx.save_for_backward(x, m, weight, bias, xz, mean, var, n1)
         ctx.eps = eps
         ctx.group = group
-        n = n.clone()
         ctx.mark_non_differentiable(mean, var, n)
         return out, mean, var, n
 
