@@ -470,6 +470,47 @@ def test_compiled_across_ranks() -> None:
     assert not failures, "\n".join(failures)
 
 
+def _cuda_worker(rank: int, ws: int) -> dict[str, str | None]:
+    def check() -> None:
+        """On CUDA (the composable path: plain ops, gloo all-reduces of CUDA tensors; both ranks
+        share the one GPU, which NCCL would refuse): DDP training steps equal one process's
+        MaskedBatchNorm2d on the whole batch."""
+        dev = torch.device("cuda", 0)
+        torch.cuda.set_device(dev)
+        sync, ref = mnn.MaskedSyncBatchNorm(C).to(dev), mnn.MaskedBatchNorm2d(C).to(dev)
+        _init(sync)
+        _init(ref)
+        ddp = DDP(sync, device_ids=[0])
+        for step in range(3):
+            batches = [(x.to(dev), m.to(dev)) for x, m in _batches(ws, step, True, NAN)]
+            cots = [c.to(dev) for c in _cotangents(batches, step)]
+            x, m = batches[rank]
+            x = x.clone().requires_grad_()
+            y = ddp(Masked(x, m))
+            y.data.backward(cots[rank])
+            xf = torch.cat([b[0] for b in batches]).requires_grad_()
+            yf = ref(Masked(xf, torch.cat([b[1] for b in batches])))
+            yf.data.backward(torch.cat(cots))
+            lo = sum(_sizes(ws, None)[:rank])
+            part = slice(lo, lo + x.shape[0])
+            assert y.data.is_cuda and x.grad is not None and xf.grad is not None
+            torch.testing.assert_close(y.data, yf.data[part], **TOL)
+            torch.testing.assert_close(x.grad, xf.grad[part], **TOL)
+            torch.testing.assert_close(sync.weight.grad * ws, ref.weight.grad, **TOL)
+            torch.testing.assert_close(sync.running_var, ref.running_var, **TOL)
+            ddp.zero_grad()
+            ref.zero_grad()
+
+    return run_checks({"cuda": check})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_across_ranks() -> None:
+    results = run_ranks(_cuda_worker, 2)
+    failures = [f"rank {r}:\n{err}" for r, err in enumerate(results["cuda"]) if err is not None]
+    assert not failures, "\n".join(failures)
+
+
 # ------------------------------------------------------------ single process
 def test_without_a_process_group_it_is_masked_batch_norm() -> None:
     assert not dist.is_initialized()
