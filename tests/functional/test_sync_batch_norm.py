@@ -19,9 +19,9 @@ import masknn.functional as MF
 from masknn.functional._select import composable_only
 from masknn.functional.sync_batch_norm import (
     _composite,
+    _sync_world_size,
     _SyncBatchNormTrain,
     masked_sync_batch_norm,
-    sync_world_size,
 )
 
 
@@ -84,7 +84,7 @@ def _data(
 
 
 def test_without_a_process_group_it_is_masked_batch_norm() -> None:
-    assert not dist.is_initialized() and sync_world_size() == 1
+    assert not dist.is_initialized() and _sync_world_size() == 1
     x, m = _data((3, 4, 5, 6), per_channel=True, p=0.4, seed=0)
     w, b = torch.linspace(0.5, 2, 4), torch.linspace(-1, 1, 4)
     rm1, rv1, rm2, rv2 = torch.zeros(4), torch.ones(4), torch.zeros(4), torch.ones(4)
@@ -193,7 +193,7 @@ def test_double_backward_gradgradcheck(solo: Any, kernel: str) -> None:
 
 
 def test_a_group_of_one_process_communicates_nothing(solo: Any) -> None:
-    assert sync_world_size() == 1 and sync_world_size(solo) == 1
+    assert _sync_world_size() == 1 and _sync_world_size(solo) == 1
     x, m = _data((3, 2, 4, 4), per_channel=False, p=0.3, seed=4)
     with no_collectives():
         out = masked_sync_batch_norm(x, m, torch.zeros(2), torch.ones(2), process_group=solo)

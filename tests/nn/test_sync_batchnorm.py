@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from masknn import Masked
+from masknn import functional as MF
 from masknn import nn as mnn
 from masknn.functional._select import composable_only
 from tests.multiprocess import run_checks, run_ranks
@@ -541,6 +542,10 @@ def test_errors_name_the_layer() -> None:
         bn("x")
     with pytest.raises(ValueError, match="MaskedSyncBatchNorm: expected num_features as a positive int"):
         mnn.MaskedSyncBatchNorm(0)
+    with pytest.raises(TypeError, match=r"MaskedSyncBatchNorm: expected process_group .* got list"):
+        mnn.MaskedSyncBatchNorm(3, process_group=[0, 1])
+    with pytest.raises(TypeError, match=r"masked_sync_batch_norm: expected process_group .* got str"):
+        MF.masked_sync_batch_norm(torch.randn(2, 3), torch.ones(2, 3, dtype=torch.bool), process_group="all")
 
 
 def _masked_model() -> nn.Sequential:
@@ -555,13 +560,23 @@ def _masked_model() -> nn.Sequential:
     )
 
 
-def test_convert_sync_batchnorm_keeps_tensors_config_and_state_dict() -> None:
+@pytest.fixture
+def solo_group() -> Iterator[Any]:
+    """A gloo process group of this one process (an in-memory store), destroyed afterwards."""
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        yield dist.group.WORLD
+    finally:
+        dist.destroy_process_group()
+
+
+def test_convert_sync_batchnorm_keeps_tensors_config_and_state_dict(solo_group: Any) -> None:
     model = _masked_model()
     model[:2](Masked(torch.randn(2, 2, 5, 5), torch.rand(2, 1, 5, 5) > 0.3))  # non-default buffers
     model[1].eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     old = {n: (m, dict(m.named_parameters()), dict(m.named_buffers())) for n, m in model.named_modules()}
-    group = object()
+    group = solo_group
     converted = mnn.MaskedSyncBatchNorm.convert_sync_batchnorm(model, process_group=group)
     assert converted is model
     kinds = {name: type(m).__name__ for name, m in converted.named_modules()}

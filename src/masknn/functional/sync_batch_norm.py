@@ -52,21 +52,42 @@ from masknn.functional._select import differentiable_backward, fast_path, select
 from masknn.functional._spatial import acc_dtype
 from masknn.functional.normalization import masked_batch_norm
 
-__all__ = ["masked_sync_batch_norm", "sync_world_size"]
+__all__ = ["masked_sync_batch_norm"]
 
 _OP = "masked_sync_batch_norm"
 
 
-def sync_world_size(process_group: Any = None) -> int:
+def _check_process_group(name: str, process_group: Any) -> None:
+    """Raise a ``TypeError`` naming ``name`` unless ``process_group`` is ``None`` or a
+    ``torch.distributed.ProcessGroup`` (a list of ranks or a device mesh is not).
+
+    Example:
+        >>> _check_process_group("MyLayer", None)
+    """
+    if process_group is None:
+        return
+    if not dist.is_available():
+        raise TypeError(f"{name}: got a process_group, but torch.distributed is not available in this build")
+    if type(process_group) is int and process_group == dist.GroupMember.NON_GROUP_MEMBER:
+        return  # what new_group returns on a rank outside the group: refused when used
+    if not isinstance(process_group, dist.ProcessGroup):
+        raise TypeError(
+            f"{name}: expected process_group as None (all ranks) or a torch.distributed.ProcessGroup "
+            f"(e.g. from torch.distributed.new_group(ranks)), got {type(process_group).__name__}"
+        )
+
+
+def _sync_world_size(process_group: Any = None) -> int:
     """The number of processes that synchronize statistics: 1 without an initialized process group.
 
     ``process_group`` ``None`` means the default (world) group. Raises a ``ValueError``
     when this process is not a member of ``process_group``.
 
     Example:
-        >>> sync_world_size()  # no torch.distributed process group in this process
+        >>> _sync_world_size()  # no torch.distributed process group in this process
         1
     """
+    _check_process_group(_OP, process_group)
     if not (dist.is_available() and dist.is_initialized()):
         return 1
     group = dist.group.WORLD if process_group is None else process_group
@@ -272,7 +293,7 @@ def masked_sync_batch_norm(
     if not x.is_floating_point():
         raise TypeError(f"{_OP}: expected floating point data, got dtype {x.dtype}")
     m = to_bool_mask(_OP, x, mask, allow_sequence=False)
-    if sync_world_size(process_group) == 1:
+    if _sync_world_size(process_group) == 1:
         return masked_batch_norm(x, m, running_mean, running_var, weight, bias, True, momentum, eps)
     group = dist.group.WORLD if process_group is None else process_group
     # The path must be the same on every rank (their collectives pair up): it depends only

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from masknn._masked import Masked, as_masked
 from masknn._validation import shape_str
 from masknn.functional.normalization import masked_batch_norm
-from masknn.functional.sync_batch_norm import masked_sync_batch_norm
+from masknn.functional.sync_batch_norm import _check_process_group, masked_sync_batch_norm
 from masknn.nn.normalization import MaskedBatchNorm1d, MaskedBatchNorm2d, MaskedBatchNorm3d
 
 __all__ = ["MaskedSyncBatchNorm"]
@@ -67,6 +67,7 @@ class MaskedSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     ) -> None:
         if not isinstance(num_features, int) or isinstance(num_features, bool) or num_features < 1:
             raise ValueError(f"{_LAYER}: expected num_features as a positive int, got {num_features!r}")
+        _check_process_group(_LAYER, process_group)
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
         self.process_group = process_group
 
