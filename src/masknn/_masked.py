@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+import sys
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -261,6 +262,13 @@ class Masked(tuple[Tensor, Tensor]):
     def detach(self) -> Masked:
         """The same ``Masked`` with the data detached from the autograd graph."""
         return Masked(self.data.detach(), self.mask)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for a name a Masked does not have. A tensor attribute asked of a
+        # Masked means that a plain torch layer or function was handed one: say so.
+        if name.startswith("__") or not hasattr(Tensor, name):
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+        raise AttributeError(_not_a_tensor(name, sys._getframe(1)))
 
     def valid_fraction(self) -> float:
         """Fraction of data elements that are valid."""
@@ -495,6 +503,26 @@ def _lengths_tensor(op: str, lengths: object) -> Tensor:
                 f"{op}: lengths must be integers, got {v!r} ({type(v).__name__}) in {type(lengths).__name__}"
             ) from None
     return torch.tensor(values, dtype=torch.int64)
+
+
+def _not_a_tensor(name: str, caller: Any) -> str:
+    """The message for a tensor attribute asked of a Masked, naming the layer that asked when
+    the caller is a Module's method (and the way out of torch's SyncBatchNorm converter)."""
+    owner = caller.f_locals.get("self") if caller is not None else None
+    head = f"'Masked' object has no attribute '{name}': a Masked is a (data, mask) pair, not a tensor"
+    if isinstance(owner, torch.nn.SyncBatchNorm):
+        return (
+            f"{head}, and torch.nn.SyncBatchNorm was given one. It probably replaced a masknn "
+            "MaskedBatchNorm when the model went through torch.nn.SyncBatchNorm.convert_sync_batchnorm, "
+            "which converts every _BatchNorm subclass but drops the mask: convert the model with "
+            "masknn.nn.MaskedSyncBatchNorm.convert_sync_batchnorm(model) instead"
+        )
+    if isinstance(owner, torch.nn.Module):
+        return (
+            f"{head}, and the plain layer {type(owner).__name__} was given one: use its masknn twin, "
+            "or leave the masked world first with x.filled(value) or masknn.nn.Unwrap"
+        )
+    return f"{head}: use .data, .mask or .filled(value) (a plain torch function was probably given it)"
 
 
 def _equals(data: Tensor, value: float, rtol: float, atol: float) -> Tensor:

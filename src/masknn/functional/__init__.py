@@ -56,6 +56,7 @@ from masknn.functional.reductions import (
     masked_sum,
     masked_var,
 )
+from masknn.functional.sync_batch_norm import masked_sync_batch_norm
 from masknn.functional.temporal_pool import masked_temporal_pool
 from masknn.functional.time_distributed import time_distributed_linear
 from masknn.functional.upsample import masked_interpolate
@@ -104,6 +105,7 @@ __all__ = [
     "masked_softmax",
     "masked_std",
     "masked_sum",
+    "masked_sync_batch_norm",
     "masked_temporal_pool",
     "masked_var",
     "partial_conv1d",

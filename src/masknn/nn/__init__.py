@@ -48,6 +48,7 @@ from masknn.nn.pooling import (
     MaskedMaxPool3d,
 )
 from masknn.nn.recurrent import MaskedGRU, MaskedLSTM, MaskedRNN
+from masknn.nn.sync_batchnorm import MaskedSyncBatchNorm
 from masknn.nn.temporal_pool import MaskedTemporalPool
 from masknn.nn.time_distributed import TimeDistributedLinear
 from masknn.nn.upsample import MaskedUpsample
@@ -95,6 +96,7 @@ __all__ = [
     "MaskedMultiheadAttention",
     "MaskedRNN",
     "MaskedSmoothL1Loss",
+    "MaskedSyncBatchNorm",
     "MaskedTemporalPool",
     "MaskedUpsample",
     "PartialConv1d",

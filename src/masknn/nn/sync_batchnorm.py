@@ -1,0 +1,161 @@
+"""Masked batch normalization with statistics synchronized across ``torch.distributed`` processes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from masknn._masked import Masked, as_masked
+from masknn._validation import shape_str
+from masknn.functional.normalization import masked_batch_norm
+from masknn.functional.sync_batch_norm import _check_process_group, masked_sync_batch_norm
+from masknn.nn.normalization import MaskedBatchNorm1d, MaskedBatchNorm2d, MaskedBatchNorm3d
+
+__all__ = ["MaskedSyncBatchNorm"]
+
+_LAYER = "MaskedSyncBatchNorm"
+
+
+class MaskedSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Batch normalization over the valid elements of the global batch of every process
+    (as :class:`torch.nn.SyncBatchNorm`, for data with a mask).
+
+    In training, each channel's mean and variance are taken over the valid elements of
+    the union of the batches of all processes in ``process_group`` (default: the whole
+    world), so every rank normalizes with the same statistics and updates its running
+    statistics identically; the gradient through those statistics is all-reduced in
+    backward (see :func:`masknn.functional.masked_sync_batch_norm`). A channel with no
+    valid element on any rank keeps its running statistics; a rank whose batch has no
+    valid element still takes part.
+
+    In eval mode it uses the running statistics and communicates nothing. Without an
+    initialized process group (or with a group of one process) it is
+    :class:`MaskedBatchNorm2d` (any number of dimensions ``(N, C, *)``, like
+    ``nn.SyncBatchNorm``). Works with any ``torch.distributed`` backend, gloo on CPU
+    included (torch's own ``SyncBatchNorm`` refuses CPU tensors).
+
+    Convert a model's ``MaskedBatchNorm1d/2d/3d`` with :meth:`convert_sync_batchnorm`,
+    **not** ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``: torch's converter turns
+    them (they are ``_BatchNorm`` subclasses) into unmasked ``nn.SyncBatchNorm``
+    layers, which refuse a ``Masked`` with an error pointing here.
+
+    It is not an ``nn.SyncBatchNorm`` subclass on purpose: ``DistributedDataParallel``
+    refuses CPU models that hold one. ``state_dict`` keys are those of the batch-norm
+    layers, so checkpoints load both ways.
+
+    Example:
+        >>> import torch
+        >>> from masknn import Masked
+        >>> bn = MaskedSyncBatchNorm(3)  # no process group here: a MaskedBatchNorm
+        >>> out = bn(Masked(torch.randn(4, 3, 5, 5), torch.rand(4, 1, 5, 5) > 0.3))
+        >>> out.data.shape, bn.num_batches_tracked.item()
+        (torch.Size([4, 3, 5, 5]), 1)
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        process_group: Any = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        if not isinstance(num_features, int) or isinstance(num_features, bool) or num_features < 1:
+            raise ValueError(f"{_LAYER}: expected num_features as a positive int, got {num_features!r}")
+        _check_process_group(_LAYER, process_group)
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
+        self.process_group = process_group
+
+    def forward(self, x: Masked | Tensor) -> Masked:  # type: ignore[override]
+        x = as_masked(_LAYER, x)
+        data = x.data
+        if data.dim() < 2 or data.shape[1] != self.num_features:
+            raise ValueError(
+                f"{_LAYER}: expected data (N, {self.num_features}, *) with {self.num_features} channels "
+                f"(num_features), got shape {shape_str(data.shape)}"
+            )
+        for name, t in [*self.named_parameters(recurse=False), *self.named_buffers(recurse=False)]:
+            if t.device != data.device:
+                raise TypeError(
+                    f"{_LAYER}: data {shape_str(data.shape)} is on {data.device} but {name} is on "
+                    f"{t.device}; move both to the same device"
+                )
+        w = self.weight
+        if w is not None and data.dtype != w.dtype and data.dtype not in (torch.float16, torch.bfloat16):
+            raise TypeError(
+                f"{_LAYER}: data {shape_str(data.shape)} is {data.dtype} but the parameters are {w.dtype}; "
+                "convert one of them"
+            )
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        use_batch = self.training or (self.running_mean is None and self.running_var is None)
+        track = not self.training or self.track_running_stats
+        running_mean = self.running_mean if track else None
+        running_var = self.running_var if track else None
+        if use_batch and self.training:  # as torch: statistics are synchronized in training only
+            return masked_sync_batch_norm(
+                data, x.mask, running_mean, running_var, self.weight, self.bias, factor, self.eps,
+                self.process_group,
+            )  # fmt: skip
+        return masked_batch_norm(
+            data, x.mask, running_mean, running_var, self.weight, self.bias, use_batch, factor, self.eps
+        )
+
+    @classmethod
+    def convert_sync_batchnorm(cls, module: nn.Module, process_group: Any = None) -> nn.Module:
+        """Replace every ``MaskedBatchNorm1d/2d/3d`` in ``module`` by a ``MaskedSyncBatchNorm``.
+
+        Mirrors :meth:`torch.nn.SyncBatchNorm.convert_sync_batchnorm`: the new layers take
+        over the very parameter and buffer tensors (an optimizer built before still
+        updates them; ``state_dict`` keys are unchanged, so checkpoints load into the
+        converted model and back), the configuration (``eps``, ``momentum``, ``affine``,
+        ``track_running_stats``) and the train/eval mode. Returns ``module`` converted in
+        place, or a new layer when ``module`` itself is a masked batch norm. Plain
+        ``nn.BatchNorm*d`` layers are left as they are (they take plain tensors; convert
+        them with torch's converter on their own submodules if needed).
+
+        Example:
+            >>> import torch
+            >>> from masknn import nn as mnn
+            >>> model = torch.nn.Sequential(mnn.PartialConv2d(1, 4, 3), mnn.MaskedBatchNorm2d(4))
+            >>> model = mnn.MaskedSyncBatchNorm.convert_sync_batchnorm(model)
+            >>> type(model[1]).__name__
+            'MaskedSyncBatchNorm'
+        """
+        out = module
+        if isinstance(module, (MaskedBatchNorm1d, MaskedBatchNorm2d, MaskedBatchNorm3d)):
+            ref = module.weight if module.weight is not None else module.running_mean
+            out = cls(
+                module.num_features,
+                module.eps,
+                module.momentum,
+                module.affine,
+                module.track_running_stats,
+                process_group,
+                device=None if ref is None else ref.device,
+                dtype=None if ref is None else ref.dtype,
+            )
+            if module.affine:
+                with torch.no_grad():
+                    out.weight = module.weight
+                    out.bias = module.bias
+            out.running_mean = module.running_mean
+            out.running_var = module.running_var
+            out.num_batches_tracked = module.num_batches_tracked
+            out.train(module.training)
+            if hasattr(module, "qconfig"):
+                out.qconfig = module.qconfig
+        for name, child in module.named_children():
+            out.add_module(name, cls.convert_sync_batchnorm(child, process_group))
+        return out
+
+    def extra_repr(self) -> str:
+        world = "" if self.process_group is None else f", process_group={self.process_group!r}"
+        return super().extra_repr() + world
