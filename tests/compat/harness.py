@@ -139,10 +139,6 @@ def tmap(fn: Callable[[Tensor], Tensor], tree: Any) -> Any:
     return tree
 
 
-def is_float(t: Tensor) -> bool:
-    return t.is_floating_point()
-
-
 def generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
@@ -325,7 +321,7 @@ def check_onnx(row: CompatInfo, twin: bool = False) -> None:
     """torch.onnx.export(dynamo=True) run by onnxruntime on another mask and data equals eager."""
     import warnings
 
-    reason = "the ONNX cells need the test extra: pip install masknn[test]"
+    reason = "the ONNX cells need the test extra (onnx, onnxscript, onnxruntime)"
     pytest.importorskip("onnxscript", reason=reason)
     ort = pytest.importorskip("onnxruntime", reason=reason)
 

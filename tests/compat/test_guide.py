@@ -43,7 +43,7 @@ def test_the_guide_has_an_example_of_each_capability() -> None:
 )
 def test_example_runs(code: str) -> None:
     if "import onnxruntime" in code:
-        reason = "the ONNX example needs the test extra: pip install masknn[test]"
+        reason = "the ONNX example needs the test extra (onnx, onnxscript, onnxruntime)"
         pytest.importorskip("onnxscript", reason=reason)
         pytest.importorskip("onnxruntime", reason=reason)
     exec(compile(code, str(GUIDE), "exec"), {"__name__": "__guide__"})
