@@ -3,9 +3,10 @@
 # Usage: bash scripts/check.sh [extra pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The tests read the demo data (loaders, --quick smoke runs) and the check builds the docs:
-# install the demo and docs extras too.
-MASKNN_EXTRAS="${MASKNN_EXTRAS:-dev,demo,docs}"
+# The tests read the demo data (loaders, --quick smoke runs), run the ONNX cells of the
+# compatibility suite (test: onnx, onnxscript, onnxruntime) and the check builds the docs:
+# install the demo, test and docs extras too.
+MASKNN_EXTRAS="${MASKNN_EXTRAS:-dev,demo,test,docs}"
 . scripts/_venv.sh
 # The data tests skip when a demo package is missing (a user's partial install); here the
 # extra was asked for, so a missing package is an install failure, not a skip.
@@ -18,6 +19,18 @@ missing = [m for m in ("matplotlib", "tqdm", "scipy", "sklearn", "mlxtend", "car
            if importlib.util.find_spec(m) is None]
 if missing:
     sys.exit(f"check.sh: the demo extra did not install: {missing}")
+PY
+fi
+# The ONNX cells skip when the exporter or runtime is missing (a user's partial install);
+# here the extra was asked for, so a missing package is an install failure, not a skip.
+if [[ ",$MASKNN_EXTRAS," == *",test,"* ]]; then
+  "$PY" - <<'PY'
+import importlib.util
+import sys
+
+missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
+if missing:
+    sys.exit(f"check.sh: the test extra did not install: {missing}")
 PY
 fi
 echo "== ruff check";          "$PY" -m ruff check .

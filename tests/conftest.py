@@ -14,6 +14,15 @@ if str(ROOT) not in sys.path:
 REFERENCE = Path(os.environ.get("MASKNN_REFERENCE", ROOT.parent / "shared" / "reference"))
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--compat-table",
+        metavar="PATH",
+        default=None,
+        help="write the compatibility suite's results (tests/compat) as a markdown table to PATH",
+    )
+
+
 def reference_dir(name: str) -> Path:
     """The reference folder ``name``, or skip the test with a message when it is absent."""
     path = REFERENCE / name
