@@ -87,9 +87,10 @@ def _unpack(
 
 def _count(valid: Tensor, numel: int) -> Tensor:
     """Number of valid elements (int64, 0-d) of a mask broadcast to ``numel`` elements."""
-    rep = numel // valid.numel() if valid.numel() else 0
     c = valid.sum(dtype=torch.int64)
-    return c if rep == 1 else c * rep
+    if valid.numel() == numel:  # guards on shapes only, never on a size's value
+        return c
+    return c * (numel // valid.numel())
 
 
 def _reduce(elem: Tensor, valid: Tensor, reduction: str) -> Tensor:
@@ -432,6 +433,8 @@ def masked_cross_entropy(
         )
     if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
         raise TypeError(f"{op}: expected integer class indices as target, got {target.dtype}")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"{op}: label_smoothing must lie in [0, 1], got {label_smoothing}")
     if not input.is_floating_point():
         raise TypeError(f"{op}: expected floating point logits, got dtype {input.dtype}")
     (input,) = _autocast_fp32(input)
@@ -445,5 +448,13 @@ def masked_cross_entropy(
     chan = valid.unsqueeze(1) if nd > 1 else valid
     x = select(input, chan)
     t = torch.where(valid, target, torch.zeros((), dtype=target.dtype, device=target.device))
-    elem = F.cross_entropy(x, t, reduction="none", label_smoothing=label_smoothing)
+    # F.cross_entropy's formula, written out (log-softmax, gather, smoothing) so that every
+    # exporter sees plain ops (the ONNX translation of label smoothing differs from torch's).
+    logp = x.log_softmax(1 if nd > 1 else 0)
+    if nd > 1:
+        elem = -logp.gather(1, t.unsqueeze(1)).squeeze(1)
+    else:
+        elem = -logp.gather(0, t.reshape(1)).reshape(())
+    if label_smoothing > 0:
+        elem = (1.0 - label_smoothing) * elem - label_smoothing * logp.mean(1 if nd > 1 else 0)
     return _reduce(select(elem, valid), valid, reduction)

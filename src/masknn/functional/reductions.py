@@ -21,7 +21,6 @@ and scaled by the sizes it broadcasts over.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -90,8 +89,10 @@ def _count(x: Tensor, m: Tensor, dims: tuple[int, ...]) -> Tensor:
     if not dims:
         return m.to(torch.int64)
     count = m.sum(dims, keepdim=True, dtype=torch.int64)
-    rep = math.prod(int(x.shape[d]) for d in dims if m.shape[d] == 1)
-    return count if rep == 1 else count * rep
+    for d in dims:  # no Python bool of a (symbolic) data size: compile stays dynamic
+        if m.shape[d] == 1:
+            count = count * x.shape[d]
+    return count
 
 
 def _squeeze(t: Tensor, dims: tuple[int, ...], keepdim: bool) -> Tensor:
@@ -300,9 +301,9 @@ def _extreme(op: str, x: Tensor, mask: Tensor, dim: Dims, keepdim: bool, largest
     if x.dtype == torch.bool:
         raise TypeError(f"{op}: bool data is not supported")
     valid = _squeeze(_count(x, m, dims) > 0, dims, keepdim)
-    if any(int(x.shape[d]) == 0 for d in dims):
+    if any(x.shape[d] == 0 for d in dims):
         # torch.amax refuses an empty reduction; nothing is valid there: zeros, mask False.
-        shape = [1 if i in dims else int(s) for i, s in enumerate(x.shape)]
+        shape = [1 if i in dims else s for i, s in enumerate(x.shape)]
         val = _squeeze(torch.zeros(shape, dtype=x.dtype, device=x.device), dims, keepdim)
         return Masked(val, _out_mask(valid, val))
     if x.is_floating_point():
@@ -354,7 +355,7 @@ def _fill_for_any(x: Tensor, m: Tensor, dims: tuple[int, ...]) -> Tensor:
     Masked elements take this value before softmax/logsumexp: they get no weight, and a
     slice with no valid element stays finite (no NaN in the forward or the backward).
     """
-    if any(int(x.shape[d]) == 0 for d in dims):
+    if any(x.shape[d] == 0 for d in dims):
         anyv = _count(x, m, dims) > 0
     else:
         anyv = m.any(dims[0], keepdim=True) if len(dims) == 1 else _count(x, m, dims) > 0

@@ -31,7 +31,7 @@ def temporal_pool(op: str, x: Tensor, mask: object, mode: str, time_dim: int) ->
     if mode == "max":
         return masked_max(x, m, dim=td)
     t = x.shape[td]
-    out_shape = [int(v) for i, v in enumerate(x.shape) if i != td]
+    out_shape = [v for i, v in enumerate(x.shape) if i != td]
     if t == 0:  # no step at all: nothing is valid (as "mean" and "max")
         zeros = torch.zeros(out_shape, dtype=x.dtype, device=x.device)
         return Masked(zeros, torch.zeros(out_shape, dtype=torch.bool, device=x.device))
@@ -41,7 +41,7 @@ def temporal_pool(op: str, x: Tensor, mask: object, mode: str, time_dim: int) ->
     # The last valid step per sequence (-1 where none), on the mask as given (not expanded).
     last = torch.where(m, steps, -1).amax(td, keepdim=True)
     valid = last >= 0
-    index = last.clamp(min=0).expand([1 if i == td else int(v) for i, v in enumerate(x.shape)])
+    index = last.clamp(min=0).expand([1 if i == td else v for i, v in enumerate(x.shape)])
     val = select(x.gather(td, index), valid)
     return Masked(val.squeeze(td), valid.squeeze(td).expand(out_shape))
 
