@@ -29,7 +29,7 @@ from torch import Tensor
 
 from masknn._masked import Masked
 from masknn._validation import check_data, to_bool_mask
-from masknn.functional._select import fast_path, mask_bits, select
+from masknn.functional._select import differentiable_backward, fast_path, mask_bits, select
 
 __all__ = [
     "masked_log_softmax",
@@ -387,6 +387,58 @@ def masked_logsumexp(x: Tensor, mask: Tensor, dim: Dims = None, keepdim: bool = 
     return Masked(lse, _out_mask(_squeeze(valid, dims, keepdim), lse))
 
 
+def _softmax_composite(x: Tensor, m: Tensor, d: int, log: bool) -> Tensor:
+    """Plain ops: masked elements take ``-inf`` (0 in slices with no valid element), then exact 0."""
+    z = torch.where(m, x, _fill_for_any(x, m, (d,)))
+    return select(z.log_softmax(d) if log else z.softmax(d), m)
+
+
+class _Softmax(torch.autograd.Function):
+    """Eager-CPU masked (log-)softmax with the passes of ``masked_fill(-inf).softmax``.
+
+    Softmax already gives exact zeros at masked elements of slices with a valid element
+    (``exp(-inf) = 0``); only slices with no valid element are zeroed (rarely: a
+    multiplication by the slice's any-valid flag). The backward selects the incoming
+    gradient first (a NaN/Inf cotangent at a masked element reaches nothing) and calls
+    softmax's own backward kernel, which gives exact zeros wherever the output is 0.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, m: Tensor, d: int, log: bool) -> Tensor:
+        anyv = m.any(d, keepdim=True)
+        ninf = torch.tensor(-torch.inf, dtype=x.dtype)
+        z = torch.where(m, x, torch.where(anyv, ninf, torch.zeros((), dtype=x.dtype)))
+        bits = mask_bits(m, x.dtype)
+        if log:
+            out = z.log_softmax(d)
+            torch.bitwise_and(out.view(bits.dtype), bits, out=out.view(bits.dtype))  # -inf -> 0
+        else:
+            out = z.softmax(d)
+            if not bool(anyv.all()):  # eager only: zero the slices that have no valid element
+                out.mul_(anyv)
+        ctx.save_for_backward(x, m, out)
+        ctx.args = (d, log)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        x, m, out = ctx.saved_tensors
+        d, log = ctx.args
+        if torch.is_grad_enabled() or not fast_path(grad):
+            (gx,) = differentiable_backward(
+                lambda a: _softmax_composite(a, m, d, log), (x,), (grad,), (True,)
+            )
+            return gx, None, None, None
+        bits = mask_bits(m, grad.dtype)
+        g = torch.bitwise_and(grad.resolve_neg().view(bits.dtype), bits).view(grad.dtype)
+        if log:
+            gx = torch._log_softmax_backward_data(g, out, d, x.dtype)
+            torch.bitwise_and(gx.view(bits.dtype), bits, out=gx.view(bits.dtype))
+        else:
+            gx = torch._softmax_backward_data(g, out, d, x.dtype)
+        return gx, None, None, None
+
+
 def _softmax(op: str, x: Tensor, mask: Tensor, dim: int, log: bool) -> Masked:
     x, m = _prepare(op, x, mask)
     _floating(op, x)
@@ -394,11 +446,11 @@ def _softmax(op: str, x: Tensor, mask: Tensor, dim: int, log: bool) -> Masked:
         raise TypeError(f"{op}: expected dim as an int, got {dim!r}")
     (d,) = _dims(op, x, dim) or (0,)
     if x.dim() == 0:
-        z = torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device))
-    else:
-        z = torch.where(m, x, _fill_for_any(x, m, (d,)))
-    p = z.log_softmax(d) if log else z.softmax(d)
-    return Masked(select(p, m), m)
+        return Masked(select(x - x, m) if log else select(torch.ones_like(x), m), m)
+    if x.dtype in _FLOATS and x.numel() > 0 and fast_path(x, m) and not torch.is_autocast_enabled("cpu"):
+        out: Tensor = _Softmax.apply(x, m, d, log)
+        return Masked(out, m)
+    return Masked(_softmax_composite(x, m, d, log), m)
 
 
 def masked_softmax(x: Tensor, mask: Tensor, dim: int) -> Masked:
