@@ -156,19 +156,21 @@ def _chunks(n: int, numel: int) -> list[tuple[int, int]]:
 
 
 def _fused_elem_sum(
-    kind: str, x: Tensor, t: Tensor, bits: Tensor, beta: float, keep: Tensor | None
+    kind: str, x: Tensor, t: Tensor, valid: Tensor, beta: float, keep: Tensor | None
 ) -> Tensor:
     """Sum over the batch of the selected per-element loss, chunk by chunk along dim 0.
 
-    ``keep`` (the full-size buffer for ``d``, or None) receives the selected difference
-    when the backward needs it; otherwise one small buffer is reused.
+    The mask bits are made per chunk (no full-size integer mask) and ``keep`` (the
+    full-size buffer for ``d``, or None) receives the selected difference when the
+    backward needs it; otherwise one small buffer is reused.
     """
     parts: list[Tensor] = []
     n = int(x.shape[0])
     ranges = _chunks(n, x.numel())
     buf = None if keep is not None else torch.empty((ranges[0][1], *x.shape[1:]), dtype=x.dtype)
+    shared = mask_bits(valid, x.dtype) if valid.shape[0] == 1 else None
     for i, j in ranges:
-        b = bits if bits.shape[0] == 1 else bits[i:j]
+        b = shared if shared is not None else mask_bits(valid[i:j], x.dtype)
         if kind == "bce":
             e = _select_(F.binary_cross_entropy_with_logits(x[i:j], t[i:j], reduction="none"), b)
             parts.append(e.sum())
@@ -179,7 +181,7 @@ def _fused_elem_sum(
         if kind == "mse":
             parts.append(torch.dot(flat, flat))
         elif kind == "l1":
-            parts.append(torch.linalg.vector_norm(flat, 1))
+            parts.append(flat.abs().sum())
         else:
             zeros = torch.zeros((), dtype=d.dtype).expand(flat.shape)
             parts.append(F.smooth_l1_loss(flat, zeros, reduction="sum", beta=beta))
@@ -200,10 +202,10 @@ class _FusedLoss(torch.autograd.Function):
     def forward(
         ctx: Any, x: Tensor, t: Tensor, valid: Tensor, kind: str, beta: float, reduction: str
     ) -> Tensor:
-        bits = mask_bits(valid, x.dtype)
         ctx.args = (kind, beta, reduction)
         need = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         if reduction == "none":
+            bits = mask_bits(valid, x.dtype)
             if kind == "bce":
                 out = _select_(F.binary_cross_entropy_with_logits(x, t, reduction="none"), bits)
                 ctx.save_for_backward(x, t, valid)
@@ -212,7 +214,7 @@ class _FusedLoss(torch.autograd.Function):
             ctx.save_for_backward(x, t, valid, d)
             return _elem_of_diff(kind, d, beta)
         keep = torch.empty(x.shape, dtype=x.dtype) if need and kind != "bce" else None
-        total = _fused_elem_sum(kind, x, t, bits, beta, keep)
+        total = _fused_elem_sum(kind, x, t, valid, beta, keep)
         if keep is not None:
             ctx.save_for_backward(x, t, valid, keep)
         else:
@@ -236,8 +238,8 @@ class _FusedLoss(torch.autograd.Function):
             return gx, gt, None, None, None, None
         if reduction == "mean":
             grad = grad / _count(valid, x.numel()).clamp_min(1).to(grad.dtype)
-        bits = mask_bits(valid, x.dtype)
         if kind == "bce":  # d loss / dx = (sigmoid(x) - t) * grad ; d loss / dt = -x * grad
+            bits = mask_bits(valid, x.dtype)
             gx = _select_(torch.sigmoid(x).sub_(t).mul_(grad), bits) if need_x else None
             gt = _select_(torch.mul(x, grad).neg_(), bits) if need_t else None
             return gx, gt, None, None, None, None
@@ -245,14 +247,12 @@ class _FusedLoss(torch.autograd.Function):
         # f'(d) * grad: exactly 0 where d is 0 (masked) for a finite grad.
         if kind == "mse":
             gd = d * (grad * 2.0)
-        elif kind == "smooth_l1" and beta > 0:
-            red = 0 if reduction == "none" else 2  # aten's Reduction: None = 0, Sum = 2
-            zeros = torch.zeros((), dtype=d.dtype).expand(d.shape)
-            gd = torch.ops.aten.smooth_l1_loss_backward(grad, d, zeros, red, beta)
+        elif kind == "smooth_l1" and beta > 0:  # clamp(d, -beta, beta) / beta: d / beta or sign(d)
+            gd = torch.clamp(d, -beta, beta).mul_(grad / beta)
         else:
             gd = torch.sign(d).mul_(grad)
         if reduction == "none":  # a NaN/Inf cotangent at a masked element reaches no gradient
-            _select_(gd, bits)
+            _select_(gd, mask_bits(valid, x.dtype))
         return (gd if need_x else None), (gd.neg() if need_t else None), None, None, None, None
 
 
@@ -270,12 +270,12 @@ def _loss(
     x, t, valid = _unpack(op, input, target, mask)
     x, t = _autocast_fp32(x, t)
     if (
-        pos_weight is None
+        fast_path(x, t, valid)  # first: nothing below is evaluated under a tracer
+        and pos_weight is None
         and x.dtype in _FAST_DTYPES
         and t.dtype == x.dtype
         and x.dim() > 0
         and x.numel() > 0
-        and fast_path(x, t, valid)
     ):
         out: Tensor = _FusedLoss.apply(x, t, valid, kind, float(beta), reduction)
         return out

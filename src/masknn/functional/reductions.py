@@ -29,7 +29,7 @@ from torch import Tensor
 
 from masknn._masked import Masked
 from masknn._validation import check_data, to_bool_mask
-from masknn.functional._select import differentiable_backward, fast_path, mask_bits, select
+from masknn.functional._select import _BITS, differentiable_backward, fast_path, mask_bits, select
 
 __all__ = [
     "masked_log_softmax",
@@ -115,8 +115,8 @@ class _SelectSum(torch.autograd.Function):
 
     @staticmethod
     def forward(x: Tensor, m: Tensor, dims: tuple[int, ...], dtype: torch.dtype) -> Tensor:
-        bits = mask_bits(m, x.dtype)
-        itype = bits.dtype
+        shared = mask_bits(m, x.dtype) if m.shape[0] == 1 else None
+        itype = _BITS[x.dtype]
         xr = x.resolve_neg()
         n = int(x.shape[0])
         row = max(1, x.numel() // max(n, 1))
@@ -126,7 +126,7 @@ class _SelectSum(torch.autograd.Function):
         for i in range(0, n, step):
             j = min(i + step, n)
             part = buf[: j - i]
-            b = bits if bits.shape[0] == 1 else bits[i:j]
+            b = shared if shared is not None else mask_bits(m[i:j], x.dtype)  # per chunk: small
             torch.bitwise_and(xr[i:j].view(itype), b, out=part.view(itype))
             torch.sum(part, dims, keepdim=True, dtype=dtype, out=out[i:j])
         return out
@@ -150,12 +150,11 @@ def _select_sum(x: Tensor, m: Tensor, dims: tuple[int, ...], dtype: torch.dtype)
     if not dims:
         return select(x, m).to(dtype)
     if (
-        x.dtype in _FLOATS
+        fast_path(x, m)  # first: nothing below is evaluated under a tracer
+        and x.dtype in _FLOATS
         and x.dim() >= 2
         and 0 not in dims
-        and x.shape[0] > 0
         and x.numel() > 0
-        and fast_path(x, m)
     ):
         out: Tensor = _SelectSum.apply(x, m, dims, dtype)
         return out
@@ -447,7 +446,7 @@ def _softmax(op: str, x: Tensor, mask: Tensor, dim: int, log: bool) -> Masked:
     (d,) = _dims(op, x, dim) or (0,)
     if x.dim() == 0:
         return Masked(select(x - x, m) if log else select(torch.ones_like(x), m), m)
-    if x.dtype in _FLOATS and x.numel() > 0 and fast_path(x, m) and not torch.is_autocast_enabled("cpu"):
+    if fast_path(x, m) and x.dtype in _FLOATS and x.numel() > 0 and not torch.is_autocast_enabled("cpu"):
         out: Tensor = _Softmax.apply(x, m, d, log)
         return Masked(out, m)
     return Masked(_softmax_composite(x, m, d, log), m)

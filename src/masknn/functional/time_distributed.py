@@ -82,7 +82,7 @@ def td_linear(op: str, x: Tensor, mask: object, weight: Tensor, bias: Tensor | N
         )
     if bias is not None and (bias.dim() != 1 or bias.shape[0] != weight.shape[0]):
         raise ValueError(f"{op}: bias {shape_str(bias.shape)} does not fit weight {shape_str(weight.shape)}")
-    if not autocast and x.numel() > 0 and fast_path(x, m, weight, bias):
+    if fast_path(x, m, weight, bias) and not autocast and x.numel() > 0:
         out: Tensor = _RowLinear.apply(x, m, weight, bias)
     else:
         out = _composite(x, m, weight, bias)
