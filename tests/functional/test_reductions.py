@@ -176,7 +176,7 @@ def test_bad_mask_names_the_op() -> None:
         masked_sum(torch.zeros(2, 3), torch.ones(3, dtype=torch.bool))
 
 
-# ----------------------------------------------------------------------------- issue 11: dim=(), integers, T=0
+# ------------------------------------------------------------------- issue 11: dim=(), integers, T=0
 REDUCE_ALL = {
     "sum": (masked_sum, NAIVE["sum"][1]),
     "mean": (masked_mean, NAIVE["mean"][1]),
@@ -236,10 +236,14 @@ def test_integer_sum_of_two_pow_24_plus_one_is_exact() -> None:
     with pytest.raises(TypeError, match=r"masked_mean: integer data \(torch.int64\) has no mean dtype"):
         masked_mean(x, m, dim=1)
     half = torch.full((1, 70000), 1.0, dtype=torch.float16)
-    assert masked_sum(half, torch.ones(1, 1, dtype=torch.bool), dim=1, dtype=torch.float32).data.item() == 70000
+    assert (
+        masked_sum(half, torch.ones(1, 1, dtype=torch.bool), dim=1, dtype=torch.float32).data.item() == 70000
+    )
 
 
-@pytest.mark.parametrize("op", [masked_max, masked_min, masked_sum, masked_mean, masked_var, masked_logsumexp])
+@pytest.mark.parametrize(
+    "op", [masked_max, masked_min, masked_sum, masked_mean, masked_var, masked_logsumexp]
+)
 @settings(max_examples=15, deadline=None)
 @given(n=st.integers(0, 3), f=st.integers(1, 3), shared=st.booleans(), keepdim=st.booleans())
 def test_reduction_over_an_empty_dimension_gives_zeros_and_a_false_mask(
