@@ -8,12 +8,19 @@ onto its composable path (``masknn.functional._select.composable_only()``: plain
 measured in eager mode. "train" is forward + backward w.r.t. the input (and the
 parameters for the layers), "infer" is the forward under ``torch.no_grad()``.
 
-Run: python benchmarks/bench_reduce.py [--repeats 15] [--threads 1] [--only sum,softmax,...]
+Run: python benchmarks/bench_reduce.py [--repeats 15] [--threads 1] [--only sum,softmax,...] [--keep-memory]
+
+``--keep-memory`` (glibc only) asks malloc to keep freed memory (``mallopt``: no mmap for
+large blocks, no trimming), as jemalloc or tcmalloc would: on this shared machine a fresh
+multi-megabyte block costs page faults that vary by 10x from run to run and hit the
+plain and masked ops unevenly; with it the figures measure the kernels.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import statistics
 import time
 from collections.abc import Callable
@@ -304,14 +311,27 @@ BENCHES = {
 }
 
 
+def keep_memory() -> bool:
+    """glibc: large blocks from the heap (no mmap) and no trimming, so freed memory is reused."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    libc = ctypes.CDLL(name)
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    ok = libc.mallopt(m_mmap_threshold, 1 << 30) == 1
+    return ok and libc.mallopt(m_trim_threshold, 1 << 40) == 1
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--only", default=",".join(BENCHES))
+    parser.add_argument("--keep-memory", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.repeats} repeats")
+    kept = keep_memory() if args.keep_memory else False
+    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.repeats} repeats, keep memory: {kept}")
     for name in args.only.split(","):
         BENCHES[name](args.repeats)
 

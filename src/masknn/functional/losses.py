@@ -168,9 +168,14 @@ def _fused_elem_sum(
     n = int(x.shape[0])
     ranges = _chunks(n, x.numel())
     buf = None if keep is not None else torch.empty((ranges[0][1], *x.shape[1:]), dtype=x.dtype)
-    shared = mask_bits(valid, x.dtype) if valid.shape[0] == 1 else None
+    # Bits of the whole mask at once when it broadcasts (smaller than the data: fewer ops),
+    # per chunk when it is full-size (no full-size integer mask).
+    shared = mask_bits(valid, x.dtype) if valid.shape[0] == 1 or valid.numel() < x.numel() else None
     for i, j in ranges:
-        b = shared if shared is not None else mask_bits(valid[i:j], x.dtype)
+        if shared is None:
+            b = mask_bits(valid[i:j], x.dtype)
+        else:
+            b = shared if shared.shape[0] == 1 else shared[i:j]
         if kind == "bce":
             e = _select_(F.binary_cross_entropy_with_logits(x[i:j], t[i:j], reduction="none"), b)
             parts.append(e.sum())

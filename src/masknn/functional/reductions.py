@@ -115,7 +115,8 @@ class _SelectSum(torch.autograd.Function):
 
     @staticmethod
     def forward(x: Tensor, m: Tensor, dims: tuple[int, ...], dtype: torch.dtype) -> Tensor:
-        shared = mask_bits(m, x.dtype) if m.shape[0] == 1 else None
+        # Bits of the whole mask at once when it broadcasts (fewer ops), per chunk when full-size.
+        shared = mask_bits(m, x.dtype) if m.shape[0] == 1 or m.numel() < x.numel() else None
         itype = _BITS[x.dtype]
         xr = x.resolve_neg()
         n = int(x.shape[0])
@@ -126,7 +127,10 @@ class _SelectSum(torch.autograd.Function):
         for i in range(0, n, step):
             j = min(i + step, n)
             part = buf[: j - i]
-            b = shared if shared is not None else mask_bits(m[i:j], x.dtype)  # per chunk: small
+            if shared is None:
+                b = mask_bits(m[i:j], x.dtype)
+            else:
+                b = shared if shared.shape[0] == 1 else shared[i:j]
             torch.bitwise_and(xr[i:j].view(itype), b, out=part.view(itype))
             torch.sum(part, dims, keepdim=True, dtype=dtype, out=out[i:j])
         return out
