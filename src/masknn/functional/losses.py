@@ -168,9 +168,9 @@ def _fused_elem_sum(
     n = int(x.shape[0])
     ranges = _chunks(n, x.numel())
     buf = None if keep is not None else torch.empty((ranges[0][1], *x.shape[1:]), dtype=x.dtype)
-    # Bits of the whole mask at once when it broadcasts (smaller than the data: fewer ops),
-    # per chunk when it is full-size (no full-size integer mask).
-    shared = mask_bits(valid, x.dtype) if valid.shape[0] == 1 or valid.numel() < x.numel() else None
+    # Integer mask bits per chunk (small, cache-resident), never for the whole batch: a
+    # fresh multi-megabyte buffer costs more in page faults than the extra small ops.
+    shared = mask_bits(valid, x.dtype) if valid.shape[0] == 1 else None
     for i, j in ranges:
         if shared is None:
             b = mask_bits(valid[i:j], x.dtype)

@@ -115,8 +115,8 @@ class _SelectSum(torch.autograd.Function):
 
     @staticmethod
     def forward(x: Tensor, m: Tensor, dims: tuple[int, ...], dtype: torch.dtype) -> Tensor:
-        # Bits of the whole mask at once when it broadcasts (fewer ops), per chunk when full-size.
-        shared = mask_bits(m, x.dtype) if m.shape[0] == 1 or m.numel() < x.numel() else None
+        # Integer mask bits per chunk (small, cache-resident), never for the whole batch.
+        shared = mask_bits(m, x.dtype) if m.shape[0] == 1 else None
         itype = _BITS[x.dtype]
         xr = x.resolve_neg()
         n = int(x.shape[0])
