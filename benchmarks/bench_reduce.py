@@ -2,7 +2,8 @@
 
 Every masked op runs in the same process as its plain PyTorch twin, interleaved
 round-robin (the order alternates each repeat); a ratio is the median over repeats of
-masked / plain time within the same repeat. "composable" is the same masked op forced
+masked / plain time within the same repeat; "best" is the ratio of the fastest repeats
+(the run least disturbed by other processes on a shared machine). "composable" is the same masked op forced
 onto its composable path (``masknn.functional._select.composable_only()``: plain
 ``torch.where`` and differentiable ops, what compile/export/ONNX/torch.func see),
 measured in eager mode. "train" is forward + backward w.r.t. the input (and the
@@ -58,8 +59,12 @@ def compare(title: str, fns: dict[str, Fn], repeats: int) -> dict[str, float]:
     ratios = {}
     for n in names:
         r = statistics.median(a / b for a, b in zip(times[n], times[base]))
+        best = min(times[n]) / min(times[base])
         ratios[n] = r
-        print(f"  {n:28s} {statistics.median(times[n]) * 1e3:9.3f} ms   x{r:5.2f}")
+        print(
+            f"  {n:28s} {statistics.median(times[n]) * 1e3:9.3f} ms   x{r:5.2f}"
+            f"   (best {min(times[n]) * 1e3:8.3f} ms, x{best:5.2f})"
+        )
     return ratios
 
 
