@@ -307,7 +307,33 @@ def bench_time_distributed(repeats: int) -> None:
     )
 
 
+def bench_floor(repeats: int) -> None:
+    """The passes a NaN-safe masked sum is made of, alone: what bounds ``masked_sum``."""
+    from masknn.functional._select import mask_bits
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 16, 64, 128, generator=g)
+    m = torch.rand(8, 1, 64, 128, generator=g) > 0.5
+    bits = mask_bits(m, x.dtype)
+    xi = x.view(torch.int32)
+    nm = ~m
+    compare(
+        "the floor: passes over 1M float32 with an (N, 1, H, W) mask",
+        {
+            "x.sum((2, 3))": lambda: x.sum((2, 3)),
+            "copy": lambda: x.clone(),
+            "bitwise select": lambda: torch.bitwise_and(xi, bits),
+            "torch.where(m, x, 0)": lambda: torch.where(m, x, 0.0),
+            "x.masked_fill(~m, 0)": lambda: x.masked_fill(nm, 0.0),
+            "x * m (not NaN-safe)": lambda: x * m,
+            "masked_sum": lambda: MF.masked_sum(x, m, (2, 3)),
+        },
+        repeats,
+    )
+
+
 BENCHES = {
+    "floor": bench_floor,
     "sum": bench_sum_mean,
     "softmax": bench_softmax,
     "losses": bench_losses,

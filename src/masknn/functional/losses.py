@@ -140,7 +140,7 @@ def _loss_composite(
     return _reduce(elem, valid, reduction)
 
 
-#: Elements per chunk of the fused losses (512 KB of float32): each chunk's temporaries stay in cache.
+#: Elements per chunk of the fused losses (512 KB of float32): each chunk's temporaries stay in L2.
 _CHUNK = 1 << 17
 
 
@@ -168,9 +168,9 @@ def _fused_elem_sum(
     n = int(x.shape[0])
     ranges = _chunks(n, x.numel())
     buf = None if keep is not None else torch.empty((ranges[0][1], *x.shape[1:]), dtype=x.dtype)
-    # Integer mask bits per chunk (small, cache-resident), never for the whole batch: a
-    # fresh multi-megabyte buffer costs more in page faults than the extra small ops.
-    shared = mask_bits(valid, x.dtype) if valid.shape[0] == 1 else None
+    # Integer mask bits for the whole batch when they are small (fewer ops), else per chunk:
+    # a fresh multi-megabyte buffer costs more in page faults than the extra small ops.
+    shared = mask_bits(valid, x.dtype) if valid.numel() <= _CHUNK or valid.shape[0] == 1 else None
     for i, j in ranges:
         if shared is None:
             b = mask_bits(valid[i:j], x.dtype)
