@@ -116,3 +116,73 @@ def test_cross_entropy_mask_shapes_and_ignore_index() -> None:
         masked_cross_entropy(logits, target[:, :2], m)
     with pytest.raises(TypeError, match="integer class indices"):
         masked_cross_entropy(logits, target.float(), m)
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+@settings(max_examples=20, deadline=None)
+@given(
+    seed=st.integers(0, 2**31), rate=st.sampled_from([0.0, 0.5, 1.0]), smoothing=st.sampled_from([0.0, 0.2])
+)
+def test_cross_entropy_per_timestep_logits_class_last(
+    reduction: str, seed: int, rate: float, smoothing: float
+) -> None:
+    # Keras' layout: (N, T, C) logits from a per-timestep Linear, (N, T) targets and mask.
+    rng = np.random.default_rng(seed)
+    logits = torch.tensor(rng.normal(size=(3, 4, 5)))  # (N, T, C)
+    target = torch.tensor(rng.integers(0, 5, size=(3, 4)))
+    m = torch.tensor(rng.random(size=(3, 4)) >= rate)
+    nan_logits = torch.where(m.unsqueeze(-1), logits, torch.tensor(math.nan, dtype=logits.dtype))
+    got = masked_cross_entropy(
+        nan_logits, torch.where(m, target, 99), m, reduction, label_smoothing=smoothing, class_dim=-1
+    )
+    want = masked_cross_entropy(
+        logits.transpose(1, 2), target, m, reduction, label_smoothing=smoothing, class_dim=1
+    )
+    torch.testing.assert_close(got, want)
+    ref = F.cross_entropy(logits[m], target[m], reduction="none", label_smoothing=smoothing)
+    if reduction == "mean":
+        torch.testing.assert_close(got, ref.mean() if ref.numel() else torch.tensor(0.0, dtype=got.dtype))
+    # A Masked input in the class-last layout: its mask (N, T, 1) masks whole steps.
+    masked_in = Masked(nan_logits, m.unsqueeze(-1))
+    torch.testing.assert_close(
+        masked_cross_entropy(masked_in, target, reduction=reduction, label_smoothing=smoothing, class_dim=-1),
+        got,
+    )
+
+
+def test_cross_entropy_layout_errors_say_which_layout_to_pass() -> None:
+    logits = torch.randn(2, 5, 3)  # (N, T, C) given with the default class_dim=1
+    with pytest.raises(
+        ValueError, match=r"for per-timestep logits \(N, T, C\) with target \(N, T\), pass class_dim=-1"
+    ):
+        masked_cross_entropy(logits, torch.zeros(2, 5, dtype=torch.long), torch.ones(2, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"expected logits \(N, \*, C\) and target \(N, \*\)"):
+        masked_cross_entropy(logits, torch.zeros(2, 3, dtype=torch.long), None, class_dim=-1)
+    with pytest.raises(ValueError, match="class_dim must not be the batch dimension"):
+        masked_cross_entropy(logits, torch.zeros(5, 3, dtype=torch.long), None, class_dim=0)
+    with pytest.raises(ValueError, match="class_dim 3 is out of range"):
+        masked_cross_entropy(logits, torch.zeros(2, 5, dtype=torch.long), None, class_dim=3)
+    with pytest.raises(ValueError, match="label_smoothing must lie in"):
+        masked_cross_entropy(logits, torch.zeros(2, 3, dtype=torch.long), None, label_smoothing=1.5)
+
+
+@pytest.mark.parametrize("name", list(ELEMENTWISE))
+def test_losses_follow_the_plain_twin_under_autocast_and_half(name: str) -> None:
+    ours, theirs = ELEMENTWISE[name]
+    x = torch.randn(2, 3, 4, dtype=torch.bfloat16)
+    t = torch.rand(2, 3, 4, dtype=torch.bfloat16)
+    m = torch.rand(2, 1, 4) > 0.3
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert ours(x, t, m).dtype == theirs(x, t).dtype == torch.float32
+    assert ours(x, t, m).dtype == theirs(x, t).dtype == torch.bfloat16
+    want = theirs(x.float()[m.expand_as(x)], t.float()[m.expand_as(x)])
+    torch.testing.assert_close(ours(x, t, m).float(), want, atol=1e-2, rtol=1e-2)
+
+
+def test_integer_input_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="masked_mse_loss: expected floating point input"):
+        masked_mse_loss(torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long), torch.ones(2))
+    with pytest.raises(ValueError, match=r"pos_weight \(3,\) does not broadcast"):
+        masked_binary_cross_entropy_with_logits(
+            torch.zeros(2, 4), torch.zeros(2, 4), torch.ones(2, 4), pos_weight=torch.ones(3)
+        )

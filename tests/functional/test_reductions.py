@@ -12,6 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from masknn import Masked
 from masknn.functional import (
     masked_log_softmax,
     masked_logsumexp,
@@ -173,3 +174,85 @@ def test_keepdim_and_negative_dims() -> None:
 def test_bad_mask_names_the_op() -> None:
     with pytest.raises(ValueError, match=r"masked_sum: mask shape \(3,\) does not fit data shape \(2, 3\)"):
         masked_sum(torch.zeros(2, 3), torch.ones(3, dtype=torch.bool))
+
+
+# ------------------------------------------------------------------- issue 11: dim=(), integers, T=0
+REDUCE_ALL = {
+    "sum": (masked_sum, NAIVE["sum"][1]),
+    "mean": (masked_mean, NAIVE["mean"][1]),
+    "var": (masked_var, _var),
+    "std": NAIVE["std"],
+    "max": NAIVE["max"],
+    "min": NAIVE["min"],
+    "logsumexp": NAIVE["logsumexp"],
+}
+
+
+@pytest.mark.parametrize("name", list(REDUCE_ALL))
+@settings(max_examples=25, deadline=None)
+@given(case=masked_arrays(), keepdim=st.booleans())
+def test_empty_dim_tuple_reduces_every_dimension_as_torch(
+    name: str, case: tuple[torch.Tensor, torch.Tensor, tuple[int, ...]], keepdim: bool
+) -> None:
+    # torch.sum(x, dim=()) reduces over every dimension; so must the masked reductions
+    # (they returned the input unchanged, and var/std zeros).
+    x, m, _ = case
+    op, naive = REDUCE_ALL[name]
+    xn = torch.where(m, x, torch.tensor(math.nan))
+    got = op(xn, m, dim=(), keepdim=keepdim)
+    want, valid = _naive(x, m, tuple(range(x.dim())), naive)
+    assert got.data.shape == torch.sum(x, dim=(), keepdim=keepdim).shape
+    assert got.mask.reshape(()).item() == bool(valid)
+    np.testing.assert_allclose(got.data.double().reshape(()).numpy(), want, rtol=1e-5, atol=1e-5)
+    assert torch.equal(got.data, op(xn, m, dim=None, keepdim=keepdim).data)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    values=st.lists(st.integers(-(2**40), 2**40), min_size=1, max_size=12),
+    keep=st.lists(st.booleans(), min_size=12, max_size=12),
+    dtype=st.sampled_from([torch.int64, torch.int32, torch.int16]),
+)
+def test_integer_sums_are_exact_and_int64(values: list[int], keep: list[bool], dtype: torch.dtype) -> None:
+    info = torch.iinfo(dtype)
+    values = [min(max(v, info.min // 16), info.max // 16) for v in values]
+    x = torch.tensor(values, dtype=dtype)
+    m = torch.tensor(keep[: len(values)])
+    got = masked_sum(x, m)
+    exact = sum(v for v, k in zip(values, keep) if k)
+    assert got.data.dtype == torch.sum(x).dtype == torch.int64
+    assert int(got.data) == exact  # float32 accumulation lost everything above 2**24
+    mean = masked_mean(x, m, dtype=torch.float64)
+    n = sum(keep[: len(values)])
+    assert mean.data.dtype == torch.float64
+    assert float(mean.data) == (exact / n if n else 0.0)
+
+
+def test_integer_sum_of_two_pow_24_plus_one_is_exact() -> None:
+    x = torch.tensor([[2**24 + 1, 5]], dtype=torch.int64)
+    m = torch.tensor([[True, False]])
+    assert masked_sum(x, m, dim=1).data.tolist() == [2**24 + 1]
+    assert masked_mean(x, m, dim=1, dtype=torch.float64).data.tolist() == [2**24 + 1]
+    with pytest.raises(TypeError, match=r"masked_mean: integer data \(torch.int64\) has no mean dtype"):
+        masked_mean(x, m, dim=1)
+    half = torch.full((1, 70000), 1.0, dtype=torch.float16)
+    assert (
+        masked_sum(half, torch.ones(1, 1, dtype=torch.bool), dim=1, dtype=torch.float32).data.item() == 70000
+    )
+
+
+@pytest.mark.parametrize(
+    "op", [masked_max, masked_min, masked_sum, masked_mean, masked_var, masked_logsumexp]
+)
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(0, 3), f=st.integers(1, 3), shared=st.booleans(), keepdim=st.booleans())
+def test_reduction_over_an_empty_dimension_gives_zeros_and_a_false_mask(
+    op: Callable[..., object], n: int, f: int, shared: bool, keepdim: bool
+) -> None:
+    x = torch.zeros(n, 0, f)
+    m = torch.zeros(n, 0, 1 if shared else f, dtype=torch.bool)
+    got = op(x, m, dim=1, keepdim=keepdim)
+    shape = (n, 1, f) if keepdim else (n, f)
+    assert isinstance(got, Masked)
+    assert got.data.shape == shape and got.mask.shape == shape
+    assert bool((got.data == 0).all()) and not bool(got.mask.any())

@@ -55,3 +55,24 @@ def test_bad_arguments() -> None:
         masked_temporal_pool(torch.zeros(2, 3, 1), torch.ones(2, 3), "mean", time_dim=3)
     with pytest.raises(ValueError, match=r"masked_temporal_pool: mask shape \(2, 4\)"):
         masked_temporal_pool(torch.zeros(2, 3, 1), torch.ones(2, 4), "mean")
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    n=st.integers(0, 3),
+    f=st.integers(1, 3),
+    per_feature=st.booleans(),
+    mode=st.sampled_from(["mean", "max", "last"]),
+    time_first=st.booleans(),
+)
+def test_no_time_step_gives_zeros_and_a_false_mask(
+    n: int, f: int, per_feature: bool, mode: str, time_first: bool
+) -> None:
+    # T = 0: 'max' and 'last' raised IndexError where 'mean' returned zeros with a False mask.
+    x = torch.zeros(n, 0, f)
+    m = torch.zeros(n, 0, f if per_feature else 1, dtype=torch.bool)
+    if time_first:
+        x, m = x.transpose(0, 1), m.transpose(0, 1)
+    out = masked_temporal_pool(x, m, mode, time_dim=0 if time_first else 1)
+    assert out.data.shape == (n, f) and out.mask.shape == (n, f)
+    assert bool((out.data == 0).all()) and not bool(out.mask.any())

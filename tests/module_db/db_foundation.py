@@ -52,6 +52,12 @@ def _ce_input_masked() -> tuple[Masked, torch.Tensor, torch.Tensor]:
     return logits, torch.randint(0, 5, (3, 4)), torch.ones(3, 4, dtype=torch.bool)
 
 
+def _ce_class_last() -> tuple[Masked, torch.Tensor, torch.Tensor]:
+    # Keras' layout: per-timestep logits (N, T, C), whole steps masked, target and mask (N, T).
+    logits = Masked(torch.randn(3, 4, 5), torch.rand(3, 4, 1) > 0.3)
+    return logits, torch.randint(0, 5, (3, 4)), torch.rand(3, 4) > 0.2
+
+
 FILL = {"fully_masked_zero": False}
 
 ENTRIES = [
@@ -96,5 +102,11 @@ ENTRIES = [
         mnn.MaskedCrossEntropyLoss,
         _ce_input_masked,
         id="MaskedCrossEntropyLoss-masked-logits",
+    ),
+    ModuleInfo(
+        mnn.MaskedCrossEntropyLoss,
+        lambda: mnn.MaskedCrossEntropyLoss("none", label_smoothing=0.1, class_dim=-1),
+        _ce_class_last,
+        id="MaskedCrossEntropyLoss-class-last",
     ),
 ]

@@ -8,6 +8,7 @@ from torch import Tensor
 
 from masknn._masked import Masked
 from masknn._validation import check_data, shape_str, to_bool_mask
+from masknn.functional._select import select
 
 __all__ = ["masked_scaled_dot_product_attention"]
 
@@ -45,9 +46,9 @@ def masked_sdpa(
 ) -> Masked:
     """Core of :func:`masked_scaled_dot_product_attention` on validated bool masks (..., L) / (..., S)."""
     zero = torch.zeros((), dtype=q.dtype, device=q.device)
-    q = torch.where(q_valid.unsqueeze(-1), q, zero)
-    k = torch.where(k_valid.unsqueeze(-1), k, zero)
-    v = torch.where(k_valid.unsqueeze(-1), v, zero)
+    q = select(q, q_valid.unsqueeze(-1))
+    k = select(k, k_valid.unsqueeze(-1))
+    v = select(v, k_valid.unsqueeze(-1))
     lq, s = q.shape[-2], k.shape[-2]
     allowed = k_valid.unsqueeze(-2)  # (..., 1, S)
     additive: Tensor | None = None
@@ -71,9 +72,22 @@ def masked_sdpa(
             torch.where(allowed, additive.to(q.dtype), zero),
             torch.tensor(-torch.inf, dtype=q.dtype, device=q.device),
         )
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=final, dropout_p=dropout_p, scale=scale)
+    if q.dim() == 3 and k.dim() == 3 and v.dim() == 3 and torch.compiler.is_exporting():
+        # Exported (torch.export, ONNX): (N, L, E) as one head, (N, 1, L, E), the layout the
+        # ONNX translation takes. Not in eager: 4-d inputs pick the fused CPU kernel, which
+        # has no double backward, while 3-d inputs keep the differentiable math kernel.
+        out = F.scaled_dot_product_attention(
+            q.unsqueeze(1),
+            k.unsqueeze(1),
+            v.unsqueeze(1),
+            attn_mask=final.unsqueeze(-3) if final.dim() >= 3 else final,
+            dropout_p=dropout_p,
+            scale=scale,
+        ).squeeze(1)
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=final, dropout_p=dropout_p, scale=scale)
     valid = (q_valid & row_ok).unsqueeze(-1)
-    return Masked(torch.where(valid, out, zero), valid)
+    return Masked(select(out, valid), valid)
 
 
 def masked_scaled_dot_product_attention(

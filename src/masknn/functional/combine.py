@@ -9,6 +9,7 @@ from torch import Tensor
 
 from masknn._masked import Masked
 from masknn._validation import check_data, shape_str, to_bool_mask
+from masknn.functional._select import select
 
 __all__ = ["masked_add", "masked_cat", "masked_mul"]
 
@@ -26,6 +27,13 @@ def _two(
     return x, to_bool_mask(op, x, mask), other, to_bool_mask(op, other, other_mask)
 
 
+def _select_to(x: Tensor, m: Tensor) -> Tensor:
+    """``torch.where(m, x, 0)`` where ``m`` may have more dimensions or larger sizes than ``x``."""
+    if m.dim() <= x.dim() and tuple(torch.broadcast_shapes(x.shape, m.shape)) == tuple(x.shape):
+        return select(x, m)
+    return torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
 def masked_add(x: Tensor, mask: Tensor, other: Tensor, other_mask: Tensor) -> Masked:
     """``x + other`` where masked terms count as 0; valid where either is (union).
 
@@ -37,9 +45,7 @@ def masked_add(x: Tensor, mask: Tensor, other: Tensor, other_mask: Tensor) -> Ma
         (tensor([11.,  0., 30.]), tensor([ True, False,  True]))
     """
     x, m, y, n = _two("masked_add", x, mask, other, other_mask)
-    zx = torch.zeros((), dtype=x.dtype, device=x.device)
-    zy = torch.zeros((), dtype=y.dtype, device=y.device)
-    return Masked(torch.where(m, x, zx) + torch.where(n, y, zy), m | n)
+    return Masked(select(x, m) + select(y, n), m | n)
 
 
 def masked_mul(x: Tensor, mask: Tensor, other: Tensor, other_mask: Tensor) -> Masked:
@@ -54,10 +60,8 @@ def masked_mul(x: Tensor, mask: Tensor, other: Tensor, other_mask: Tensor) -> Ma
     """
     x, m, y, n = _two("masked_mul", x, mask, other, other_mask)
     both = m & n
-    zx = torch.zeros((), dtype=x.dtype, device=x.device)
-    zy = torch.zeros((), dtype=y.dtype, device=y.device)
-    prod = torch.where(both, x, zx) * torch.where(both, y, zy)
-    return Masked(prod, both)
+    # Select both factors (Inf * 0 would be NaN) where both are valid.
+    return Masked(_select_to(x, both) * _select_to(y, both), both)
 
 
 def masked_cat(tensors: Sequence[Tensor], masks: Sequence[Tensor], dim: int = 1) -> Masked:
@@ -99,5 +103,4 @@ def masked_cat(tensors: Sequence[Tensor], masks: Sequence[Tensor], dim: int = 1)
         shape[d] = int(t.shape[d])
         parts.append(mk.expand(shape))
     mask = torch.cat(parts, dim=d)
-    zero = torch.zeros((), dtype=data.dtype, device=data.device)
-    return Masked(torch.where(mask, data, zero), mask)
+    return Masked(select(data, mask), mask)

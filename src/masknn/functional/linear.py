@@ -8,6 +8,7 @@ from torch import Tensor
 
 from masknn._masked import Masked
 from masknn._validation import check_data, shape_str, to_bool_mask
+from masknn.functional._select import select
 from masknn.functional._spatial import acc_dtype
 
 __all__ = ["masked_flatten", "masked_linear"]
@@ -46,15 +47,14 @@ def masked_linear(
             f"{op}: data shape {shape_str(x.shape)} does not end with in_features = {weight.shape[-1]} "
             f"(weight shape {shape_str(weight.shape)})"
         )
-    if weight.dtype != x.dtype or weight.device != x.device:
+    autocast = torch.is_autocast_enabled(x.device.type)
+    if (weight.dtype != x.dtype and not autocast) or weight.device != x.device:
         raise TypeError(
             f"{op}: weight ({weight.dtype} on {weight.device}) and data ({x.dtype} on {x.device}) "
             "must share dtype and device"
         )
     m = to_bool_mask(op, x, mask)
-    zero = torch.zeros((), dtype=x.dtype, device=x.device)
-    xz = torch.where(m, x, zero)
-    n_in = x.shape[-1]
+    xz = select(x, m)
     if m.shape[-1] == 1:
         valid = m
         cnt = None
@@ -64,14 +64,16 @@ def masked_linear(
     if mode == "partial" and cnt is not None:
         # The rescale in the accumulation dtype: n / count reaches n_in, which overflows
         # float16 beyond 65504 features (a flattened image with one valid value gave Inf).
+        y = F.linear(xz, weight)
         acc = cnt.dtype
-        out = F.linear(xz, weight).to(acc)
-        scale = torch.where(valid, n_in / cnt.clamp_min(1), torch.zeros_like(cnt))
-        out = torch.addcmul(bias.to(acc), out, scale) if bias is not None else out * scale
-        out = out.to(x.dtype)
+        scale = torch.where(
+            valid, x.shape[-1] / cnt.clamp_min(1), torch.zeros((), dtype=acc, device=x.device)
+        )
+        b = bias.to(acc) if bias is not None else None
+        out = (torch.addcmul(b, y.to(acc), scale) if b is not None else y.to(acc) * scale).to(y.dtype)
     else:
         out = F.linear(xz, weight, bias)
-    out = torch.where(valid, out, zero)
+    out = select(out, valid)
     return Masked(out, valid)
 
 
@@ -96,7 +98,7 @@ def masked_flatten(x: Tensor, mask: Tensor, start_dim: int = 1, end_dim: int = -
         raise ValueError(
             f"{op}: start_dim {start_dim} comes after end_dim {end_dim} for shape {shape_str(x.shape)}"
         )
-    data = torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device)).flatten(s, e)
+    data = select(x, m).flatten(s, e)
     if x.dim() == 0:
         return Masked(data, m.reshape(data.shape))
     if any(m.shape[d] != 1 for d in range(s, e + 1)):

@@ -6,10 +6,22 @@ Each loss takes ``(input, target, mask, reduction="mean")``. ``input`` and
 indices included) never reach the loss nor receive a gradient. With
 ``reduction="mean"`` the sum is divided by the number of valid elements; a batch
 with no valid element gives a loss of exactly 0 (not NaN). ``reduction="none"``
-returns the per-element loss with exactly 0 at masked elements.
+returns the per-element loss with exactly 0 at masked elements (and a NaN or Inf
+cotangent there reaches no gradient).
+
+Dtypes follow the plain losses: under ``torch.autocast`` the losses run in float32,
+as ``F.mse_loss`` and the others do (CPU and CUDA autocast cast them to float32).
+
+Every loss is plain differentiable torch ops (``torch.compile``, ``torch.export``,
+ONNX, ``torch.func``, double backward). On eager CPU, the losses of the difference
+``input - target`` (MSE, L1, smooth L1) run a fused node instead: the difference is
+selected in place and reduced in one pass, and its backward is one pass; a backward
+with ``create_graph=True`` re-runs the plain composite (so double backward works).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +29,7 @@ from torch import Tensor
 
 from masknn._masked import Masked
 from masknn._validation import check_data, shape_str, to_bool_mask
-from masknn.functional._spatial import select
+from masknn.functional._select import differentiable_backward, fast_path, mask_bits, select
 
 __all__ = [
     "masked_binary_cross_entropy_with_logits",
@@ -28,11 +40,25 @@ __all__ = [
 ]
 
 _REDUCTIONS = ("none", "sum", "mean")
+_FAST_DTYPES = (torch.float32, torch.float64)
+
+
+def _check_reduction(op: str, reduction: str) -> None:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{op}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def _autocast_fp32(*ts: Tensor) -> tuple[Tensor, ...]:
+    """Under autocast, the plain losses run in float32: do the same."""
+    if not ts or not torch.is_autocast_enabled(ts[0].device.type):
+        return ts
+    return tuple(t.float() if t.is_floating_point() else t for t in ts)
 
 
 def _unpack(
     op: str, input: Tensor | Masked, target: Tensor | Masked, mask: Tensor | None
 ) -> tuple[Tensor, Tensor, Tensor]:
+    """(input, target, valid): ``valid`` is bool and broadcasts to the input (never expanded)."""
     masks: list[tuple[Tensor, Tensor]] = []
     if isinstance(input, Masked):
         masks.append((input.data, input.mask))
@@ -47,39 +73,218 @@ def _unpack(
             f"{op}: input shape {shape_str(input.shape)} and target shape "
             f"{shape_str(target.shape)} differ; expected the same shape"
         )
+    if not input.is_floating_point():
+        raise TypeError(f"{op}: expected floating point input, got dtype {input.dtype}")
     if mask is not None:
         masks.append((input, mask))
     if not masks:
         raise TypeError(f"{op}: expected a mask (or a masknn.Masked input or target)")
-    valid = torch.ones((), dtype=torch.bool, device=input.device)
-    for data, m in masks:
+    valid = to_bool_mask(op, masks[0][0], masks[0][1])
+    for data, m in masks[1:]:
         valid = valid & to_bool_mask(op, data, m)
-    return input, target, valid.expand(input.shape)
+    return input, target, valid
 
 
-def _reduce(op: str, elem: Tensor, valid: Tensor, reduction: str) -> Tensor:
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"{op}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-    elem = select(elem, valid)  # torch.where(valid, elem, 0), bit by bit (2-5x faster on CPU)
+def _count(valid: Tensor, numel: int) -> Tensor:
+    """Number of valid elements (int64, 0-d) of a mask broadcast to ``numel`` elements."""
+    c = valid.sum(dtype=torch.int64)
+    if valid.numel() == numel:  # guards on shapes only, never on a size's value
+        return c
+    return c * (numel // valid.numel())
+
+
+def _reduce(elem: Tensor, valid: Tensor, reduction: str) -> Tensor:
+    """Reduce a per-element loss that is already exactly 0 at masked elements."""
     if reduction == "none":
         return elem
     acc = torch.float32 if elem.dtype in (torch.float16, torch.bfloat16) else elem.dtype
-    total = elem.to(acc).sum()
-    if reduction == "sum":
-        return total.to(elem.dtype)
-    count = valid.sum().to(acc)
-    return torch.where(count > 0, total / count.clamp_min(1), torch.zeros_like(total)).to(elem.dtype)
+    total = elem.sum(dtype=acc)
+    if reduction == "mean":
+        # The total is 0 when nothing is valid: 0 / 1 = 0, never NaN.
+        total = total / _count(valid, elem.numel()).clamp_min(1).to(acc)
+    return total.to(elem.dtype)
 
 
-def _elementwise(
+# ---------------------------------------------------------------- losses of d = input - target
+def _elem_of_diff(kind: str, d: Tensor, beta: float) -> Tensor:
+    """The per-element loss of the difference ``d`` (0 where ``d`` is 0), plain ops."""
+    if kind == "mse":
+        return d * d
+    if kind == "l1":
+        return d.abs()
+    return F.smooth_l1_loss(d, torch.zeros_like(d), reduction="none", beta=beta)
+
+
+def _bce_elem(x: Tensor, t: Tensor, pos_weight: Tensor | None) -> Tensor:
+    pw = pos_weight.to(x.dtype) if pos_weight is not None else None
+    return F.binary_cross_entropy_with_logits(x, t, reduction="none", pos_weight=pw)
+
+
+def _loss_composite(
+    x: Tensor,
+    t: Tensor,
+    valid: Tensor,
+    kind: str,
+    beta: float,
+    reduction: str,
+    pos_weight: Tensor | None = None,
+) -> Tensor:
+    """The loss in plain differentiable ops (the composable path)."""
+    if kind == "bce":
+        # Select the inputs (masked values never reach the loss, so its gradient is finite)
+        # and the output (the loss of (0, 0) is log 2, not 0; this select also stops a NaN
+        # cotangent at a masked element).
+        elem = select(_bce_elem(select(x, valid), select(t, valid), pos_weight), valid)
+    else:
+        elem = _elem_of_diff(kind, select(x - t, valid), beta)
+    return _reduce(elem, valid, reduction)
+
+
+#: Elements per chunk of the fused losses (512 KB of float32): each chunk's temporaries stay in L2.
+_CHUNK = 1 << 17
+
+
+def _select_(t: Tensor, bits: Tensor) -> Tensor:
+    """In place: ``t`` where the mask bits are all ones, +0.0 where they are zeros."""
+    torch.bitwise_and(t.view(bits.dtype), bits, out=t.view(bits.dtype))
+    return t
+
+
+def _chunks(n: int, numel: int) -> list[tuple[int, int]]:
+    step = max(1, _CHUNK // max(1, numel // max(n, 1)))
+    return [(i, min(i + step, n)) for i in range(0, n, step)]
+
+
+def _fused_elem_sum(
+    kind: str, x: Tensor, t: Tensor, valid: Tensor, beta: float, keep: Tensor | None
+) -> Tensor:
+    """Sum over the batch of the selected per-element loss, chunk by chunk along dim 0.
+
+    The mask bits are made per chunk (no full-size integer mask) and ``keep`` (the
+    full-size buffer for ``d``, or None) receives the selected difference when the
+    backward needs it; otherwise one small buffer is reused.
+    """
+    parts: list[Tensor] = []
+    n = int(x.shape[0])
+    ranges = _chunks(n, x.numel())
+    buf = None if keep is not None else torch.empty((ranges[0][1], *x.shape[1:]), dtype=x.dtype)
+    # Integer mask bits for the whole batch when they are small (fewer ops), else per chunk:
+    # a fresh multi-megabyte buffer costs more in page faults than the extra small ops.
+    shared = mask_bits(valid, x.dtype) if valid.numel() <= _CHUNK or valid.shape[0] == 1 else None
+    for i, j in ranges:
+        if shared is None:
+            b = mask_bits(valid[i:j], x.dtype)
+        else:
+            b = shared if shared.shape[0] == 1 else shared[i:j]
+        if kind == "bce":
+            e = _select_(F.binary_cross_entropy_with_logits(x[i:j], t[i:j], reduction="none"), b)
+            parts.append(e.sum())
+            continue
+        d = keep[i:j] if keep is not None else buf[: j - i]  # type: ignore[index]
+        _select_(torch.sub(x[i:j], t[i:j], out=d), b)
+        flat = d.reshape(-1)
+        if kind == "mse":
+            parts.append(torch.dot(flat, flat))
+        elif kind == "l1":
+            parts.append(flat.abs().sum())
+        else:
+            zeros = torch.zeros((), dtype=d.dtype).expand(flat.shape)
+            parts.append(F.smooth_l1_loss(flat, zeros, reduction="sum", beta=beta))
+    return parts[0] if len(parts) == 1 else torch.stack(parts).sum()
+
+
+class _FusedLoss(torch.autograd.Function):
+    """Eager-CPU fused masked loss (MSE, L1, smooth L1 of ``d = x - t``; BCE with logits).
+
+    Forward: the loss of each chunk of the batch is computed, selected in place (bitwise)
+    and reduced while it is in cache. Backward: one or two passes writing the gradient,
+    selected again when the cotangent is per element (``reduction="none"``), so a NaN or
+    Inf cotangent at a masked element reaches nothing. With ``create_graph=True`` the
+    backward re-runs the plain composite (:func:`differentiable_backward`).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: Tensor, t: Tensor, valid: Tensor, kind: str, beta: float, reduction: str
+    ) -> Tensor:
+        ctx.args = (kind, beta, reduction)
+        need = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        if reduction == "none":
+            bits = mask_bits(valid, x.dtype)
+            if kind == "bce":
+                out = _select_(F.binary_cross_entropy_with_logits(x, t, reduction="none"), bits)
+                ctx.save_for_backward(x, t, valid)
+                return out
+            d = _select_(torch.sub(x, t), bits)
+            ctx.save_for_backward(x, t, valid, d)
+            return _elem_of_diff(kind, d, beta)
+        keep = torch.empty(x.shape, dtype=x.dtype) if need and kind != "bce" else None
+        total = _fused_elem_sum(kind, x, t, valid, beta, keep)
+        if keep is not None:
+            ctx.save_for_backward(x, t, valid, keep)
+        else:
+            ctx.save_for_backward(x, t, valid)
+        if reduction == "mean":
+            total = total / _count(valid, x.numel()).clamp_min(1).to(x.dtype)
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        saved = ctx.saved_tensors
+        x, t, valid = saved[:3]
+        kind, beta, reduction = ctx.args
+        need_x, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if torch.is_grad_enabled() or not fast_path(grad):
+
+            def composite(a: Tensor, b: Tensor) -> Tensor:
+                return _loss_composite(a, b, valid, kind, beta, reduction)
+
+            gx, gt = differentiable_backward(composite, (x, t), (grad,), (need_x, need_t))
+            return gx, gt, None, None, None, None
+        if reduction == "mean":
+            grad = grad / _count(valid, x.numel()).clamp_min(1).to(grad.dtype)
+        if kind == "bce":  # d loss / dx = (sigmoid(x) - t) * grad ; d loss / dt = -x * grad
+            bits = mask_bits(valid, x.dtype)
+            gx = _select_(torch.sigmoid(x).sub_(t).mul_(grad), bits) if need_x else None
+            gt = _select_(torch.mul(x, grad).neg_(), bits) if need_t else None
+            return gx, gt, None, None, None, None
+        d = saved[3]
+        # f'(d) * grad: exactly 0 where d is 0 (masked) for a finite grad.
+        if kind == "mse":
+            gd = d * (grad * 2.0)
+        elif kind == "smooth_l1" and beta > 0:  # clamp(d, -beta, beta) / beta: d / beta or sign(d)
+            gd = torch.clamp(d, -beta, beta).mul_(grad / beta)
+        else:
+            gd = torch.sign(d).mul_(grad)
+        if reduction == "none":  # a NaN/Inf cotangent at a masked element reaches no gradient
+            _select_(gd, mask_bits(valid, x.dtype))
+        return (gd if need_x else None), (gd.neg() if need_t else None), None, None, None, None
+
+
+def _loss(
     op: str,
+    kind: str,
     input: Tensor | Masked,
     target: Tensor | Masked,
     mask: Tensor | None,
     reduction: str,
-) -> tuple[Tensor, Tensor, Tensor]:
+    beta: float = 1.0,
+    pos_weight: Tensor | None = None,
+) -> Tensor:
+    _check_reduction(op, reduction)
     x, t, valid = _unpack(op, input, target, mask)
-    return select(x, valid), select(t, valid), valid
+    x, t = _autocast_fp32(x, t)
+    if (
+        fast_path(x, t, valid)  # first: nothing below is evaluated under a tracer
+        and pos_weight is None
+        and x.dtype in _FAST_DTYPES
+        and t.dtype == x.dtype
+        and x.dim() > 0
+        and x.numel() > 0
+    ):
+        out: Tensor = _FusedLoss.apply(x, t, valid, kind, float(beta), reduction)
+        return out
+    return _loss_composite(x, t, valid, kind, float(beta), reduction, pos_weight)
 
 
 def masked_mse_loss(
@@ -94,16 +299,22 @@ def masked_mse_loss(
         >>> masked_mse_loss(pred, target, ~target.isnan())
         tensor(2.)
     """
-    x, t, valid = _elementwise("masked_mse_loss", input, target, mask, reduction)
-    return _reduce("masked_mse_loss", F.mse_loss(x, t, reduction="none"), valid, reduction)
+    return _loss("masked_mse_loss", "mse", input, target, mask, reduction)
 
 
 def masked_l1_loss(
     input: Tensor | Masked, target: Tensor | Masked, mask: Tensor | None = None, reduction: str = "mean"
 ) -> Tensor:
-    """Mean absolute error over valid elements."""
-    x, t, valid = _elementwise("masked_l1_loss", input, target, mask, reduction)
-    return _reduce("masked_l1_loss", F.l1_loss(x, t, reduction="none"), valid, reduction)
+    """Mean absolute error over valid elements.
+
+    Examples:
+        >>> import torch
+        >>> pred = torch.tensor([1.0, 2.0, 3.0])
+        >>> target = torch.tensor([2.0, float("nan"), 6.0])
+        >>> masked_l1_loss(pred, target, ~target.isnan())
+        tensor(2.)
+    """
+    return _loss("masked_l1_loss", "l1", input, target, mask, reduction)
 
 
 def masked_smooth_l1_loss(
@@ -113,10 +324,18 @@ def masked_smooth_l1_loss(
     reduction: str = "mean",
     beta: float = 1.0,
 ) -> Tensor:
-    """Smooth L1 (Huber-like) loss over valid elements, as ``F.smooth_l1_loss``."""
-    x, t, valid = _elementwise("masked_smooth_l1_loss", input, target, mask, reduction)
-    elem = F.smooth_l1_loss(x, t, reduction="none", beta=beta)
-    return _reduce("masked_smooth_l1_loss", elem, valid, reduction)
+    """Smooth L1 (Huber-like) loss over valid elements, as ``F.smooth_l1_loss``.
+
+    Examples:
+        >>> import torch
+        >>> pred = torch.tensor([0.5, 2.0, 3.0])
+        >>> target = torch.tensor([0.0, float("nan"), 6.0])
+        >>> masked_smooth_l1_loss(pred, target, ~target.isnan(), reduction="none")
+        tensor([0.1250, 0.0000, 2.5000])
+    """
+    if beta < 0:
+        raise ValueError(f"masked_smooth_l1_loss: beta must be >= 0, got {beta}")
+    return _loss("masked_smooth_l1_loss", "smooth_l1", input, target, mask, reduction, beta)
 
 
 def masked_binary_cross_entropy_with_logits(
@@ -126,11 +345,27 @@ def masked_binary_cross_entropy_with_logits(
     reduction: str = "mean",
     pos_weight: Tensor | None = None,
 ) -> Tensor:
-    """Binary cross-entropy on logits over valid elements, as ``F.binary_cross_entropy_with_logits``."""
+    """Binary cross-entropy on logits over valid elements, as ``F.binary_cross_entropy_with_logits``.
+
+    Examples:
+        >>> import torch
+        >>> logits = torch.tensor([0.0, float("nan")])
+        >>> target = torch.tensor([1.0, 1.0])
+        >>> masked_binary_cross_entropy_with_logits(logits, target, torch.tensor([True, False]))
+        tensor(0.6931)
+    """
     op = "masked_binary_cross_entropy_with_logits"
-    x, t, valid = _elementwise(op, input, target, mask, reduction)
-    elem = F.binary_cross_entropy_with_logits(x, t, reduction="none", pos_weight=pos_weight)
-    return _reduce(op, elem, valid, reduction)
+    if pos_weight is not None:
+        pos_weight = check_data(op, pos_weight)
+        x_shape = (input.data if isinstance(input, Masked) else check_data(op, input)).shape
+        try:
+            torch.broadcast_shapes(pos_weight.shape, x_shape)
+        except RuntimeError:
+            raise ValueError(
+                f"{op}: pos_weight {shape_str(pos_weight.shape)} does not broadcast to the input "
+                f"{shape_str(x_shape)}; expected one weight per class along the last dimension"
+            ) from None
+    return _loss(op, "bce", input, target, mask, reduction, pos_weight=pos_weight)
 
 
 def masked_cross_entropy(
@@ -140,13 +375,22 @@ def masked_cross_entropy(
     reduction: str = "mean",
     label_smoothing: float = 0.0,
     ignore_index: int = -100,
+    class_dim: int = 1,
 ) -> Tensor:
-    """Cross-entropy of logits ``(N, C, *)`` against class indices ``(N, *)`` at valid positions.
+    """Cross-entropy of logits against class indices at valid positions.
 
-    ``mask`` fits the target ``(N, *)`` (each dimension equal or 1); a mask
-    ``(N, 1, *)`` shaped like the input is accepted too. Targets equal to
-    ``ignore_index`` count as masked. With a ``Masked`` input, a position is
-    valid when all its class logits are. Masked targets may hold any integer.
+    Two layouts, chosen explicitly by ``class_dim`` (a shape alone can be ambiguous,
+    e.g. ``T == C``):
+
+    * ``class_dim=1`` (default, as ``F.cross_entropy``): logits ``(N, C, *)``, target
+      ``(N, *)``, e.g. ``(N, C, T)`` or ``(N, C, H, W)``;
+    * ``class_dim=-1`` (as Keras, and a per-timestep ``Linear`` head): logits
+      ``(N, T, C)`` (any ``(N, *, C)``), target ``(N, T)``.
+
+    ``mask`` fits the target (each dimension equal or 1); a mask shaped like the
+    logits with size 1 along the class dimension is accepted too. Targets equal to
+    ``ignore_index`` count as masked. With a ``Masked`` input, a position is valid
+    when all its class logits are. Masked targets may hold any integer.
 
     Examples:
         >>> import torch
@@ -155,35 +399,67 @@ def masked_cross_entropy(
         >>> loss = masked_cross_entropy(logits, target, torch.tensor([True, False]))
         >>> round(float(loss), 4)
         0.1269
+        >>> per_step = torch.randn(2, 5, 3)  # (N, T, C) from a per-timestep Linear
+        >>> steps = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 0, 0, 0]], dtype=torch.bool)
+        >>> masked_cross_entropy(per_step, torch.zeros(2, 5, dtype=torch.long), steps, class_dim=-1).shape
+        torch.Size([])
     """
     op = "masked_cross_entropy"
+    _check_reduction(op, reduction)
     valid_in: Tensor | None = None
     if isinstance(input, Masked):
-        valid_in = input.full_mask().all(dim=1) if input.data.dim() > 1 else input.full_mask()
-        input = input.data
+        data = check_data(op, input.data)
+        valid_in = input.full_mask()
+        input = data
     input = check_data(op, input)
     target = check_data(op, target)
-    if (
-        input.dim() < 1
-        or target.dim() != max(input.dim() - 1, 0)
-        or (target.dim() > 0 and (target.shape[0] != input.shape[0] or target.shape[1:] != input.shape[2:]))
-    ):
+    nd = input.dim()
+    if not isinstance(class_dim, int) or not -max(nd, 1) <= class_dim < max(nd, 1):
         raise ValueError(
-            f"{op}: expected logits (N, C, *) and target (N, *); got input "
-            f"{shape_str(input.shape)} and target {shape_str(target.shape)}"
+            f"{op}: class_dim {class_dim!r} is out of range for logits {shape_str(input.shape)}; "
+            "expected 1 for (N, C, *) logits or -1 for (N, *, C)"
         )
-    if target.is_floating_point():
+    cd = class_dim % max(nd, 1)
+    if nd > 1 and cd == 0:
+        raise ValueError(f"{op}: class_dim must not be the batch dimension 0; expected 1 or -1")
+    if nd > 1 and cd != 1:
+        input = input.movedim(cd, 1)
+        valid_in = valid_in.movedim(cd, 1) if valid_in is not None else None
+    expected = (input.shape[0], *input.shape[2:]) if nd > 1 else ()
+    if nd < 1 or tuple(target.shape) != tuple(expected):
+        want = "(N, C, *) and target (N, *)" if cd == 1 else "(N, *, C) and target (N, *)"
+        hint = ""
+        if cd == 1 and nd == 3 and tuple(target.shape) == (input.shape[0], input.shape[1]):
+            hint = "; for per-timestep logits (N, T, C) with target (N, T), pass class_dim=-1"
+        raise ValueError(
+            f"{op}: expected logits {want} (class_dim={class_dim}); got input "
+            f"{shape_str(input.shape if cd == 1 else input.movedim(1, cd).shape)} and target "
+            f"{shape_str(target.shape)}{hint}"
+        )
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
         raise TypeError(f"{op}: expected integer class indices as target, got {target.dtype}")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"{op}: label_smoothing must lie in [0, 1], got {label_smoothing}")
+    if not input.is_floating_point():
+        raise TypeError(f"{op}: expected floating point logits, got dtype {input.dtype}")
+    (input,) = _autocast_fp32(input)
     valid = target != ignore_index
     if mask is not None:
-        if mask.dim() == input.dim() and input.dim() > 1 and mask.shape[1] == 1:
-            mask = mask.squeeze(1)
+        if isinstance(mask, Tensor) and mask.dim() == nd and nd > 1 and mask.shape[class_dim] == 1:
+            mask = mask.squeeze(class_dim)
         valid = valid & to_bool_mask(op, target, mask, allow_sequence=False)
     if valid_in is not None:
-        valid = valid & valid_in
-    valid = valid.expand(target.shape)
-    chan = valid.unsqueeze(1) if input.dim() > 1 else valid
-    x = torch.where(chan, input, torch.zeros((), dtype=input.dtype, device=input.device))
-    t = torch.where(valid, target, torch.zeros_like(target))
-    elem = F.cross_entropy(x, t, reduction="none", label_smoothing=label_smoothing)
-    return _reduce(op, elem, valid, reduction)
+        valid = valid & (valid_in.all(dim=1) if nd > 1 else valid_in)
+    chan = valid.unsqueeze(1) if nd > 1 else valid
+    x = select(input, chan)
+    t = torch.where(valid, target, torch.zeros((), dtype=target.dtype, device=target.device))
+    # F.cross_entropy's formula, written out (log-softmax, gather, smoothing) so that every
+    # exporter sees plain ops (the ONNX translation of label smoothing differs from torch's).
+    logp = x.log_softmax(1 if nd > 1 else 0)
+    if nd > 1:
+        elem = -logp.gather(1, t.unsqueeze(1)).squeeze(1)
+    else:
+        elem = -logp.gather(0, t.reshape(1)).reshape(())
+    if label_smoothing > 0:
+        elem = (1.0 - label_smoothing) * elem - label_smoothing * logp.mean(1 if nd > 1 else 0)
+    return _reduce(select(elem, valid), valid, reduction)

@@ -4,20 +4,32 @@ Each takes ``(x, mask, dim=None, keepdim=False)`` and returns a
 :class:`~masknn.Masked` whose mask tells where at least one element was valid
 (for var/std: more valid elements than ``correction``). A reduction over no
 valid element gives exactly 0 there (never NaN), and masked values (NaN, Inf
-included) never reach the result or receive a gradient. Sums and counts of
-half-precision inputs accumulate in float32.
+included) never reach the result or receive a gradient.
+
+Dimensions and dtypes follow torch: ``dim=None`` and ``dim=()`` reduce over every
+dimension; the sum of integer (or bool) data is ``int64`` and exact; the mean of
+integer data needs an explicit floating ``dtype`` (as ``torch.mean``); half-precision
+sums and means accumulate in float32 and return the input's dtype.
+
+Every op is written with plain differentiable torch ops (``torch.compile`` with
+dynamic shapes, ``torch.export``, ONNX, ``torch.func`` and double backward all see
+them), except one eager-CPU fast kernel: the masked sum (hence the mean) selects and
+sums in cache-sized chunks (:func:`masknn.functional._select.fast_path` decides).
+The mask is never expanded to the data's size: counts are taken on the mask as given
+and scaled by the sizes it broadcasts over.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from masknn._masked import Masked
 from masknn._validation import check_data, to_bool_mask
-from masknn.functional._spatial import select
+from masknn.functional._select import _BITS, differentiable_backward, fast_path, mask_bits, select
 
 __all__ = [
     "masked_log_softmax",
@@ -33,72 +45,191 @@ __all__ = [
 
 Dims = int | Sequence[int] | None
 
+_HALF = (torch.float16, torch.bfloat16)
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+#: Elements per chunk of the fast masked sum (4 MB of float32): below that one chunk costs fewer
+#: ops; above, the selected copy of a chunk stays in the last-level cache.
+_CHUNK = 1 << 20
+
 
 def _prepare(op: str, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """The data and its bool mask as given (broadcastable, never expanded)."""
     x = check_data(op, x)
-    m = to_bool_mask(op, x, mask).expand(x.shape)
-    return x, m
+    return x, to_bool_mask(op, x, mask)
+
+
+def _floating(op: str, x: Tensor) -> None:
+    if not x.is_floating_point():
+        raise TypeError(f"{op}: expected floating point data, got dtype {x.dtype}")
 
 
 def _dims(op: str, x: Tensor, dim: Dims) -> tuple[int, ...]:
-    if dim is None:
-        return tuple(range(x.dim()))
-    dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    """Normalized reduction dims; ``None`` and ``()`` mean every dimension (as torch)."""
+    nd = x.dim()
+    dims = () if dim is None else (dim,) if isinstance(dim, int) else tuple(dim)
     out = []
     for d in dims:
-        if not -x.dim() <= d < max(x.dim(), 1):
-            raise ValueError(f"{op}: dim {d} is out of range for data with {x.dim()} dimensions")
-        out.append(d % max(x.dim(), 1))
+        if not isinstance(d, int) or isinstance(d, bool):
+            raise TypeError(f"{op}: expected dim as int or a sequence of ints, got {dim!r}")
+        if not -max(nd, 1) <= d < max(nd, 1):
+            raise ValueError(f"{op}: dim {d} is out of range for data with {nd} dimensions")
+        out.append(d % max(nd, 1))
     if len(set(out)) != len(out):
         raise ValueError(f"{op}: dims {dims} repeat a dimension")
-    return tuple(out)
+    if nd == 0:
+        return ()
+    return tuple(sorted(out)) if out else tuple(range(nd))
 
 
-def _acc_dtype(x: Tensor) -> torch.dtype:
-    if x.dtype in (torch.float16, torch.bfloat16) or not x.is_floating_point():
-        return torch.float32
-    return x.dtype
+def _count(x: Tensor, m: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """Valid elements per output position (int64, keepdim, the mask's broadcast shape).
+
+    Taken on the mask as given, times the sizes of the reduced dimensions it broadcasts
+    over (an ``(N, 1, H, W)`` mask counts ``C`` times per position): no expansion.
+    """
+    if not dims:
+        return m.to(torch.int64)
+    count = m.sum(dims, keepdim=True, dtype=torch.int64)
+    for d in dims:  # no Python bool of a (symbolic) data size: compile stays dynamic
+        if m.shape[d] == 1:
+            count = count * x.shape[d]
+    return count
 
 
-def _out_dtype(x: Tensor) -> torch.dtype:
-    return x.dtype if x.is_floating_point() else torch.float32
+def _squeeze(t: Tensor, dims: tuple[int, ...], keepdim: bool) -> Tensor:
+    return t if keepdim or not dims else t.squeeze(dims)
 
 
-def _sum_count(x: Tensor, m: Tensor, dims: tuple[int, ...], keepdim: bool) -> tuple[Tensor, Tensor]:
-    acc = _acc_dtype(x)
-    xs = select(x, m).to(acc)  # torch.where(m, x, 0), bit by bit (2-5x faster on CPU)
-    total = xs.sum(dim=dims, keepdim=keepdim) if dims else xs
-    count = m.to(acc).sum(dim=dims, keepdim=keepdim) if dims else m.to(acc)
-    return total, count
+def _out_mask(valid: Tensor, like: Tensor) -> Tensor:
+    """The output mask at the output's shape (an expanded view: no copy)."""
+    return valid.expand(like.shape) if valid.shape != like.shape else valid
 
 
-def masked_sum(x: Tensor, mask: Tensor, dim: Dims = None, keepdim: bool = False) -> Masked:
-    """Sum of the valid elements along ``dim`` (all dims when ``None``).
+class _SelectSum(torch.autograd.Function):
+    """``torch.where(m, x, 0).sum(dims, keepdim=True, dtype=dtype)`` on eager CPU, chunked.
+
+    The bitwise select writes one chunk of the batch at a time into a small buffer that
+    stays in cache and is summed at once: the data is read from memory once, as by a
+    plain ``sum``. The backward is :func:`select` of the expanded gradient (itself
+    differentiable, so double backward works).
+    """
+
+    @staticmethod
+    def forward(x: Tensor, m: Tensor, dims: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+        # Integer mask bits for the whole batch when they are small (fewer ops), else per chunk:
+        # a fresh multi-megabyte buffer costs more in page faults than the extra small ops.
+        shared = mask_bits(m, x.dtype) if m.numel() <= _CHUNK or m.shape[0] == 1 else None
+        itype = _BITS[x.dtype]
+        xr = x.resolve_neg()
+        n = int(x.shape[0])
+        row = max(1, x.numel() // max(n, 1))
+        step = max(1, _CHUNK // row)
+        out = torch.empty([1 if i in dims else int(s) for i, s in enumerate(x.shape)], dtype=dtype)
+        buf = torch.empty((min(step, n), *x.shape[1:]), dtype=x.dtype)
+        for i in range(0, n, step):
+            j = min(i + step, n)
+            part = buf[: j - i]
+            if shared is None:
+                b = mask_bits(m[i:j], x.dtype)
+            else:
+                b = shared if shared.shape[0] == 1 else shared[i:j]
+            torch.bitwise_and(xr[i:j].view(itype), b, out=part.view(itype))
+            torch.sum(part, dims, keepdim=True, dtype=dtype, out=out[i:j])
+        return out
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        x, m = inputs[0], inputs[1]
+        ctx.save_for_backward(m)
+        ctx.shape = x.shape
+        ctx.xdtype = x.dtype
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        (m,) = ctx.saved_tensors
+        g = grad.to(ctx.xdtype).expand(ctx.shape)
+        return select(g, m), None, None, None
+
+
+def _select_sum(x: Tensor, m: Tensor, dims: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    """``torch.where(m, x, 0).sum(dims, keepdim=True, dtype=dtype)``: exact, NaN-safe, composable."""
+    if not dims:
+        return select(x, m).to(dtype)
+    if (
+        fast_path(x, m)  # first: nothing below is evaluated under a tracer
+        and x.dtype in _FLOATS
+        and x.dim() >= 2
+        and 0 not in dims
+        and x.numel() > 0
+    ):
+        out: Tensor = _SelectSum.apply(x, m, dims, dtype)
+        return out
+    return select(x, m).sum(dims, keepdim=True, dtype=dtype)
+
+
+def _sum_dtype(x: Tensor) -> torch.dtype:
+    """torch's dtype of ``x.sum()``: int64 for integers and bool, else the data's."""
+    return x.dtype if x.is_floating_point() or x.is_complex() else torch.int64
+
+
+def masked_sum(
+    x: Tensor, mask: Tensor, dim: Dims = None, keepdim: bool = False, *, dtype: torch.dtype | None = None
+) -> Masked:
+    """Sum of the valid elements along ``dim`` (every dimension when ``None`` or ``()``).
+
+    The result's dtype is ``torch.sum``'s: ``dtype`` when given, ``int64`` for integer
+    or bool data (exact), else the data's (half precision accumulates in float32).
+    Positions with no valid element are 0 with a False mask.
 
     Examples:
         >>> import torch
         >>> x = torch.tensor([[1.0, float("nan"), 3.0]])
         >>> masked_sum(x, ~x.isnan(), dim=1).data
         tensor([4.])
+        >>> masked_sum(torch.tensor([2**24 + 1, 7]), torch.tensor([True, False])).data
+        tensor(16777217)
     """
-    x, m = _prepare("masked_sum", x, mask)
-    dims = _dims("masked_sum", x, dim)
-    total, count = _sum_count(x, m, dims, keepdim)
-    valid = count > 0
-    return Masked(torch.where(valid, total, torch.zeros_like(total)).to(x.dtype), valid)
-
-
-def _mean(op: str, x: Tensor, mask: Tensor, dim: Dims, keepdim: bool) -> tuple[Tensor, Tensor, Tensor]:
+    op = "masked_sum"
     x, m = _prepare(op, x, mask)
     dims = _dims(op, x, dim)
-    total, count = _sum_count(x, m, dims, keepdim)
-    valid = count > 0
-    mean = torch.where(valid, total / count.clamp_min(1), torch.zeros_like(total))
-    return mean, count, valid
+    out_dtype = dtype if dtype is not None else _sum_dtype(x)
+    acc = torch.float32 if out_dtype in _HALF else out_dtype
+    total = _select_sum(x if dtype is None else x.to(dtype), m, dims, acc).to(out_dtype)
+    valid = _squeeze(_count(x, m, dims) > 0, dims, keepdim)
+    total = _squeeze(total, dims, keepdim)
+    return Masked(total, _out_mask(valid, total))
 
 
-def masked_mean(x: Tensor, mask: Tensor, dim: Dims = None, keepdim: bool = False) -> Masked:
+def _mean_parts(
+    op: str, x: Tensor, m: Tensor, dims: tuple[int, ...], dtype: torch.dtype | None
+) -> tuple[Tensor, Tensor, torch.dtype]:
+    """(mean with keepdim in the accumulation dtype, count (int64, keepdim), result dtype)."""
+    if dtype is None:
+        if not (x.is_floating_point() or x.is_complex()):
+            raise TypeError(
+                f"{op}: integer data ({x.dtype}) has no mean dtype, as in torch.mean; pass "
+                "dtype=torch.float64 (exact for integers below 2**53) or another floating dtype"
+            )
+        dtype = x.dtype
+    if not (dtype.is_floating_point or dtype.is_complex):
+        raise TypeError(f"{op}: expected a floating dtype, got {dtype}")
+    acc = torch.float32 if dtype in _HALF else dtype
+    if x.is_floating_point() or x.is_complex():
+        total = _select_sum(x, m, dims, acc)
+    else:  # integers: an exact int64 sum, then one division in the result's dtype
+        total = _select_sum(x, m, dims, torch.int64).to(acc)
+    count = _count(x, m, dims)
+    # 0 where nothing is valid: the total is 0 there, and 0 / 1 = 0 (no NaN, no where).
+    return total / count.clamp_min(1).to(acc), count, dtype
+
+
+def masked_mean(
+    x: Tensor, mask: Tensor, dim: Dims = None, keepdim: bool = False, *, dtype: torch.dtype | None = None
+) -> Masked:
     """Mean of the valid elements along ``dim``; 0 (and mask False) where none is valid.
+
+    Integer data needs a floating ``dtype`` (as ``torch.mean``); its sum is taken
+    exactly in int64 before the division. Half precision accumulates in float32.
 
     Examples:
         >>> import torch
@@ -107,9 +238,16 @@ def masked_mean(x: Tensor, mask: Tensor, dim: Dims = None, keepdim: bool = False
         >>> r = masked_mean(x, m, dim=1)
         >>> r.data, r.mask
         (tensor([2., 0.]), tensor([ True, False]))
+        >>> masked_mean(torch.tensor([2**24 + 1]), torch.tensor([True]), dtype=torch.float64).data
+        tensor(16777217., dtype=torch.float64)
     """
-    mean, _, valid = _mean("masked_mean", x, mask, dim, keepdim)
-    return Masked(mean.to(_out_dtype(x)), valid)
+    op = "masked_mean"
+    x, m = _prepare(op, x, mask)
+    dims = _dims(op, x, dim)
+    mean, count, out_dtype = _mean_parts(op, x, m, dims, dtype)
+    mean = _squeeze(mean, dims, keepdim).to(out_dtype)
+    valid = _squeeze(count > 0, dims, keepdim)
+    return Masked(mean, _out_mask(valid, mean))
 
 
 def masked_var(
@@ -117,19 +255,29 @@ def masked_var(
 ) -> Masked:
     """Variance of the valid elements with Bessel ``correction`` (as ``torch.var``).
 
-    Valid where more than ``correction`` elements are valid; 0 elsewhere.
+    Valid where more than ``correction`` elements are valid; 0 elsewhere. Two passes
+    (mean, then centred squares), accumulated in float32 for half precision.
+
+    Examples:
+        >>> import torch
+        >>> x = torch.tensor([[1.0, 3.0, float("nan")]])
+        >>> masked_var(x, ~x.isnan(), dim=1).data
+        tensor([2.])
     """
-    x, m = _prepare("masked_var", x, mask)
-    dims = _dims("masked_var", x, dim)
-    mean, count, _ = _mean("masked_var", x, m, dims, True)
-    acc = _acc_dtype(x)
+    op = "masked_var"
+    x, m = _prepare(op, x, mask)
+    _floating(op, x)
+    dims = _dims(op, x, dim)
+    mean, count, _ = _mean_parts(op, x, m, dims, None)
+    acc = mean.dtype
     dev = select(x.to(acc) - mean, m)
-    sq = (dev * dev).sum(dim=dims, keepdim=keepdim) if dims else dev * dev
-    if not keepdim and dims:
-        count = count.reshape(sq.shape)
+    sq = (dev * dev).sum(dims, keepdim=True) if dims else dev * dev
     valid = count > correction
-    var = torch.where(valid, sq / (count - correction).clamp_min(1), torch.zeros_like(sq))
-    return Masked(var.to(_out_dtype(x)), valid)
+    var = torch.where(
+        valid, sq / (count - correction).clamp_min(1).to(acc), torch.zeros((), dtype=acc, device=x.device)
+    )
+    var = _squeeze(var, dims, keepdim).to(x.dtype)
+    return Masked(var, _out_mask(_squeeze(valid, dims, keepdim), var))
 
 
 def masked_std(
@@ -138,79 +286,185 @@ def masked_std(
     """Standard deviation of the valid elements (see :func:`masked_var`).
 
     The gradient stays finite where the variance is 0.
+
+    Examples:
+        >>> import torch
+        >>> x = torch.tensor([[1.0, 3.0, float("nan")]])
+        >>> masked_std(x, ~x.isnan(), dim=1).data
+        tensor([1.4142])
     """
     var = masked_var(x, mask, dim, keepdim, correction)
     pos = var.data > 0
-    safe = torch.where(pos, var.data, torch.ones_like(var.data))
-    return Masked(torch.where(pos, safe.sqrt(), torch.zeros_like(var.data)), var.mask)
+    safe = torch.where(pos, var.data, torch.ones((), dtype=var.data.dtype, device=var.data.device))
+    zero = torch.zeros((), dtype=var.data.dtype, device=var.data.device)
+    return Masked(torch.where(pos, safe.sqrt(), zero), var.mask)
 
 
 def _extreme(op: str, x: Tensor, mask: Tensor, dim: Dims, keepdim: bool, largest: bool) -> Masked:
     x, m = _prepare(op, x, mask)
     dims = _dims(op, x, dim)
+    if x.dtype == torch.bool:
+        raise TypeError(f"{op}: bool data is not supported")
+    valid = _squeeze(_count(x, m, dims) > 0, dims, keepdim)
+    if any(x.shape[d] == 0 for d in dims):
+        # torch.amax refuses an empty reduction; nothing is valid there: zeros, mask False.
+        shape = [1 if i in dims else s for i, s in enumerate(x.shape)]
+        val = _squeeze(torch.zeros(shape, dtype=x.dtype, device=x.device), dims, keepdim)
+        return Masked(val, _out_mask(valid, val))
     if x.is_floating_point():
         sentinel = torch.tensor(-torch.inf if largest else torch.inf, dtype=x.dtype, device=x.device)
     else:
-        info = torch.iinfo(x.dtype) if x.dtype != torch.bool else None
-        if info is None:
-            raise TypeError(f"{op}: bool data is not supported")
+        info = torch.iinfo(x.dtype)
         sentinel = torch.tensor(info.min if largest else info.max, dtype=x.dtype, device=x.device)
     xs = torch.where(m, x, sentinel)
     if dims:
         val = xs.amax(dim=dims, keepdim=keepdim) if largest else xs.amin(dim=dims, keepdim=keepdim)
-        valid = m.any(dim=dims, keepdim=keepdim)
     else:
-        val, valid = xs, m
-    return Masked(torch.where(valid, val, torch.zeros_like(val)), valid)
+        val = xs
+    out = torch.where(valid, val, torch.zeros((), dtype=x.dtype, device=x.device))
+    return Masked(out, _out_mask(valid, out))
 
 
 def masked_max(x: Tensor, mask: Tensor, dim: Dims = None, keepdim: bool = False) -> Masked:
-    """Maximum of the valid elements; 0 (mask False) where none is valid.
+    """Maximum of the valid elements; 0 (mask False) where none is valid, also over an empty dim.
 
     As ``torch.amax``, the gradient is shared evenly between tied maxima.
+
+    Examples:
+        >>> import torch
+        >>> x = torch.tensor([[1.0, 9.0, 3.0]])
+        >>> masked_max(x, torch.tensor([[True, False, True]]), dim=1).data
+        tensor([3.])
+        >>> r = masked_max(torch.zeros(2, 0), torch.zeros(2, 0, dtype=torch.bool), dim=1)
+        >>> r.data, r.mask
+        (tensor([0., 0.]), tensor([False, False]))
     """
     return _extreme("masked_max", x, mask, dim, keepdim, largest=True)
 
 
 def masked_min(x: Tensor, mask: Tensor, dim: Dims = None, keepdim: bool = False) -> Masked:
-    """Minimum of the valid elements; 0 (mask False) where none is valid."""
+    """Minimum of the valid elements; 0 (mask False) where none is valid.
+
+    Examples:
+        >>> import torch
+        >>> x = torch.tensor([[1.0, -9.0, 3.0]])
+        >>> masked_min(x, torch.tensor([[True, False, True]]), dim=1).data
+        tensor([1.])
+    """
     return _extreme("masked_min", x, mask, dim, keepdim, largest=False)
 
 
-def _lse(op: str, x: Tensor, m: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, Tensor]:
-    """logsumexp over ``dims`` with keepdim, and the any-valid mask (keepdim)."""
-    acc = _acc_dtype(x)
-    xa = x.to(acc)
-    ninf = torch.tensor(-torch.inf, dtype=acc, device=x.device)
-    xs = torch.where(m, xa, ninf)
-    valid = m.sum(dim=dims, keepdim=True) > 0
-    shift = xs.amax(dim=dims, keepdim=True)
-    shift = torch.where(valid & torch.isfinite(shift), shift, torch.zeros_like(shift)).detach()
-    e = torch.where(m, torch.exp(torch.where(m, xa - shift, torch.zeros_like(xa))), torch.zeros_like(xa))
-    s = e.sum(dim=dims, keepdim=True)
-    lse = torch.where(
-        valid, torch.log(torch.where(valid, s, torch.ones_like(s))) + shift, torch.zeros_like(s)
-    )
-    return lse, valid
+def _fill_for_any(x: Tensor, m: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """``-inf`` where a slice has a valid element, else 0 (keepdim, the mask's shape).
+
+    Masked elements take this value before softmax/logsumexp: they get no weight, and a
+    slice with no valid element stays finite (no NaN in the forward or the backward).
+    """
+    if any(x.shape[d] == 0 for d in dims):
+        anyv = _count(x, m, dims) > 0
+    else:
+        anyv = m.any(dims[0], keepdim=True) if len(dims) == 1 else _count(x, m, dims) > 0
+    ninf = torch.tensor(-torch.inf, dtype=x.dtype, device=x.device)
+    return torch.where(anyv, ninf, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
 def masked_logsumexp(x: Tensor, mask: Tensor, dim: Dims = None, keepdim: bool = False) -> Masked:
-    """``log(sum(exp(x)))`` over the valid elements; 0 (mask False) where none is valid."""
-    x, m = _prepare("masked_logsumexp", x, mask)
-    dims = _dims("masked_logsumexp", x, dim)
+    """``log(sum(exp(x)))`` over the valid elements; 0 (mask False) where none is valid.
+
+    Examples:
+        >>> import torch
+        >>> x = torch.tensor([[0.0, float("nan"), 0.0]])
+        >>> masked_logsumexp(x, ~x.isnan(), dim=1).data
+        tensor([0.6931])
+    """
+    op = "masked_logsumexp"
+    x, m = _prepare(op, x, mask)
+    _floating(op, x)
+    dims = _dims(op, x, dim)
     if not dims:
-        return Masked(torch.where(m, x, torch.zeros_like(x)), m)
-    lse, valid = _lse("masked_logsumexp", x, m, dims)
-    if not keepdim:
-        lse, valid = lse.squeeze(dims), valid.squeeze(dims)
-    return Masked(lse.to(x.dtype), valid)
+        return Masked(select(x, m), _out_mask(m, x))
+    z = torch.where(m, x, _fill_for_any(x, m, dims))
+    lse = torch.logsumexp(z, dims, keepdim=True)
+    valid = _count(x, m, dims) > 0
+    lse = _squeeze(
+        torch.where(valid, lse, torch.zeros((), dtype=lse.dtype, device=lse.device)), dims, keepdim
+    )
+    return Masked(lse, _out_mask(_squeeze(valid, dims, keepdim), lse))
+
+
+def _softmax_composite(x: Tensor, m: Tensor, d: int, log: bool) -> Tensor:
+    """Plain ops: masked elements take ``-inf`` (0 in slices with no valid element), then exact 0."""
+    z = torch.where(m, x, _fill_for_any(x, m, (d,)))
+    return select(z.log_softmax(d) if log else z.softmax(d), m)
+
+
+class _Softmax(torch.autograd.Function):
+    """Eager-CPU masked (log-)softmax with the passes of ``masked_fill(-inf).softmax``.
+
+    Softmax already gives exact zeros at masked elements of slices with a valid element
+    (``exp(-inf) = 0``); only slices with no valid element are zeroed (rarely: a
+    multiplication by the slice's any-valid flag). The backward selects the incoming
+    gradient first (a NaN/Inf cotangent at a masked element reaches nothing) and calls
+    softmax's own backward kernel, which gives exact zeros wherever the output is 0.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, m: Tensor, d: int, log: bool) -> Tensor:
+        anyv = m.any(d, keepdim=True)
+        ninf = torch.tensor(-torch.inf, dtype=x.dtype)
+        z = torch.where(m, x, torch.where(anyv, ninf, torch.zeros((), dtype=x.dtype)))
+        bits = mask_bits(m, x.dtype)
+        if log:
+            out = z.log_softmax(d)
+            torch.bitwise_and(out.view(bits.dtype), bits, out=out.view(bits.dtype))  # -inf -> 0
+        else:
+            out = z.softmax(d)
+            if not bool(anyv.all()):  # eager only: zero the slices that have no valid element
+                out.mul_(anyv)
+        ctx.save_for_backward(x, m, out)
+        ctx.args = (d, log)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        x, m, out = ctx.saved_tensors
+        d, log = ctx.args
+        if torch.is_grad_enabled() or not fast_path(grad):
+            (gx,) = differentiable_backward(
+                lambda a: _softmax_composite(a, m, d, log), (x,), (grad,), (True,)
+            )
+            return gx, None, None, None
+        bits = mask_bits(m, grad.dtype)
+        g = torch.bitwise_and(grad.resolve_neg().view(bits.dtype), bits).view(grad.dtype)
+        if log:
+            gx = torch._log_softmax_backward_data(g, out, d, x.dtype)
+            torch.bitwise_and(gx.view(bits.dtype), bits, out=gx.view(bits.dtype))
+        else:
+            gx = torch._softmax_backward_data(g, out, d, x.dtype)
+        return gx, None, None, None
+
+
+def _softmax(op: str, x: Tensor, mask: Tensor, dim: int, log: bool) -> Masked:
+    x, m = _prepare(op, x, mask)
+    _floating(op, x)
+    if not isinstance(dim, int) or isinstance(dim, bool):
+        raise TypeError(f"{op}: expected dim as an int, got {dim!r}")
+    (d,) = _dims(op, x, dim) or (0,)
+    if x.dim() == 0:
+        return Masked(select(x - x, m) if log else select(torch.ones_like(x), m), m)
+    if fast_path(x, m) and x.dtype in _FLOATS and x.numel() > 0 and not torch.is_autocast_enabled("cpu"):
+        out: Tensor = _Softmax.apply(x, m, d, log)
+        return Masked(out, m)
+    return Masked(_softmax_composite(x, m, d, log), m)
 
 
 def masked_softmax(x: Tensor, mask: Tensor, dim: int) -> Masked:
     """Softmax over the valid elements along ``dim``; masked elements get exactly 0.
 
     A slice with no valid element gives all zeros (not NaN). The output mask is
-    the input mask.
+    the input mask. Computed as ``torch.where(mask, x, -inf).softmax(dim)`` with 0
+    instead of ``-inf`` in slices with no valid element, then exact zeros at masked
+    elements: no NaN in the forward nor the backward.
 
     Examples:
         >>> import torch
@@ -218,20 +472,16 @@ def masked_softmax(x: Tensor, mask: Tensor, dim: int) -> Masked:
         >>> masked_softmax(x, torch.tensor([[True, False, True]]), dim=1).data
         tensor([[0.5000, 0.0000, 0.5000]])
     """
-    x, m = _prepare("masked_softmax", x, mask)
-    dims = _dims("masked_softmax", x, dim)
-    lse, _ = _lse("masked_softmax", x, m, dims)
-    acc = _acc_dtype(x)
-    z = torch.where(m, x.to(acc) - lse, torch.zeros((), dtype=acc, device=x.device))
-    p = torch.where(m, torch.exp(z), torch.zeros_like(z))
-    return Masked(p.to(x.dtype), to_bool_mask("masked_softmax", x, mask))
+    return _softmax("masked_softmax", x, mask, dim, log=False)
 
 
 def masked_log_softmax(x: Tensor, mask: Tensor, dim: int) -> Masked:
-    """Log-softmax over the valid elements along ``dim``; exactly 0 at masked elements."""
-    x, m = _prepare("masked_log_softmax", x, mask)
-    dims = _dims("masked_log_softmax", x, dim)
-    lse, _ = _lse("masked_log_softmax", x, m, dims)
-    acc = _acc_dtype(x)
-    z = torch.where(m, x.to(acc) - lse, torch.zeros((), dtype=acc, device=x.device))
-    return Masked(z.to(x.dtype), to_bool_mask("masked_log_softmax", x, mask))
+    """Log-softmax over the valid elements along ``dim``; exactly 0 at masked elements.
+
+    Examples:
+        >>> import torch
+        >>> x = torch.tensor([[0.0, float("nan"), 0.0]])
+        >>> masked_log_softmax(x, ~x.isnan(), dim=1).data
+        tensor([[-0.6931,  0.0000, -0.6931]])
+    """
+    return _softmax("masked_log_softmax", x, mask, dim, log=True)

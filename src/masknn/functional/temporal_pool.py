@@ -7,6 +7,7 @@ from torch import Tensor
 
 from masknn._masked import Masked
 from masknn._validation import check_data, shape_str, to_bool_mask
+from masknn.functional._select import select
 from masknn.functional.reductions import masked_max, masked_mean
 
 __all__ = ["POOL_MODES", "masked_temporal_pool"]
@@ -29,16 +30,20 @@ def temporal_pool(op: str, x: Tensor, mask: object, mode: str, time_dim: int) ->
         return masked_mean(x, m, dim=td)
     if mode == "max":
         return masked_max(x, m, dim=td)
-    full = m.expand(x.shape)
     t = x.shape[td]
+    out_shape = [v for i, v in enumerate(x.shape) if i != td]
+    if t == 0:  # no step at all: nothing is valid (as "mean" and "max")
+        zeros = torch.zeros(out_shape, dtype=x.dtype, device=x.device)
+        return Masked(zeros, torch.zeros(out_shape, dtype=torch.bool, device=x.device))
     shape = [1] * x.dim()
     shape[td] = t
     steps = torch.arange(t, device=x.device).view(shape)
-    last = torch.where(full, steps, -1).amax(td, keepdim=True)  # -1 where no valid step
+    # The last valid step per sequence (-1 where none), on the mask as given (not expanded).
+    last = torch.where(m, steps, -1).amax(td, keepdim=True)
     valid = last >= 0
-    val = x.gather(td, last.clamp(min=0))
-    val = torch.where(valid, val, torch.zeros((), dtype=x.dtype, device=x.device))
-    return Masked(val.squeeze(td), valid.squeeze(td))
+    index = last.clamp(min=0).expand([1 if i == td else v for i, v in enumerate(x.shape)])
+    val = select(x.gather(td, index), valid)
+    return Masked(val.squeeze(td), valid.squeeze(td).expand(out_shape))
 
 
 def masked_temporal_pool(x: Tensor, mask: object, mode: str = "mean", time_dim: int = 1) -> Masked:
@@ -50,7 +55,8 @@ def masked_temporal_pool(x: Tensor, mask: object, mode: str = "mean", time_dim: 
     ``Masked`` data without the time dimension, e.g. ``(N, F)``, valid where at
     least one step was valid; a sequence with no valid step gives 0 (never NaN).
     ``"last"`` takes the value at the last valid step (the final output of a
-    Keras-masked RNN); its gradient reaches that step only.
+    Keras-masked RNN); its gradient reaches that step only. With no time step at all
+    (``T = 0``) every mode gives zeros with a False mask.
 
     Example:
         >>> import torch

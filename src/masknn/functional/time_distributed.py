@@ -10,6 +10,7 @@ from torch import Tensor
 
 from masknn._masked import Masked
 from masknn._validation import check_data, shape_str, to_bool_mask
+from masknn.functional._select import differentiable_backward, fast_path, select
 
 __all__ = ["time_distributed_linear"]
 
@@ -35,7 +36,7 @@ def row_mask(op: str, x: Tensor, mask: object) -> Tensor:
 
 
 def time_distributed_linear(x: Tensor, mask: object, weight: Tensor, bias: Tensor | None = None) -> Masked:
-    """``F.linear`` on the valid rows only: gather, matmul, scatter.
+    """``F.linear`` on the valid rows only (eager CPU: gather, matmul, scatter).
 
     ``x`` is ``(*, in_features)`` with any leading shape; ``mask`` is a row mask
     ``(*, 1)`` (``(N, T)`` is accepted for ``(N, T, F)``), True = valid row. The
@@ -43,6 +44,10 @@ def time_distributed_linear(x: Tensor, mask: object, weight: Tensor, bias: Tenso
     get no gradient, and the work is proportional to the number of valid rows
     (Keras' ``TimeDistributed(Dense)`` multiplies every row). The output mask is
     the input row mask.
+
+    Under ``torch.compile``, ``torch.export``, ONNX export, ``torch.func`` transforms,
+    autocast, off the CPU and for double backward, a static-shape form runs instead:
+    every row is multiplied, then masked rows are set to exactly 0 (same values).
 
     A per-feature mask (last dimension > 1) raises a ``ValueError`` pointing to
     ``masknn.nn.MaskedLinear``.
@@ -69,52 +74,77 @@ def td_linear(op: str, x: Tensor, mask: object, weight: Tensor, bias: Tensor | N
             f"{op}: weight {shape_str(weight.shape)} does not fit data {shape_str(x.shape)}: expected "
             f"(out_features, {x.shape[-1]})"
         )
-    if weight.dtype != x.dtype or weight.device != x.device:
+    autocast = torch.is_autocast_enabled(x.device.type)
+    if (weight.dtype != x.dtype and not autocast) or weight.device != x.device:
         raise TypeError(
             f"{op}: weight ({weight.dtype} on {weight.device}) and data {shape_str(x.shape)} "
             f"({x.dtype} on {x.device}) must share dtype and device"
         )
     if bias is not None and (bias.dim() != 1 or bias.shape[0] != weight.shape[0]):
         raise ValueError(f"{op}: bias {shape_str(bias.shape)} does not fit weight {shape_str(weight.shape)}")
-    lead = x.shape[:-1]
-    rows = m[..., 0].expand(lead).reshape(-1)
-    flat = x.reshape(-1, x.shape[-1])
-    idx = rows.nonzero().squeeze(1)
-    if idx.numel() == rows.numel():
-        out = F.linear(flat, weight, bias)
+    if fast_path(x, m, weight, bias) and not autocast and x.numel() > 0:
+        out: Tensor = _RowLinear.apply(x, m, weight, bias)
     else:
-        out = _RowLinear.apply(flat, idx, weight, bias)
-    return Masked(out.reshape(*lead, weight.shape[0]), m)
+        out = _composite(x, m, weight, bias)
+    return Masked(out, m)
+
+
+def _composite(x: Tensor, m: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """Every row, then select (static shapes: compile, export, ONNX, torch.func, double backward).
+
+    The input is selected too, so that a NaN in a masked row reaches neither the output nor,
+    through ``W^T`` and ``x^T``, the gradients.
+    """
+    return select(F.linear(select(x, m), weight, bias), m)
+
+
+def _valid_rows(x: Tensor, m: Tensor) -> Tensor:
+    lead = x.shape[:-1]
+    return m[..., 0].expand(lead).reshape(-1).nonzero().squeeze(1)
 
 
 class _RowLinear(torch.autograd.Function):
-    """``out[idx] = x[idx] @ W.T + b``, 0 elsewhere; rows not in ``idx`` are never read.
+    """Eager fast path: ``out[rows] = x[rows] @ W.T + b``, 0 elsewhere; masked rows are never read.
 
-    A hand-written backward: the default one of ``index_select`` + ``index_copy``
-    adds two full-size zero-filled buffers and an ``index_add``; this one reuses
-    the gathered rows and touches only the valid rows of the gradients.
+    The work is proportional to the valid rows (a data-dependent gather, so this node only
+    runs where :func:`fast_path` allows). The fast backward reuses the gathered rows and
+    touches only the valid rows of the gradients (a NaN cotangent in a masked row reaches
+    nothing); a backward with ``create_graph=True`` (or under a transform) re-runs the
+    static-shape composite.
     """
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, idx: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        xs = x.index_select(0, idx)
-        y = F.linear(xs, weight, bias)
-        out = y.new_zeros(x.shape[0], weight.shape[0]).index_copy_(0, idx, y)
-        ctx.save_for_backward(xs, idx, weight)
-        ctx.rows = x.shape[0]
+    def forward(ctx: Any, x: Tensor, m: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        idx = _valid_rows(x, m)
+        flat = x.reshape(-1, x.shape[-1])
+        out_shape = (*x.shape[:-1], weight.shape[0])
         ctx.has_bias = bias is not None
-        return out
+        if idx.numel() == flat.shape[0]:  # every row valid: one plain matmul
+            ctx.save_for_backward(x, m, weight, bias, flat, None)
+            return F.linear(flat, weight, bias).view(out_shape)
+        xs = flat.index_select(0, idx)
+        y = F.linear(xs, weight, bias)
+        out = y.new_zeros(flat.shape[0], weight.shape[0]).index_copy_(0, idx, y)
+        ctx.save_for_backward(x, m, weight, bias, xs, idx)
+        return out.view(out_shape)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        xs, idx, weight = ctx.saved_tensors
-        gy = grad.index_select(0, idx)
+        x, m, weight, bias, xs, idx = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        if torch.is_grad_enabled() or not fast_path(grad):
+            gx, _, gw, gb = differentiable_backward(_composite, (x, m, weight, bias), (grad,), needs)
+            return gx, None, gw, gb
+        g2 = grad.reshape(-1, weight.shape[0])
+        gy = g2 if idx is None else g2.index_select(0, idx)
         gx = gw = gb = None
-        if ctx.needs_input_grad[0]:
-            gxs = gy @ weight.to(gy.dtype)
-            gx = gxs.new_zeros(ctx.rows, weight.shape[1]).index_copy_(0, idx, gxs)
-        if ctx.needs_input_grad[2]:
+        if needs[0]:
+            gxs = gy @ weight
+            if idx is not None:
+                gxs = gxs.new_zeros(g2.shape[0], weight.shape[1]).index_copy_(0, idx, gxs)
+            gx = gxs.view(x.shape)
+        if needs[2]:
             gw = gy.t() @ xs
-        if ctx.has_bias and ctx.needs_input_grad[3]:
+        if ctx.has_bias and needs[3]:
             gb = gy.sum(0)
         return gx, None, gw, gb

@@ -71,7 +71,8 @@ class MaskedMultiheadAttention(nn.MultiheadAttention):
                     f"{name}: expected {label} (N, L, {dim}) or (L, N, {dim}) (embed_dim/kdim/vdim), "
                     f"got shape {shape_str(t.data.shape)}"
                 )
-            if t.data.dtype != w_ref.dtype or t.data.device != w_ref.device:
+            autocast = torch.is_autocast_enabled(t.data.device.type)
+            if (t.data.dtype != w_ref.dtype and not autocast) or t.data.device != w_ref.device:
                 raise TypeError(
                     f"{name}: {label} {shape_str(t.data.shape)} ({t.data.dtype} on {t.data.device}) and "
                     f"weights ({w_ref.dtype} on {w_ref.device}) must share dtype and device"

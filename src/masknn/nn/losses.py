@@ -79,16 +79,48 @@ class MaskedBCEWithLogitsLoss(_MaskedLoss):
 
 
 class MaskedCrossEntropyLoss(_MaskedLoss):
-    """Cross-entropy at valid positions; see :func:`masknn.functional.masked_cross_entropy`."""
+    """Cross-entropy at valid positions; see :func:`masknn.functional.masked_cross_entropy`.
+
+    Args:
+        reduction, label_smoothing, ignore_index: as ``nn.CrossEntropyLoss``.
+        class_dim: where the classes are: ``1`` for ``(N, C, *)`` logits (torch's layout,
+            the default) or ``-1`` for ``(N, *, C)`` (Keras' layout, e.g. ``(N, T, C)``
+            from a per-timestep ``Linear``); the target is ``(N, *)`` either way.
+
+    Examples:
+        >>> import torch
+        >>> loss = MaskedCrossEntropyLoss(class_dim=-1)
+        >>> logits = torch.zeros(2, 4, 3)  # (N, T, C)
+        >>> steps = torch.tensor([[1, 1, 0, 0], [1, 0, 0, 0]], dtype=torch.bool)
+        >>> loss(logits, torch.zeros(2, 4, dtype=torch.long), steps)
+        tensor(1.0986)
+    """
 
     def __init__(
-        self, reduction: str = "mean", label_smoothing: float = 0.0, ignore_index: int = -100
+        self,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
+        ignore_index: int = -100,
+        class_dim: int = 1,
     ) -> None:
         super().__init__(reduction)
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(
+                f"MaskedCrossEntropyLoss: label_smoothing must lie in [0, 1], got {label_smoothing}"
+            )
+        if not isinstance(class_dim, int) or class_dim == 0:
+            raise ValueError(
+                "MaskedCrossEntropyLoss: class_dim must be a non-batch dimension (1 or -1), "
+                f"got {class_dim!r}"
+            )
         self.label_smoothing = label_smoothing
         self.ignore_index = ignore_index
+        self.class_dim = class_dim
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", class_dim={self.class_dim}"
 
     def forward(self, input: Tensor | Masked, target: Tensor, mask: Tensor | None = None) -> Tensor:
         return L.masked_cross_entropy(
-            input, target, mask, self.reduction, self.label_smoothing, self.ignore_index
+            input, target, mask, self.reduction, self.label_smoothing, self.ignore_index, self.class_dim
         )

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from masknn._masked import Masked, as_masked
 from masknn._validation import shape_str
+from masknn.functional._select import select
 
 __all__ = ["Elementwise", "PostMask"]
 
@@ -51,8 +51,8 @@ class PostMask(nn.Module):
 
     def forward(self, x: Masked | Tensor) -> Masked:
         x = as_masked(self._name(), x)
-        y = self._check(x, self.module(x.filled(0.0)))
-        return Masked(torch.where(x.mask, y, torch.zeros((), dtype=y.dtype, device=y.device)), x.mask)
+        y = self._check(x, self.module(select(x.data, x.mask)))
+        return Masked(select(y, x.mask), x.mask)
 
 
 class Elementwise(PostMask):
