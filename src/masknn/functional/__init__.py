@@ -13,6 +13,7 @@ from masknn.functional.conv import (
     partial_conv_transpose2d,
     partial_conv_transpose3d,
 )
+from masknn.functional.embedding import masked_embedding
 from masknn.functional.fill import fill, mask_channel
 from masknn.functional.linear import masked_flatten, masked_linear
 from masknn.functional.losses import (
@@ -77,6 +78,7 @@ __all__ = [
     "masked_binary_cross_entropy_with_logits",
     "masked_cat",
     "masked_cross_entropy",
+    "masked_embedding",
     "masked_flatten",
     "masked_global_avg_pool",
     "masked_global_max_pool",

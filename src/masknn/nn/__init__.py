@@ -11,6 +11,7 @@ from masknn.nn.conv import (
     PartialConvTranspose2d,
     PartialConvTranspose3d,
 )
+from masknn.nn.embedding import MaskedEmbedding
 from masknn.nn.fill import Fill, LearnedFill, MaskChannel
 from masknn.nn.linear import MaskedFlatten, MaskedLinear
 from masknn.nn.losses import (
@@ -75,6 +76,7 @@ __all__ = [
     "MaskedBatchNorm3d",
     "MaskedCat",
     "MaskedCrossEntropyLoss",
+    "MaskedEmbedding",
     "MaskedFlatten",
     "MaskedGRU",
     "MaskedGlobalAvgPool",
