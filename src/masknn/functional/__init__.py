@@ -59,6 +59,7 @@ from masknn.functional.reductions import (
 )
 from masknn.functional.temporal_pool import masked_temporal_pool
 from masknn.functional.time_distributed import time_distributed_linear
+from masknn.functional.transformer import masked_transformer_encoder_layer
 from masknn.functional.upsample import masked_interpolate
 
 __all__ = [
@@ -107,6 +108,7 @@ __all__ = [
     "masked_std",
     "masked_sum",
     "masked_temporal_pool",
+    "masked_transformer_encoder_layer",
     "masked_var",
     "partial_conv1d",
     "partial_conv2d",

@@ -51,6 +51,7 @@ from masknn.nn.pooling import (
 from masknn.nn.recurrent import MaskedGRU, MaskedLSTM, MaskedRNN
 from masknn.nn.temporal_pool import MaskedTemporalPool
 from masknn.nn.time_distributed import TimeDistributedLinear
+from masknn.nn.transformer import MaskedTransformerEncoder, MaskedTransformerEncoderLayer
 from masknn.nn.upsample import MaskedUpsample
 from masknn.nn.wrappers import Elementwise, PostMask
 
@@ -98,6 +99,8 @@ __all__ = [
     "MaskedRNN",
     "MaskedSmoothL1Loss",
     "MaskedTemporalPool",
+    "MaskedTransformerEncoder",
+    "MaskedTransformerEncoderLayer",
     "MaskedUpsample",
     "PartialConv1d",
     "PartialConv2d",
