@@ -134,6 +134,10 @@ def test_src_key_padding_mask_is_refused_with_the_way_to_pass_it() -> None:
         enc(x, src_key_padding_mask=kpm)
     with pytest.raises(TypeError, match=r"^MaskedTransformerEncoder: expected an nn.TransformerEncoderLayer"):
         MaskedTransformerEncoder(nn.Linear(2, 2), 1)  # type: ignore[arg-type]
+    masked.norm2 = nn.RMSNorm(D, dtype=torch.float64)  # type: ignore[assignment]
+    with pytest.raises(TypeError, match=r"^MaskedTransformerEncoderLayer: norm2 must be an nn.LayerNorm"):
+        masked(x)
+    _, masked = _pair(batch_first=True)
     out = masked(x)  # a plain tensor is fully valid
     assert bool(out.mask.all())
 

@@ -191,7 +191,7 @@ def encoder_layer(
     p_attn, p_ff, p_1, p_2 = dropout
 
     def sa_block(h: Tensor) -> Tensor:
-        qkv = F.linear(h, in_proj_weight, in_proj_bias).view(n, t, 3, nhead, hd).permute(2, 0, 3, 1, 4)
+        qkv = F.linear(h, in_proj_weight, in_proj_bias).reshape(n, t, 3, nhead, hd).permute(2, 0, 3, 1, 4)
         a = F.scaled_dot_product_attention(
             qkv[0], qkv[1], qkv[2], attn_mask=attn, dropout_p=p_attn if training else 0.0
         )

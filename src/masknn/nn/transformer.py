@@ -68,6 +68,13 @@ def _check_layer(name: str, layer: nn.Module) -> nn.TransformerEncoderLayer:
     sa = layer.self_attn
     if not sa._qkv_same_embed_dim or sa.in_proj_weight is None:
         raise ValueError(f"{name}: the self-attention must have kdim = vdim = d_model (one in_proj_weight)")
+    for label in ("norm1", "norm2"):
+        norm = getattr(layer, label)
+        if type(norm) is not nn.LayerNorm:
+            raise TypeError(
+                f"{name}: {label} must be an nn.LayerNorm, as nn.TransformerEncoderLayer builds it, "
+                f"got {type(norm).__name__}"
+            )
     if layer.norm1.eps != layer.norm2.eps:
         raise ValueError(
             f"{name}: norm1.eps ({layer.norm1.eps}) and norm2.eps ({layer.norm2.eps}) differ; "
