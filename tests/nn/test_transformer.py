@@ -373,3 +373,15 @@ def test_each_dropout_is_read_from_its_submodule() -> None:
         masked.self_attn.dropout = 0.0
         masked.dropout.p = masked.dropout1.p = masked.dropout2.p = 0.0
         assert not torch.allclose(noisy, masked(Masked(x, valid)).data), name
+
+
+@pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
+def test_vmap_over_batches_of_batches() -> None:
+    _, masked = _pair(batch_first=True)
+    masked.eval()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 2, 5, D, dtype=torch.float64, generator=gen)
+    valid = torch.rand(3, 2, 5, generator=gen) > 0.4
+    out = torch.func.vmap(lambda a, b: masked(Masked(a, b)).data)(x, valid)
+    ref = torch.stack([masked(Masked(x[i], valid[i])).data for i in range(3)])
+    torch.testing.assert_close(out, ref)
