@@ -193,3 +193,129 @@ ENTRIES = [
         id="TDL-no-valid-row",
     ),
 ]
+
+
+# ---------------------------------------------------------------------------------------
+# Keras-style sequence models: MaskedEmbedding and the transformer encoder (issue 9, item 3).
+# A block of its own, apart from the recurrent rows above.
+#
+# MaskedEmbedding takes integer ids. The checker writes floats (NaN, Inf, 1e30) at masked
+# positions and passes integer data as it is, so for these rows it cannot vary the masked
+# ids: it checks the canonical zeros, the mask, a fully masked sample, finite weight
+# gradients and that NaN/Inf cotangents at masked outputs reach no row of the weight. The
+# integer analogue of the perturbations (random, 0, -1, out-of-range and extreme ids at
+# masked positions leave valid outputs, the mask and the weight gradient bitwise equal) is
+# tests/functional/test_embedding.py and tests/nn/test_embedding.py.
+
+
+def _ids_with_padding() -> tuple[Masked]:
+    ids = torch.randint(1, 9, (3, 7))
+    ids[0, 4:] = 0
+    ids[1, :] = 0  # a sequence of padding only
+    ids[2, 2] = 0  # padding in the middle
+    return (Masked(ids, torch.ones(3, 7, dtype=torch.bool)),)
+
+
+def _ids_with_holes() -> tuple[Masked]:
+    ids = torch.randint(0, 9, (3, 7))
+    mask = torch.rand(3, 7) > 0.3
+    mask[1] = False
+    return (Masked(ids, mask),)
+
+
+def _encoder_input() -> tuple[Masked]:
+    return (_holes(3, 7, 8),)
+
+
+def _encoder_right_padded() -> tuple[Masked]:
+    return (Masked.from_lengths(torch.randn(4, 7, 8), [7, 3, 1, 5]),)
+
+
+def _encoder_time_first() -> tuple[Masked]:
+    x = _holes(3, 7, 8)
+    return (Masked(x.data.transpose(0, 1).contiguous(), x.mask.transpose(0, 1)),)
+
+
+def _causal_call(module: torch.nn.Module, x: Masked) -> object:
+    return module(x, is_causal=True)
+
+
+def _per_head_float_mask_call(module: torch.nn.Module, x: Masked) -> object:
+    gen = torch.Generator().manual_seed(5)
+    n, t = x.data.shape[0], x.data.shape[1]
+    am = torch.randn(n * 2, t, t, generator=gen).masked_fill(
+        torch.rand(n * 2, t, t, generator=gen) > 0.7, -torch.inf
+    )
+    return module(x, am)
+
+
+def _no_grad_call(module: torch.nn.Module, x: Masked) -> object:
+    with torch.no_grad():
+        return module(x)
+
+
+def _encoder_layer(**kw: object) -> mnn.MaskedTransformerEncoderLayer:
+    return mnn.MaskedTransformerEncoderLayer(8, 2, dim_feedforward=16, **kw)  # type: ignore[arg-type]
+
+
+ENTRIES += [
+    ModuleInfo(
+        mnn.MaskedEmbedding,
+        lambda: mnn.MaskedEmbedding(9, 4, padding_idx=0),
+        _ids_with_padding,
+        id="MaskedEmbedding-padding_idx",
+    ),
+    ModuleInfo(
+        mnn.MaskedEmbedding,
+        lambda: mnn.MaskedEmbedding(9, 4, mask_zero=True, max_norm=1.0),
+        _ids_with_holes,
+        id="MaskedEmbedding-mask_zero-holes-max_norm",
+    ),
+    ModuleInfo(
+        mnn.MaskedEmbedding,
+        lambda: mnn.MaskedEmbedding(9, 4, padding_idx=3, scale_grad_by_freq=True),
+        _ids_with_holes,
+        id="MaskedEmbedding-external-mask-scale_grad_by_freq",
+    ),
+    ModuleInfo(
+        mnn.MaskedTransformerEncoderLayer,
+        lambda: _encoder_layer(dropout=0.2, batch_first=True),
+        _encoder_input,
+    ),
+    ModuleInfo(
+        mnn.MaskedTransformerEncoderLayer,
+        lambda: _encoder_layer(dropout=0.1, activation="gelu", norm_first=True, bias=False),
+        _encoder_time_first,
+        id="MaskedTransformerEncoderLayer-norm_first-gelu-nobias-time-first",
+        options=TIME_FIRST,
+    ),
+    ModuleInfo(
+        mnn.MaskedTransformerEncoderLayer,
+        lambda: _encoder_layer(dropout=0.1, batch_first=True, activation=torch.tanh),
+        _encoder_input,
+        id="MaskedTransformerEncoderLayer-causal",
+        call=_causal_call,
+    ),
+    ModuleInfo(
+        mnn.MaskedTransformerEncoderLayer,
+        lambda: _encoder_layer(dropout=0.0, batch_first=True),
+        _encoder_input,
+        id="MaskedTransformerEncoderLayer-per-head-float-src_mask",
+        call=_per_head_float_mask_call,
+    ),
+    ModuleInfo(
+        mnn.MaskedTransformerEncoder,
+        lambda: mnn.MaskedTransformerEncoder(
+            _encoder_layer(dropout=0.1, batch_first=True), 2, norm=torch.nn.LayerNorm(8)
+        ),
+        _encoder_input,
+    ),
+    ModuleInfo(
+        mnn.MaskedTransformerEncoder,
+        lambda: mnn.MaskedTransformerEncoder(_encoder_layer(dropout=0.1, batch_first=True), 2),
+        _encoder_right_padded,
+        id="MaskedTransformerEncoder-no-grad-nested-inference",
+        call=_no_grad_call,
+        options={"check_grad": False},
+    ),
+]

@@ -13,6 +13,7 @@ from masknn.functional.conv import (
     partial_conv_transpose2d,
     partial_conv_transpose3d,
 )
+from masknn.functional.embedding import masked_embedding
 from masknn.functional.fill import fill, mask_channel
 from masknn.functional.linear import masked_flatten, masked_linear
 from masknn.functional.losses import (
@@ -59,6 +60,7 @@ from masknn.functional.reductions import (
 from masknn.functional.sync_batch_norm import masked_sync_batch_norm
 from masknn.functional.temporal_pool import masked_temporal_pool
 from masknn.functional.time_distributed import time_distributed_linear
+from masknn.functional.transformer import masked_transformer_encoder_layer
 from masknn.functional.upsample import masked_interpolate
 
 __all__ = [
@@ -78,6 +80,7 @@ __all__ = [
     "masked_binary_cross_entropy_with_logits",
     "masked_cat",
     "masked_cross_entropy",
+    "masked_embedding",
     "masked_flatten",
     "masked_global_avg_pool",
     "masked_global_max_pool",
@@ -107,6 +110,7 @@ __all__ = [
     "masked_sum",
     "masked_sync_batch_norm",
     "masked_temporal_pool",
+    "masked_transformer_encoder_layer",
     "masked_var",
     "partial_conv1d",
     "partial_conv2d",

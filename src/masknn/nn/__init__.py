@@ -11,6 +11,7 @@ from masknn.nn.conv import (
     PartialConvTranspose2d,
     PartialConvTranspose3d,
 )
+from masknn.nn.embedding import MaskedEmbedding
 from masknn.nn.fill import Fill, LearnedFill, MaskChannel
 from masknn.nn.linear import MaskedFlatten, MaskedLinear
 from masknn.nn.losses import (
@@ -51,6 +52,7 @@ from masknn.nn.recurrent import MaskedGRU, MaskedLSTM, MaskedRNN
 from masknn.nn.sync_batchnorm import MaskedSyncBatchNorm
 from masknn.nn.temporal_pool import MaskedTemporalPool
 from masknn.nn.time_distributed import TimeDistributedLinear
+from masknn.nn.transformer import MaskedTransformerEncoder, MaskedTransformerEncoderLayer
 from masknn.nn.upsample import MaskedUpsample
 from masknn.nn.wrappers import Elementwise, PostMask
 
@@ -76,6 +78,7 @@ __all__ = [
     "MaskedBatchNorm3d",
     "MaskedCat",
     "MaskedCrossEntropyLoss",
+    "MaskedEmbedding",
     "MaskedFlatten",
     "MaskedGRU",
     "MaskedGlobalAvgPool",
@@ -98,6 +101,8 @@ __all__ = [
     "MaskedSmoothL1Loss",
     "MaskedSyncBatchNorm",
     "MaskedTemporalPool",
+    "MaskedTransformerEncoder",
+    "MaskedTransformerEncoderLayer",
     "MaskedUpsample",
     "PartialConv1d",
     "PartialConv2d",
