@@ -446,7 +446,7 @@ def _fast_forward(
     out = _grouped(raw, gc)
     out.mul_(_small(scale, gc))  # exactly 0 at invalid outputs: their inputs and scale are 0
     if bias is not None:
-        out.addcmul_(_bias_view(bias, gc, spec.nd), _small(valid, gc).to(raw.dtype))
+        out.addcmul_(_bias_view(bias, gc, spec.nd), _small(valid, gc))  # bool valid: b where valid
     return raw
 
 
@@ -527,15 +527,17 @@ def _finish(
     """Counts, rescale, the convolution on the path that ``eager`` picks, the output mask."""
     acc = acc_dtype(x)
     groups = spec.groups
-    is_sh = is_shared(m)
+    is_sh = m.shape[1] == 1 or is_shared(m)
     if is_sh:
-        m_sh = shared(m)
+        m_sh = m if m.shape[1] == 1 else shared(m)
         cnt_in, per = m_sh.to(acc), 1
-    elif groups == 1:
-        cnt_in, per = m.sum(1, keepdim=True, dtype=acc), m.shape[1]
-    else:
+    else:  # per channel: summed over the input channels of each group
         n, c = m.shape[0], m.shape[1]
-        cnt_in, per = m.reshape(n, groups, c // groups, *m.shape[2:]).sum(2, dtype=acc), c // groups
+        per = c // groups
+        # Eager: bytes summed into int32 (exact, and 6-8x faster than summing bools into floats).
+        mm = m.view(torch.uint8) if eager else m
+        mm = mm.unsqueeze(1) if groups == 1 else mm.reshape(n, groups, per, *m.shape[2:])
+        cnt_in = mm.sum(2, dtype=torch.int32).to(acc) if eager else mm.sum(2, dtype=acc)
     c_pad = cnt_in if spec.pre_pad is None else F.pad(cnt_in, spec.pre_pad)
     box = _box_eager if eager else _box
     if autocast:  # the counts stay in float32 (autocast would run this convolution in half precision)
