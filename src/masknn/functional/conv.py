@@ -275,7 +275,7 @@ def _box(c: Tensor, kernel: tuple[int, ...], spec: _Spec) -> Tensor:
 class _Geometry(NamedTuple):
     """Shape-derived terms of the rescale (independent of the mask's values)."""
 
-    window: Tensor | float  # taps in the window, a number or (1, 1, *out)
+    window: Tensor | float  # taps in the window: a number (a 0-d tensor in eager) or (1, 1, *out)
     pad: Tensor | None  # padded taps counted as present (padding_valid), (1, 1, *out)
     empty: Tensor | None  # windows that reach no input position (padding_valid), (1, 1, *out)
 
@@ -291,10 +291,16 @@ def _geometry(
     eager: bool,
 ) -> _Geometry:
     if not spec.transposed and not padding_valid:
-        return _Geometry(float(per * math.prod(kernel)), None, None)
+        window = float(per * math.prod(kernel))
+        return _Geometry(_cached_scalar(window, dtype, device) if eager else window, None, None)
     if eager:
         return _cached_geometry(spec, kernel, per, spatial, padding_valid, dtype, device)
     return _build_geometry(spec, kernel, per, spatial, padding_valid, dtype, device, False)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_scalar(value: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    return torch.tensor(value, dtype=dtype, device=device)
 
 
 @functools.lru_cache(maxsize=128)
@@ -356,14 +362,15 @@ def _rescale(cnt: Tensor, cnt_in: Tensor, geo: _Geometry, dtype: torch.dtype) ->
     valid = cnt > 0
     if geo.pad is None:
         # window / count where the count is positive; the inf and nan of a zero count become 0.
-        scale = torch.nan_to_num(geo.window / cnt, 0.0, 0.0, 0.0)
+        scale = torch.div(geo.window, cnt) if isinstance(geo.window, Tensor) else geo.window / cnt
+        scale = torch.nan_to_num(scale, 0.0, 0.0, 0.0)
     else:
         if geo.empty is not None:
             # A window that reaches no input is the bias alone: valid when the sample has a valid input.
             any_valid = cnt_in.amax(tuple(range(2, cnt_in.dim())), keepdim=True) > 0
             valid = valid | (geo.empty & any_valid)
         scale = torch.where(valid, geo.window / (cnt + geo.pad).clamp_min(1), 0.0)
-    return scale.to(dtype), valid
+    return (scale if scale.dtype == dtype else scale.to(dtype)), valid
 
 
 def _grouped(t: Tensor, gc: int) -> Tensor:
