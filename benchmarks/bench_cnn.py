@@ -25,7 +25,11 @@ weights are resident before and not counted). glibc's dynamic mmap threshold is 
 (``MALLOC_MMAP_THRESHOLD_``) so freed tensors leave the resident set at once.
 
 Run: python benchmarks/bench_cnn.py [--repeats 21] [--threads 1] [--memory] [--compile]
-     [--cases conv_shared conv_small ...]
+     [--cases conv_shared conv_small ...] [--device cuda] [--timer cpu]
+
+``--timer cpu`` times each step by the thread's CPU time instead of the wall clock: with one
+thread, all the work runs in the calling thread, so time the process spends waiting for a
+core taken by another process is not counted (for loaded machines).
 """
 
 from __future__ import annotations
@@ -81,16 +85,21 @@ def _size(case: str) -> tuple[int, int, int]:
 
 
 def _setup(
-    case: str, size: int | None = None, n: int | None = None, compile_: bool = False
+    case: str,
+    size: int | None = None,
+    n: int | None = None,
+    compile_: bool = False,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """The variants of one case: name -> a callable running one step."""
     torch.manual_seed(0)
     n0, c, s0 = _size(case)
     n, size = n or n0, size or s0
     plain, masked, per_channel = _layers(case)
+    plain, masked = plain.to(device), masked.to(device)
     infer = case.endswith("_infer")
-    x = torch.randn(n, c, size, size, requires_grad=not infer)
-    mask = torch.rand(n, c if per_channel else 1, size, size) > 0.5
+    x = torch.randn(n, c, size, size, device=device, requires_grad=not infer)
+    mask = torch.rand(n, c if per_channel else 1, size, size, device=device) > 0.5
     with torch.no_grad():
         g_plain = torch.randn_like(plain(x))
         g_masked = torch.randn_like(masked(Masked(x, mask)).data)
@@ -126,7 +135,7 @@ def _setup(
 
     out["masknn composable"] = step(composable, g_masked)
     if torch_pconv is not None and not per_channel:
-        peer = torch_pconv.PConv2d(c, c, 3, padding=1, bias=True)
+        peer = torch_pconv.PConv2d(c, c, 3, padding=1, bias=True).to(device)
         with torch.no_grad():
             peer.regular_conv.weight.copy_(plain.weight)
             peer.bias.copy_(plain.bias.view(1, -1, 1, 1))
@@ -140,8 +149,12 @@ def _setup(
     return out
 
 
-def time_case(case: str, repeats: int, compile_: bool = False) -> list[dict[str, Any]]:
-    fns = _setup(case, compile_=compile_)
+def time_case(
+    case: str, repeats: int, compile_: bool = False, device: str = "cpu", timer: str = "wall"
+) -> list[dict[str, Any]]:
+    fns = _setup(case, compile_=compile_, device=device)
+    clock = time.thread_time if timer == "cpu" else time.perf_counter
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     for fn in fns.values():  # warm-up (and compilation)
         for _ in range(3):
             fn()
@@ -150,9 +163,11 @@ def time_case(case: str, repeats: int, compile_: bool = False) -> list[dict[str,
     for r in range(repeats):
         k = r % len(names)
         for name in names[k:] + names[:k]:
-            t0 = time.perf_counter()
+            sync()
+            t0 = clock()
             fns[name]()
-            times[name].append(time.perf_counter() - t0)
+            sync()
+            times[name].append(clock() - t0)
     base = statistics.median(times["plain"])
     rows = []
     for name in names:
@@ -219,6 +234,14 @@ def main() -> None:
     parser.add_argument("--cases", nargs="*", default=list(CASES))
     parser.add_argument("--memory", action="store_true", help="also measure peak memory in subprocesses")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd conv layers")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda; --memory is CPU only")
+    parser.add_argument(
+        "--timer",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall clock (default), or the thread's CPU time (one thread on the CPU: robust to other "
+        "processes taking the cores)",
+    )
     parser.add_argument("--memory-child", nargs=2, metavar=("CASE", "VARIANT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -226,18 +249,24 @@ def main() -> None:
         memory_child(*args.memory_child)
         return
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, load average {os.getloadavg()}")
+    if args.device != "cpu":
+        print(f"device: {torch.cuda.get_device_name() if args.device.startswith('cuda') else args.device}")
     print(f"torch-pconv: {'installed' if torch_pconv is not None else 'not installed'}")
-    print(f"{args.repeats} repeats, variants interleaved round-robin; ratio = median / plain median")
+    print(
+        f"{args.repeats} repeats, variants interleaved round-robin, {args.timer} time; "
+        "ratio = median / plain median"
+    )
     print(f"{'case':<18}{'variant':<19}{'ms':>9}{'ratio':>8}{'paired':>8}{'us>plain':>10}")
     for case in args.cases:
-        rows = time_case(case, args.repeats, compile_=args.compile and case.startswith("conv"))
+        compile_ = args.compile and case.startswith("conv")
+        rows = time_case(case, args.repeats, compile_=compile_, device=args.device, timer=args.timer)
         for r in rows:
             print(
                 f"{case:<18}{r['variant']:<19}{r['ms']:>9.3f}{r['ratio']:>8.3f}{r['paired']:>8.3f}"
                 f"{r['us_above_plain']:>10.0f}",
                 flush=True,
             )
-        if args.memory:
+        if args.memory and args.device == "cpu":
             mem = memory_case(case, args.threads)
             print(
                 f"{case:<18}{'peak memory MiB':<19} plain {mem['plain']:.1f}, masked {mem['masked']:.1f}, "

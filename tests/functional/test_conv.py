@@ -732,3 +732,47 @@ def test_onnx_export_matches_onnxruntime() -> None:
         ref_data, ref_mask = net(x, m)
     assert (mask == ref_mask.numpy()).all()
     np.testing.assert_allclose(data, ref_data.numpy(), rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- CUDA (skipped without)
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+@CUDA
+def test_cuda_equals_cpu() -> None:
+    """The composable path on CUDA against the eager fast path on the CPU, every path case."""
+    for _, nd, per_channel, kw in PATH_CASES:
+        x, m, w, b, f = _path_case(nd, per_channel, kw)
+        cpu, cpu_grads = _run_path(f, x, w, b)
+        mc, kw2 = m.cuda(), dict(kw)
+        fn = CONV_T[nd] if kw2.pop("transposed", False) else CONV[nd]
+        dev, dev_grads = _run_path(lambda x, w, b: fn(x, mc, w, b, **kw2), x.cuda(), w.cuda(), b.cuda())  # noqa: B023
+        assert torch.equal(dev.mask.cpu(), cpu.mask)
+        torch.testing.assert_close(dev.data.cpu(), cpu.data, rtol=1e-9, atol=1e-9)
+        for a, c in zip(dev_grads, cpu_grads):
+            torch.testing.assert_close(a.cpu(), c, rtol=1e-9, atol=1e-9)
+
+
+@CUDA
+def test_cuda_autocast_float16_and_channels_last_like_nn_conv() -> None:
+    torch.manual_seed(0)
+    m = (torch.rand(2, 1, 9, 9) > 0.4).cuda()
+    x = torch.where(m, torch.randn(2, 8, 9, 9).cuda(), torch.nan)
+    for plain, masked in [
+        (torch.nn.Conv2d(8, 4, 3, padding=1), MNN.PartialConv2d(8, 4, 3, padding=1, padding_valid=True)),
+        (torch.nn.ConvTranspose2d(8, 4, 3, 2), MNN.PartialConvTranspose2d(8, 4, 3, 2, padding_valid=True)),
+    ]:
+        plain, masked = plain.cuda(), masked.cuda()
+        masked.load_state_dict(plain.state_dict())
+        with torch.autocast("cuda", dtype=torch.float16):
+            out = masked(Masked(x, m))
+            assert out.data.dtype == plain(torch.nan_to_num(x)).dtype == torch.float16
+            out.data.float().sum().backward()
+        ref = masked(Masked(x, m))
+        torch.testing.assert_close(out.data.float(), ref.data, rtol=0.01, atol=0.02)
+        assert masked.weight.grad is not None and bool(torch.isfinite(masked.weight.grad).all())
+        xc = torch.nan_to_num(x).contiguous(memory_format=torch.channels_last)
+        cl = torch.channels_last
+        assert masked(Masked(xc, m)).data.is_contiguous(memory_format=cl) == plain(xc).is_contiguous(
+            memory_format=cl
+        )

@@ -39,7 +39,7 @@ Two implementations of one function, chosen by :func:`masknn.functional._select.
 
 Under ``torch.autocast`` the convolution runs in the autocast dtype exactly as ``nn.Conv2d``
 does (data, weight and bias are cast; float64 is left alone); the valid counts and the
-rescale are computed in float32 and then applied in that dtype.
+rescale are computed in float32 (float64 for float64 data) and then applied in that dtype.
 
 How the valid count is computed (it is what makes this op cheap):
 
