@@ -1,21 +1,35 @@
 """Benchmark of the masknn CNN layers against the plain PyTorch layer, measured in the same run.
 
-Forward + backward (input and parameter gradients, a fixed random cotangent), N=16,
-64 -> 64 channels, 3x3 kernels, 64x64 images, 50 % of the pixels masked. Plain and
-masked repeats are interleaved (alternating which goes first) so that load from
-other processes hits both alike; the ratio is the median over repeats of
-masked / plain time within the same repeat, next to the ratio of the medians.
+Default setting: N=16, 64 -> 64 channels, 3x3 kernels, 64x64 images, 50 % of the pixels
+masked. Every case times several variants of one step: "plain" (the torch layer with the
+same weights) is the baseline, "masked" the masknn layer; partial-convolution cases add
+torch-pconv (DesignStripe's PConv2d, when installed: ``pip install torch-pconv --no-deps``),
+masknn's composable path forced in eager mode (``composable_only()``: what torch.compile,
+export and torch.func see), and with ``--compile`` the torch.compile'd masked and plain
+layers. Variants run round-robin (the order rotates every repeat) so that load from other
+processes hits all alike; the table gives each variant's median time, the ratio of its
+median to the plain median, and the median over repeats of the per-repeat ratio
+("paired"); for the small layer also the microseconds above plain (the per-call overhead).
+
+Cases: ``conv_shared`` / ``conv_per_channel`` (training step: forward + backward with input,
+weight and bias gradients, a fixed random cotangent), ``conv_shared_infer`` (forward under
+``torch.no_grad()``), ``conv_small`` (N=2, 16 -> 16, 32x32, training step), and the other
+CNN layers (``batchnorm2d``, ``maxpool2d``, ``avgpool2d``, training step).
 
 Peak memory (``--memory``): each (case, layer) runs once in a fresh subprocess, after
 a small warm-up that loads the kernels; the peak is the high-water mark of the
 resident set (``VmHWM``, reset through ``/proc/self/clear_refs`` just before the
-step) minus the resident set just before the measured forward+backward (so it counts everything
-allocated by the
-step: outputs, saved tensors, gradients, temporaries; the inputs and weights are
-resident before and not counted). glibc's dynamic mmap threshold is pinned
+step) minus the resident set just before the measured step (so it counts everything
+allocated by the step: outputs, saved tensors, gradients, temporaries; the inputs and
+weights are resident before and not counted). glibc's dynamic mmap threshold is pinned
 (``MALLOC_MMAP_THRESHOLD_``) so freed tensors leave the resident set at once.
 
-Run: python benchmarks/bench_cnn.py [--repeats 21] [--threads 1] [--memory]
+Run: python benchmarks/bench_cnn.py [--repeats 21] [--threads 1] [--memory] [--compile]
+     [--cases conv_shared conv_small ...] [--device cuda] [--timer cpu]
+
+``--timer cpu`` times each step by the thread's CPU time instead of the wall clock: with one
+thread, all the work runs in the calling thread, so time the process spends waiting for a
+core taken by another process is not counted (for loaded machines).
 """
 
 from __future__ import annotations
@@ -36,16 +50,24 @@ from torch import nn
 
 from masknn import Masked
 from masknn import nn as mnn
+from masknn.functional._select import composable_only
 
 N, C, H = 16, 64, 64
-CASES = ("conv_shared", "conv_per_channel", "batchnorm2d", "maxpool2d", "avgpool2d")
+CONV_CASES = ("conv_shared", "conv_shared_infer", "conv_per_channel", "conv_small")
+CASES = (*CONV_CASES, "batchnorm2d", "maxpool2d", "avgpool2d")
+
+try:  # the peer implementation, for comparison only (not a masknn dependency)
+    import torch_pconv
+except Exception:  # pragma: no cover - optional
+    torch_pconv = None
 
 
 def _layers(case: str) -> tuple[nn.Module, nn.Module, bool]:
     """(plain layer, masked layer, per-channel mask)."""
     if case.startswith("conv"):
-        plain: nn.Module = nn.Conv2d(C, C, 3, padding=1)
-        masked: nn.Module = mnn.PartialConv2d(C, C, 3, padding=1)
+        c = 16 if case == "conv_small" else C
+        plain: nn.Module = nn.Conv2d(c, c, 3, padding=1)
+        masked: nn.Module = mnn.PartialConv2d(c, c, 3, padding=1)
         masked.load_state_dict(plain.state_dict())
         return plain, masked, case == "conv_per_channel"
     if case == "batchnorm2d":
@@ -57,49 +79,110 @@ def _layers(case: str) -> tuple[nn.Module, nn.Module, bool]:
     raise ValueError(case)
 
 
-def _setup(case: str, size: int = H, n: int = N) -> dict[str, Callable[[], None]]:
+def _size(case: str) -> tuple[int, int, int]:
+    """(batch, channels, image size)."""
+    return (2, 16, 32) if case == "conv_small" else (N, C, H)
+
+
+def _setup(
+    case: str,
+    size: int | None = None,
+    n: int | None = None,
+    compile_: bool = False,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """The variants of one case: name -> a callable running one step."""
     torch.manual_seed(0)
+    n0, c, s0 = _size(case)
+    n, size = n or n0, size or s0
     plain, masked, per_channel = _layers(case)
-    x = torch.randn(n, C, size, size, requires_grad=True)
-    mask = torch.rand(n, C if per_channel else 1, size, size) > 0.5
+    plain, masked = plain.to(device), masked.to(device)
+    infer = case.endswith("_infer")
+    x = torch.randn(n, c, size, size, device=device, requires_grad=not infer)
+    mask = torch.rand(n, c if per_channel else 1, size, size, device=device) > 0.5
     with torch.no_grad():
         g_plain = torch.randn_like(plain(x))
         g_masked = torch.randn_like(masked(Masked(x, mask)).data)
 
-    def run_plain() -> None:
-        out = plain(x)
-        out.backward(g_plain)
-        x.grad = None
+    def step(fn: Callable[[], torch.Tensor], g: torch.Tensor) -> Callable[[], None]:
+        if infer:
 
-    def run_masked() -> None:
-        out = masked(Masked(x, mask))
-        out.data.backward(g_masked)
-        x.grad = None
+            def run_infer() -> None:
+                with torch.no_grad():
+                    fn()
 
-    return {"plain": run_plain, "masked": run_masked}
+            return run_infer
 
+        def run() -> None:
+            fn().backward(g)
+            x.grad = None
 
-def time_case(case: str, repeats: int) -> dict[str, Any]:
-    fns = _setup(case)
-    for fn in fns.values():  # warm-up
-        fn()
-        fn()
-    times: dict[str, list[float]] = {"plain": [], "masked": []}
-    for r in range(repeats):
-        order = ["plain", "masked"] if r % 2 == 0 else ["masked", "plain"]
-        for name in order:
-            t0 = time.perf_counter()
-            fns[name]()
-            times[name].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    paired = statistics.median(m / p for m, p in zip(times["masked"], times["plain"]))
-    return {
-        "case": case,
-        "plain_ms": 1e3 * med["plain"],
-        "masked_ms": 1e3 * med["masked"],
-        "ratio_of_medians": med["masked"] / med["plain"],
-        "median_paired_ratio": paired,
+        return run
+
+    def masked_fn(layer: nn.Module) -> Callable[[], torch.Tensor]:
+        return lambda: layer(Masked(x, mask)).data
+
+    out: dict[str, Any] = {
+        "plain": step(lambda: plain(x), g_plain),
+        "masked": step(masked_fn(masked), g_masked),
     }
+    if not case.startswith("conv"):
+        return out
+
+    def composable() -> torch.Tensor:
+        with composable_only():
+            return masked(Masked(x, mask)).data
+
+    out["masknn composable"] = step(composable, g_masked)
+    if torch_pconv is not None and not per_channel:
+        peer = torch_pconv.PConv2d(c, c, 3, padding=1, bias=True).to(device)
+        with torch.no_grad():
+            peer.regular_conv.weight.copy_(plain.weight)
+            peer.bias.copy_(plain.bias.view(1, -1, 1, 1))
+        mask_f = mask[:, 0].float()
+        out["torch-pconv"] = step(lambda: peer(x, mask_f)[0], g_masked)
+    if compile_:
+        c_plain = torch.compile(plain)
+        c_masked = torch.compile(masked)
+        out["plain compiled"] = step(lambda: c_plain(x), g_plain)
+        out["masked compiled"] = step(masked_fn(c_masked), g_masked)
+    return out
+
+
+def time_case(
+    case: str, repeats: int, compile_: bool = False, device: str = "cpu", timer: str = "wall"
+) -> list[dict[str, Any]]:
+    fns = _setup(case, compile_=compile_, device=device)
+    clock = time.thread_time if timer == "cpu" else time.perf_counter
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    for fn in fns.values():  # warm-up (and compilation)
+        for _ in range(3):
+            fn()
+    names = list(fns)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    for r in range(repeats):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            sync()
+            t0 = clock()
+            fns[name]()
+            sync()
+            times[name].append(clock() - t0)
+    base = statistics.median(times["plain"])
+    rows = []
+    for name in names:
+        med = statistics.median(times[name])
+        rows.append(
+            {
+                "case": case,
+                "variant": name,
+                "ms": 1e3 * med,
+                "ratio": med / base,
+                "paired": statistics.median(a / b for a, b in zip(times[name], times["plain"])),
+                "us_above_plain": 1e6 * (med - base),
+            }
+        )
+    return rows
 
 
 def _rss_bytes() -> int:
@@ -150,6 +233,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: cores are shared)")
     parser.add_argument("--cases", nargs="*", default=list(CASES))
     parser.add_argument("--memory", action="store_true", help="also measure peak memory in subprocesses")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile'd conv layers")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda; --memory is CPU only")
+    parser.add_argument(
+        "--timer",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall clock (default), or the thread's CPU time (one thread on the CPU: robust to other "
+        "processes taking the cores)",
+    )
     parser.add_argument("--memory-child", nargs=2, metavar=("CASE", "VARIANT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -157,21 +249,30 @@ def main() -> None:
         memory_child(*args.memory_child)
         return
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, load average {os.getloadavg()}")
-    print(f"N={N}, {C}->{C} channels, 3x3, {H}x{H}, 50 % masked, forward+backward, {args.repeats} repeats")
-    header = f"{'case':<18}{'plain ms':>10}{'masked ms':>11}{'ratio':>8}{'paired':>8}"
-    if args.memory:
-        header += f"{'plain MB':>10}{'masked MB':>11}{'mem ratio':>10}"
-    print(header)
+    if args.device != "cpu":
+        print(f"device: {torch.cuda.get_device_name() if args.device.startswith('cuda') else args.device}")
+    print(f"torch-pconv: {'installed' if torch_pconv is not None else 'not installed'}")
+    print(
+        f"{args.repeats} repeats, variants interleaved round-robin, {args.timer} time; "
+        "ratio = median / plain median"
+    )
+    print(f"{'case':<18}{'variant':<19}{'ms':>9}{'ratio':>8}{'paired':>8}{'us>plain':>10}")
     for case in args.cases:
-        r = time_case(case, args.repeats)
-        line = (
-            f"{case:<18}{r['plain_ms']:>10.2f}{r['masked_ms']:>11.2f}"
-            f"{r['ratio_of_medians']:>8.3f}{r['median_paired_ratio']:>8.3f}"
-        )
-        if args.memory:
+        compile_ = args.compile and case.startswith("conv")
+        rows = time_case(case, args.repeats, compile_=compile_, device=args.device, timer=args.timer)
+        for r in rows:
+            print(
+                f"{case:<18}{r['variant']:<19}{r['ms']:>9.3f}{r['ratio']:>8.3f}{r['paired']:>8.3f}"
+                f"{r['us_above_plain']:>10.0f}",
+                flush=True,
+            )
+        if args.memory and args.device == "cpu":
             mem = memory_case(case, args.threads)
-            line += f"{mem['plain']:>10.1f}{mem['masked']:>11.1f}{mem['masked'] / mem['plain']:>10.3f}"
-        print(line, flush=True)
+            print(
+                f"{case:<18}{'peak memory MiB':<19} plain {mem['plain']:.1f}, masked {mem['masked']:.1f}, "
+                f"ratio {mem['masked'] / mem['plain']:.3f}",
+                flush=True,
+            )
     print(f"load average after: {os.getloadavg()}")
 
 

@@ -89,8 +89,25 @@ ENTRIES = [
         lambda: mnn.PartialConv2d(4, 5, (3, 2), padding="same", bias=False, padding_valid=True),
         IMG,
         id="PartialConv2d-same-padding_valid",
-        # Zero padding counts as valid data here: border windows of a fully masked sample stay valid.
-        options={"fully_masked_zero": False},
+    ),
+    ModuleInfo(
+        mnn.PartialConv2d,
+        # Padding wider than the kernel: the corner windows reach no input (the bias alone).
+        lambda: mnn.PartialConv2d(4, 6, 2, stride=2, padding=2, groups=2, padding_valid=True),
+        IMG_PC,
+        id="PartialConv2d-padding_valid-padding-only-windows-pc",
+    ),
+    ModuleInfo(
+        mnn.PartialConv1d,
+        lambda: mnn.PartialConv1d(4, 3, 3, padding=1, dilation=2, padding_valid=True),
+        SEQ,
+        id="PartialConv1d-padding_valid",
+    ),
+    ModuleInfo(
+        mnn.PartialConv3d,
+        lambda: mnn.PartialConv3d(3, 2, 3, stride=2, padding=1, padding_valid=True),
+        VOL,
+        id="PartialConv3d-padding_valid",
     ),
     ModuleInfo(mnn.PartialConv1d, lambda: mnn.PartialConv1d(4, 5, 3, padding=1), SEQ),
     ModuleInfo(
@@ -114,6 +131,19 @@ ENTRIES = [
         lambda: mnn.PartialConvTranspose2d(4, 4, 2, stride=2, groups=2, padding_valid=True),
         IMG_PC,
         id="PartialConvTranspose2d-padding_valid",
+    ),
+    ModuleInfo(
+        mnn.PartialConvTranspose2d,
+        # Stride 3 with a 2-tap kernel and output_padding: positions no tap reaches (the bias alone).
+        lambda: mnn.PartialConvTranspose2d(4, 3, 2, stride=3, output_padding=2, padding_valid=True),
+        IMG,
+        id="PartialConvTranspose2d-padding_valid-gaps",
+    ),
+    ModuleInfo(
+        mnn.PartialConvTranspose1d,
+        lambda: mnn.PartialConvTranspose1d(4, 2, 3, 2, padding=1, output_padding=1, padding_valid=True),
+        SEQ_PC,
+        id="PartialConvTranspose1d-padding_valid-pc",
     ),
     ModuleInfo(mnn.PartialConvTranspose1d, lambda: mnn.PartialConvTranspose1d(4, 2, 3, stride=2), SEQ),
     ModuleInfo(mnn.PartialConvTranspose3d, lambda: mnn.PartialConvTranspose3d(3, 2, 2, stride=2), VOL),

@@ -59,3 +59,37 @@ def test_errors() -> None:
         mnn.PartialConv2d(3, 3, 3)([1, 2])
     with pytest.raises(ValueError, match=r"mask shape \(2, 3, 5\) does not fit data shape \(2, 3, 5, 5\)"):
         mnn.PartialConv2d(3, 3, 3)((torch.randn(2, 3, 5, 5), torch.ones(2, 3, 5, dtype=torch.bool)))
+
+
+@pytest.mark.parametrize(
+    ("plain_cls", "masked_cls", "shape"),
+    [
+        (nn.ConvTranspose1d, mnn.PartialConvTranspose1d, (2, 4, 5)),
+        (nn.ConvTranspose2d, mnn.PartialConvTranspose2d, (2, 4, 4, 5)),
+        (nn.ConvTranspose3d, mnn.PartialConvTranspose3d, (1, 4, 3, 4, 3)),
+    ],
+)
+def test_transposed_padding_valid_equals_plain_at_every_position(
+    plain_cls: type, masked_cls: type, shape: tuple[int, ...]
+) -> None:
+    """Positions no tap reaches (stride 3 > kernel 2, output_padding) hold the plain op's bias."""
+    torch.manual_seed(0)
+    plain = plain_cls(4, 6, 2, stride=3, output_padding=2, groups=2)
+    masked = masked_cls(4, 6, 2, stride=3, output_padding=2, groups=2, padding_valid=True)
+    masked.load_state_dict(plain.state_dict())
+    x = torch.randn(shape)
+    out = masked(x)
+    torch.testing.assert_close(out.data, plain(x))
+    assert bool(out.mask.all())
+    # A fully masked sample still gives zeros and an all-False mask.
+    m = torch.ones(shape[0], 1, *shape[2:], dtype=torch.bool)
+    m[0] = False
+    out = masked(Masked(torch.where(m, x, torch.nan), m))
+    assert not bool(out.mask[0].any()) and bool((out.data[0] == 0).all())
+    assert bool(out.mask[1:].all()) if shape[0] > 1 else True
+
+
+def test_transposed_output_size_error_names_the_layer() -> None:
+    up = mnn.PartialConvTranspose2d(2, 2, 3, stride=2)
+    with pytest.raises(ValueError, match=r"PartialConvTranspose2d: output_size=\[40, 40\]"):
+        up(torch.randn(1, 2, 5, 5), output_size=[40, 40])

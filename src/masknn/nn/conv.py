@@ -78,15 +78,18 @@ class _PartialConvTransposeNd(_PartialConvMixin):
         conv = cast(nn.ConvTranspose2d, self)
         x = as_masked(type(self).__name__, x)
         padding = cast("tuple[int, ...]", conv.padding)
-        opad = conv._output_padding(
-            x.data,
-            output_size,
-            list(conv.stride),
-            list(padding),
-            list(conv.kernel_size),
-            self._nd,
-            list(conv.dilation),
-        )
+        try:
+            opad = conv._output_padding(
+                x.data,
+                output_size,
+                list(conv.stride),
+                list(padding),
+                list(conv.kernel_size),
+                self._nd,
+                list(conv.dilation),
+            )
+        except ValueError as e:
+            raise ValueError(f"{type(self).__name__}: output_size={output_size!r}: {e}") from None
         return self._op(
             x.data,
             x.mask,
@@ -126,10 +129,15 @@ class PartialConv2d(_PartialConvNd, nn.Conv2d):  # type: ignore[misc]
     give an ``(N, 1, H_out, W_out)`` output mask; per-channel masks ``(N, C_in, H, W)``
     (valid count over the input channels of each group, NVIDIA's
     ``multi_channel=True``) give ``(N, C_out, H_out, W_out)``. Zero padding counts as
-    masked, so border windows are re-weighted even with an all-True mask; with
-    ``padding_valid=True`` it counts as valid and the layer equals ``nn.Conv2d``
-    when every input is valid. Only ``padding_mode='zeros'`` exists. The weights and
-    ``state_dict`` are ``nn.Conv2d``'s; no state is kept between calls.
+    masked, so border windows are re-weighted even with an all-True mask. With
+    ``padding_valid=True`` zero padding counts as present in the rescale, so the layer
+    equals ``nn.Conv2d`` when every input is valid (the mode for pretrained weights), but
+    it never makes an output valid: an output still needs a valid input in its window (a
+    window that reaches only padding is the bias alone, as in ``nn.Conv2d``, and valid
+    when the sample has any valid input), so a fully masked sample gives zeros and an
+    all-False mask in both modes (:func:`masknn.functional.partial_conv2d`). Only
+    ``padding_mode='zeros'`` exists. The weights and ``state_dict`` are ``nn.Conv2d``'s;
+    no state is kept between calls.
 
     Example:
         >>> import torch
@@ -180,10 +188,14 @@ class PartialConvTranspose1d(_PartialConvTransposeNd, nn.ConvTranspose1d):  # ty
 class PartialConvTranspose2d(_PartialConvTransposeNd, nn.ConvTranspose2d):  # type: ignore[misc]
     """2-d partial transposed convolution: ``nn.ConvTranspose2d``'s arguments plus ``padding_valid``.
 
-    ``out = conv_transpose(x⊙m) · (window / valid count) + b`` where a valid input
-    reaches the position, else 0 with a False mask; ``window`` counts the kernel taps
-    landing on the position; taps outside the input count as masked unless
-    ``padding_valid=True`` (then it equals ``nn.ConvTranspose2d`` on all-valid input).
+    ``out = conv_transpose(x⊙m) · (window / present) + b`` where a valid input reaches
+    the position, else 0 with a False mask; ``window`` counts the kernel taps of the
+    position's stride phase, taps outside the input are padding: masked by default,
+    present with ``padding_valid=True``, which makes the layer equal
+    ``nn.ConvTranspose2d`` on all-valid input at every position (positions that no
+    input reaches, between strided taps or in ``output_padding`` rows, hold the bias,
+    valid when the sample has any valid input). A fully masked sample gives zeros and an
+    all-False mask in both modes (:func:`masknn.functional.partial_conv_transpose2d`).
     Masks as in :class:`PartialConv2d`.
 
     Example:
