@@ -191,6 +191,14 @@ def _chan_sum(t: Tensor, dims: tuple[int, ...]) -> Tensor:
     return v.sum(2).sum(0) if v is not None else t.sum(dims)
 
 
+def _chan_sumsq(t: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """Per-channel sum of squares ``(C,)`` without a temporary (one read of ``t``)."""
+    v = _chan_view(t)
+    if v is not None:
+        return torch.linalg.vector_norm(v, dim=2).square().sum(0)
+    return torch.linalg.vector_norm(t, dim=dims).square()
+
+
 def _stat_shape(x: Tensor) -> list[int]:
     return [1, -1] + [1] * (x.dim() - 2)
 
@@ -202,10 +210,14 @@ class _BatchNormTrain(torch.autograd.Function):
     allocates one per pass, as ``nn.BatchNorm2d`` does, and works in place in it:
 
     forward, in the output buffer: ``select(x)``, whose per-channel sum over the ``n``
-    valid elements gives the mean; minus the mean, selected again and squared in place,
-    it sums to ``M2 = Σ (x - mean)²`` (two passes: precise when ``|mean| >> std``);
-    then torch's inference-form batch-norm kernel normalizes ``x`` into the same buffer,
-    which is selected in place. Saved: ``x``, the mask and the per-channel statistics.
+    valid elements gives the mean; minus the mean times the mask (``addcmul_``: the valid
+    deviations, exactly 0 where masked), whose squares sum to ``M2 = Σ (x - mean)²``
+    (``vector_norm``: one read, no temporary; two passes over the data in all, precise
+    when ``|mean| >> std``); then scaled by ``rstd·w``, shifted by ``b`` and selected in
+    place. That is the composable path's formula, ``(x - mean)·scale + b``, not torch's
+    folded ``x·scale + (b - mean·scale)``, whose rounding error grows with ``|mean| / std``
+    (a channel whose valid values are nearly equal gave 2e-5 instead of 0 with it). Saved:
+    ``x``, the mask and the per-channel statistics.
 
     backward, in the gradient buffer: ``Σ select(dy)`` (bias gradient), then
     ``Σ select((x - mean)·dy)·rstd`` (weight gradient, ``Σ dy·x̂``), then
@@ -225,12 +237,17 @@ class _BatchNormTrain(torch.autograd.Function):
         n = _count(m, x.shape, dims, x.dtype).reshape(-1).expand(c)
         n1 = n.clamp_min(1)
         mean = _chan_sum(buf, dims) / n1
-        buf.sub_(mean.view(shape))
-        var = _chan_sum(select_into(buf, m, out=buf).square_(), dims) / n1
-        empty = x.new_empty(0)
-        torch.ops.aten.native_batch_norm.out(
-            x, weight, bias, mean, var, False, 0.0, eps, out=buf, save_mean=empty, save_invstd=empty
-        )
+        # The valid deviations: x - mean where valid, exactly 0 where masked (mean · False = 0).
+        buf.addcmul_(mean.view(shape), m, value=-1)
+        var = _chan_sumsq(buf, dims) / n1
+        scale = torch.rsqrt(var + eps)
+        if weight is not None:
+            scale = scale * weight
+        # (x - mean) · scale + bias as the composable path computes it (not torch's folded
+        # x · scale + (bias - mean · scale), whose rounding grows with |mean| / std).
+        buf.mul_(scale.view(shape))
+        if bias is not None:
+            buf.add_(bias.view(shape))
         return select_into(buf, m, out=buf), mean, var, n
 
     @staticmethod
