@@ -408,5 +408,5 @@ def test_one_fused_kernel_call_per_layer_and_direction(monkeypatch: pytest.Monke
         torch.randn(5, 40, 3), valid, rnn._flat_weights, hidden_size=4, num_layers=3, bidirectional=True
     )
     assert len(calls) == 6
-    # The kernel runs only as many steps as the longest sequence has valid steps.
-    assert all(shape[1] == int(valid.sum(1).max()) for shape in calls)
+    # The kernel runs only as many steps as the longest sequence has valid steps (time-major input).
+    assert all(shape[0] == int(valid.sum(1).max()) for shape in calls)

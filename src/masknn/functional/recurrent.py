@@ -4,34 +4,54 @@ Semantics (Keras ``Masking`` + ``LSTM``/``GRU``/``SimpleRNN``, for *any* step
 mask: right padding, left padding, holes): a masked step is skipped and the
 state carried over; the output at a masked step is 0 and masked; the final
 state ``h_n`` (and ``c_n``) is the state after each sequence's last valid step;
-the backward direction of a bidirectional layer walks the valid steps in
-reverse order. A sequence with no valid step gives zero outputs and returns the
-initial state (zeros, or ``hx``).
+the backward direction of a bidirectional layer walks the valid steps in reverse
+order. A sequence with no valid step gives zero outputs and returns the initial
+state (zeros, or ``hx``).
 
 How it runs without a Python loop over time:
 
-1. **Compaction.** A stable sort of each sequence's step mask moves its valid
-   steps, in order, to the front (one ``gather``). The batch is now
-   right-padded with lengths ``L_i``, and the kernel only runs
-   ``max_i L_i`` steps (fewer than ``T`` when there are holes). A batch that is
-   already right-padded skips the sort and gather; a batch with no masked step
-   at all runs the plain multi-layer kernel exactly as ``nn.LSTM`` does.
-2. **One fused kernel call per layer and direction** on that padded batch
+1. **Compaction.** Each sequence's valid steps are moved, in order, to the front
+   (a cumulative sum of the mask gives every step its new position; one row
+   gather). The batch is now right-padded with lengths ``L_i``; the padded
+   positions hold zeros.
+2. **One fused kernel call per layer and direction** on that batch
    (``torch._VF.lstm``/``gru``/``rnn_*``, the kernels behind ``nn.LSTM``). The
    outputs at positions ``< L_i`` are exact because padding only follows them.
    The backward direction runs the same kernel on each sequence's valid steps
-   flipped in place (a per-sample ``gather``), so it also starts at the last
-   valid step and padding again only follows.
-3. **Final states.** ``h_n`` is the output at position ``L_i - 1``. For the
-   LSTM cell state, the padded steps are made exact no-ops for ``c``: the
-   kernel gets one extra input feature, 1 at padded steps and 0 at valid steps,
-   whose weight column adds a large constant to the forget gate and subtracts
-   it from the input gate. At valid steps it contributes exactly ``0``; at
-   padded steps ``sigmoid`` saturates to exactly 1 (forget) and 0 (input), so
-   ``c`` is carried unchanged to the kernel's final ``c_n``, and every gradient
-   through the padded steps is exactly 0. The constant is chosen from the
-   weights and ``hx`` so it dominates every other term of the gate.
-4. **Scatter** the compacted outputs back to their original time positions.
+   reversed in place (another row gather), so it too starts at the last valid
+   step and padding again only follows.
+3. **Final states.** ``h_n`` is the output at position ``L_i - 1`` (the initial
+   state where ``L_i = 0``). The LSTM cell state is the kernel's final ``c``:
+   the padded steps carry ``c`` over exactly, by an extra input feature that is
+   0 at valid steps and ``v`` at padded steps, with weight ``-v`` into the input
+   gate and ``+v`` into the forget gate, where ``v`` is the largest finite value
+   of the dtype the kernel computes in. At a valid step the feature contributes
+   exactly ``0 * v = 0``; at a padded step its product ``v * v`` overflows to
+   ``-inf``/``+inf``, whatever the weights, biases and states hold (any finite
+   value), so ``sigmoid`` gives exactly 0 (input) and 1 (forget): ``c`` is carried
+   bit for bit and the gradient through padded steps is exactly 0. For
+   ``nonlinearity='relu'`` the same feature drives the padded steps to
+   ``relu(-inf) = 0``, so the state cannot grow to infinity there (its gradient
+   would be ``0 * inf = NaN``). Sequences with no valid step run from a zero
+   state (their result is the initial state, selected afterwards), so a huge
+   ``hx`` cannot overflow in steps that are discarded anyway.
+4. **Back to the original time positions** (one row gather), with exact zeros
+   selected at masked steps: a NaN or Inf cotangent there reaches no gradient.
+
+Three paths, one function (tests compare them):
+
+* **eager fast path** on CPU (:func:`masknn.functional._select.fast_path`): the
+  kernels run only ``max_i L_i`` steps (fewer than ``T`` when there are holes),
+  and a batch with no masked step runs the plain multi-layer kernel exactly as
+  ``nn.LSTM`` does;
+* **static path** under ``torch.compile``, ``torch.export``, ONNX export,
+  tracing, dispatch modes and on other devices: the same compaction and kernels
+  over all ``T`` steps, with no Python control flow on tensor values, so one
+  graph serves every mask and (with dynamic shapes) every batch size and length;
+* **step-by-step path** under ``torch.func`` transforms (``vmap``, ``grad``,
+  ``jacrev``; PyTorch has no batching rule for the fused RNN kernels): a loop
+  over the ``T`` steps with the cell written in plain ops, carrying the state with
+  ``torch.where`` at masked steps.
 
 The helpers take ``params`` in the order of ``nn.LSTM._flat_weights`` (per
 layer, per direction: ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``,
@@ -41,6 +61,7 @@ and ``weight_hr`` for LSTM with ``proj_size``).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -48,68 +69,28 @@ from torch import Tensor
 
 from masknn._masked import Masked
 from masknn._validation import check_data, shape_str
+from masknn.functional._select import fast_path, select
 from masknn.functional._sequence import sequence_step_mask
 
 __all__ = ["masked_gru", "masked_lstm", "masked_recurrent", "masked_rnn"]
 
-_KERNELS = {"LSTM", "GRU", "RNN_TANH", "RNN_RELU"}
+_KERNELS = ("GRU", "LSTM", "RNN_RELU", "RNN_TANH")
 _KERNEL_FNS = {"GRU": torch._VF.gru, "RNN_TANH": torch._VF.rnn_tanh, "RNN_RELU": torch._VF.rnn_relu}
 
 
-def _big(w_hh: Tensor, biases: Sequence[Tensor], w_hr: Tensor | None, h0: Tensor) -> Tensor:
-    """A constant that dominates every gate pre-activation at a padded step (input there is 0)."""
-    with torch.no_grad():
-        h_bound = torch.ones((), dtype=torch.float32, device=w_hh.device)
-        if w_hr is not None:
-            h_bound = torch.maximum(h_bound, w_hr.detach().float().abs().sum(1).max())
-        if h0.numel():
-            h_bound = torch.maximum(h_bound, h0.detach().float().abs().max())
-        bound = w_hh.detach().float().abs().sum(1) * h_bound
-        for b in biases:
-            bound = bound + b.detach().float().abs()
-        # 1000: sigmoid(+-1000) is exactly 1 / 0 in float16 ... float64 alike.
-        return bound.max() + 1000.0
+@dataclass(frozen=True)
+class _Config:
+    mode: str
+    bias: bool
+    num_layers: int
+    dropout: float
+    training: bool
+    bidirectional: bool
+    per: int  # weight tensors per layer and direction
 
-
-def _run_direction(
-    mode: str,
-    x: Tensor,
-    pad: Tensor,
-    w: Sequence[Tensor],
-    h0: Tensor,
-    c0: Tensor | None,
-    bias: bool,
-    training: bool,
-) -> tuple[Tensor, Tensor | None]:
-    """One unidirectional single-layer kernel call on a right-padded batch ``x`` (N, Tm, F).
-
-    Returns the outputs (N, Tm, H_out) and, for LSTM, the cell state after each
-    sequence's last valid step (N, H).
-    """
-    if mode == "LSTM":
-        assert c0 is not None
-        w_ih, w_hh = w[0], w[1]
-        biases = list(w[2:4]) if bias else []
-        w_hr = w[-1] if len(w) == 2 + 2 * bias + 1 else None
-        hidden = w_hh.shape[1] if w_hr is None else w_hr.shape[1]
-        big = _big(w_hh, biases, w_hr, h0).to(w_ih.dtype)
-        zero = torch.zeros((), dtype=w_ih.dtype, device=w_ih.device)
-        col = torch.cat(
-            [
-                (-big).expand(hidden),  # input gate -> sigmoid = 0
-                big.expand(hidden),  # forget gate -> sigmoid = 1
-                zero.expand(2 * hidden),  # cell candidate, output gate
-            ]
-        ).unsqueeze(1)
-        w_aug = torch.cat([w_ih, col], 1)
-        x_aug = torch.cat([x, pad.to(x.dtype).unsqueeze(-1)], -1)
-        params = [w_aug, *w[1:]]
-        out, _, c_n = torch._VF.lstm(
-            x_aug, (h0.unsqueeze(0), c0.unsqueeze(0)), params, bias, 1, 0.0, training, False, True
-        )
-        return out, c_n[0]
-    out, _ = _KERNEL_FNS[mode](x, h0.unsqueeze(0), list(w), bias, 1, 0.0, training, False, True)
-    return out, None
+    @property
+    def d(self) -> int:
+        return 2 if self.bidirectional else 1
 
 
 def masked_recurrent(
@@ -133,9 +114,19 @@ def masked_recurrent(
 
     ``mode`` is ``"LSTM"``, ``"GRU"``, ``"RNN_TANH"`` or ``"RNN_RELU"``. Returns
     ``(output, h_n, c_n)`` with ``c_n`` ``None`` except for LSTM.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> gru = nn.GRU(3, 4, batch_first=True)
+        >>> out, h, c = masked_recurrent(
+        ...     "GRU", torch.randn(2, 5, 3), torch.rand(2, 5) > 0.3, gru._flat_weights, hidden_size=4
+        ... )
+        >>> out.data.shape, h.shape, c is None
+        (torch.Size([2, 5, 4]), torch.Size([1, 2, 4]), True)
     """
     if mode not in _KERNELS:
-        raise ValueError(f"{op}: mode must be one of {sorted(_KERNELS)}, got {mode!r}")
+        raise ValueError(f"{op}: mode must be one of {list(_KERNELS)}, got {mode!r}")
     x = check_data(op, x)
     unbatched = x.dim() == 2
     if unbatched:
@@ -166,6 +157,11 @@ def masked_recurrent(
         raise ValueError(
             f"{op}: expected input with {w_in} features (input_size), got data {shape_str(x.shape)}"
         )
+    if proj_size > 0 and torch.onnx.is_in_onnx_export():
+        raise NotImplementedError(
+            f"{op}: ONNX export of an LSTM with proj_size > 0 is not supported (ONNX's LSTM operator "
+            "has no projection; torch.nn.LSTM with proj_size does not export correctly either)"
+        )
 
     # Initial state.
     h0: Tensor
@@ -186,15 +182,20 @@ def masked_recurrent(
             h0 = hx
         _check_state(op, "h_0", h0, (num_layers * d, n, h_out), unbatched, data.dtype, data.device)
 
-    if n and t and bool(valid.all()):
-        # Nothing masked: exactly the plain layer (one multi-layer kernel call, its own dropout).
-        out_full, h_n, c_n = _plain(
-            mode, data, params, h0, c0, bias, num_layers, dropout, training, bidirectional
-        )
+    cfg = _Config(mode, bias, num_layers, float(dropout), training, bidirectional, per)
+    if n == 0 or t == 0:
+        out_full, h_n, c_n = _empty(cfg, data, h0, c0)
+    elif torch._C._are_functorch_transforms_active():
+        out_full, h_n, c_n = _stepwise(cfg, data, valid, params, h0, c0)
+    elif fast_path(data, valid, h0, c0, *params):
+        if bool(valid.all()):
+            # Nothing masked: exactly the plain layer (one multi-layer kernel call, its own dropout).
+            out_full, h_n, c_n = _plain(cfg, data, params, h0, c0)
+        else:
+            tm = max(1, int(valid.sum(1).max()))  # the kernels run only as far as the longest sequence
+            out_full, h_n, c_n = _compacted(cfg, data, valid, params, h0, c0, tm)
     else:
-        out_full, h_n, c_n = _compacted(
-            mode, data, valid, params, h0, c0, bias, num_layers, dropout, training, bidirectional, per
-        )
+        out_full, h_n, c_n = _compacted(cfg, data, valid, params, h0, c0, None)
     out_mask = valid.unsqueeze(-1)
     if not batch_first:
         out_full = out_full.transpose(0, 1)
@@ -207,112 +208,267 @@ def masked_recurrent(
     return Masked(out_full, out_mask), h_n, c_n
 
 
+def _empty(cfg: _Config, data: Tensor, h0: Tensor, c0: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """No sample or no step: zero outputs, and the initial state as the final state."""
+    n, t, _ = data.shape
+    out = torch.zeros(n, t, cfg.d * h0.shape[-1], dtype=data.dtype, device=data.device)
+    return out, h0.clone(), None if c0 is None else c0.clone()
+
+
 def _plain(
-    mode: str,
-    data: Tensor,
-    params: Sequence[Tensor],
-    h0: Tensor,
-    c0: Tensor | None,
-    bias: bool,
-    num_layers: int,
-    dropout: float,
-    training: bool,
-    bidirectional: bool,
+    cfg: _Config, data: Tensor, params: Sequence[Tensor], h0: Tensor, c0: Tensor | None
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """The plain multi-layer kernel on a batch-first batch with no masked step (as ``nn.LSTM``)."""
-    if mode == "LSTM":
+    args = (list(params), cfg.bias, cfg.num_layers, cfg.dropout, cfg.training, cfg.bidirectional, True)
+    if cfg.mode == "LSTM":
         assert c0 is not None
-        out, h, c = torch._VF.lstm(
-            data, (h0, c0), list(params), bias, num_layers, dropout, training, bidirectional, True
-        )
+        out, h, c = torch._VF.lstm(data, (h0, c0), *args)
         return out, h, c
-    out, h = _KERNEL_FNS[mode](
-        data, h0, list(params), bias, num_layers, dropout, training, bidirectional, True
-    )
+    out, h = _KERNEL_FNS[cfg.mode](data, h0, *args)
     return out, h, None
 
 
+def _saturating_value(dtype: torch.dtype, device_type: str) -> float:
+    """The largest finite value of the dtype the kernel computes in (so ``v * v`` overflows).
+
+    Under autocast a float32 kernel may run in the autocast dtype: ``v`` must stay
+    finite after that cast, or the weight column would hold ``inf`` and ``0 * inf``
+    would give NaN at valid steps.
+    """
+    v = torch.finfo(dtype).max
+    if dtype == torch.float32 and torch.is_autocast_enabled(device_type):
+        v = min(v, torch.finfo(torch.get_autocast_dtype(device_type)).max)
+    return v
+
+
+def _run_direction(
+    cfg: _Config,
+    x: Tensor,
+    pad_feature: Tensor | None,
+    w: Sequence[Tensor],
+    h0: Tensor,
+    c0: Tensor | None,
+    v: float,
+    anchor: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """One unidirectional single-layer kernel call on a compacted time-major batch ``x`` (Tm, N, F).
+
+    ``pad_feature`` (Tm, N, 1) is 0 at valid steps and ``v`` at padded steps (LSTM
+    and relu RNN only); ``anchor`` is set on the static path (see the work-around
+    below). Returns the outputs (Tm, N, H_out) and, for LSTM, the kernel's final cell
+    state (N, H): the state after each sequence's last valid step, since padded steps
+    carry ``c`` over exactly.
+    """
+    # `train` only picks the kernel's variant here (a single-layer call has no dropout): the
+    # training one, which keeps what a backward needs, exactly when a gradient may be asked for;
+    # the faster inference one otherwise (also in train mode under torch.no_grad()).
+    train = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (x, h0, *w, *(() if c0 is None else (c0,)))
+    )
+    args = (cfg.bias, 1, 0.0, train, False, False)  # time-major
+    if cfg.mode == "GRU" or cfg.mode == "RNN_TANH":
+        out, _ = _KERNEL_FNS[cfg.mode](x, h0.unsqueeze(0), list(w), *args)
+        return out, None
+    assert pad_feature is not None
+    w_ih = w[0]
+    gates = w_ih.shape[0]
+    if cfg.mode == "LSTM":
+        hidden = gates // 4
+        # Gate order i, f, g, o: padded steps get -inf into the input gate, +inf into the forget gate.
+        col = torch.zeros(gates, 1, dtype=w_ih.dtype, device=w_ih.device)
+        col[:hidden] = -v
+        col[hidden : 2 * hidden] = v
+    else:
+        col = torch.full((gates, 1), -v, dtype=w_ih.dtype, device=w_ih.device)
+    params = [torch.cat([w_ih, col], 1), *w[1:]]
+    if anchor and not x.requires_grad:
+        # Work-around for a PyTorch bug: compiled (aot_eager, inductor) oneDNN LSTM layers fail in
+        # the forward when their input needs no gradient but a weight or state does ("expected all
+        # tensors_saved_with_vc_check to be Tensors"). Make the input depend on one such tensor
+        # through an exact 0 (a select, never a product, so Inf/NaN there cannot leak).
+        need = [t for t in (*w, h0, *(() if c0 is None else (c0,))) if t.requires_grad]
+        if need:
+            first = need[0].reshape(-1)[0]
+            off = torch.zeros((), dtype=torch.bool, device=x.device)
+            pad_feature = pad_feature + torch.where(off, first, torch.zeros_like(first))
+    x_aug = torch.cat([x, pad_feature], -1)
+    if cfg.mode == "LSTM":
+        assert c0 is not None
+        out, _, c_n = torch._VF.lstm(x_aug, (h0.unsqueeze(0), c0.unsqueeze(0)), params, *args)
+        return out, c_n[0]
+    out, _ = torch._VF.rnn_relu(x_aug, h0.unsqueeze(0), params, *args)
+    return out, None
+
+
+def _take(rows: Tensor, index: Tensor) -> Tensor:
+    """Rows of a 2-d ``rows`` (R, W) picked by an integer ``index`` (A, B): (A, B, W)."""
+    a, b = index.shape
+    return rows.index_select(0, index.reshape(a * b)).view(a, b, rows.shape[-1])
+
+
+def _zero_where_not(x: Tensor, keep: Tensor, fast: bool) -> Tensor:
+    """``x`` (A, B, W) with exact zeros where ``keep`` (A, B) is False; a select, never a product.
+
+    On the fast path the zeros are written in place into ``x`` (a fresh gather), and only
+    into the rows to drop; elsewhere it is :func:`select` (``torch.where``).
+    """
+    if not fast:
+        return select(x, keep.unsqueeze(-1))
+    a, b, w = x.shape
+    drop = (~keep).reshape(a * b).nonzero().squeeze(1)
+    return x.view(a * b, w).index_fill_(0, drop, 0).view(a, b, w)
+
+
 def _compacted(
-    mode: str,
+    cfg: _Config,
     data: Tensor,
     valid: Tensor,
     params: Sequence[Tensor],
     h0: Tensor,
     c0: Tensor | None,
-    bias: bool,
-    num_layers: int,
-    dropout: float,
-    training: bool,
-    bidirectional: bool,
-    per: int,
+    steps_run: int | None,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Compact, run each layer and direction once on the right-padded batch, put back (batch first)."""
-    n, t, f = data.shape
-    d = 2 if bidirectional else 1
-    lengths = valid.sum(1)  # (N,)
-    # Compaction: valid steps first, in order (skipped when the batch is already right-padded).
-    data = torch.where(valid.unsqueeze(-1), data, torch.zeros((), dtype=data.dtype, device=data.device))
-    tm = max(1, int(lengths.max())) if n and t else 1
-    if t == 0:
-        data = torch.zeros(n, 1, f, dtype=data.dtype, device=data.device)
-    steps = torch.arange(tm, device=data.device)
-    inside = steps.unsqueeze(0) < lengths.unsqueeze(1)  # (N, Tm)
-    pad = ~inside
-    idx: Tensor | None = None
-    if t == 0 or bool((valid[:, :tm] == inside).all()):  # right padding (then valid[:, tm:] is all False)
-        layer_in = data[:, :tm]
-    else:
-        order = torch.argsort((~valid).to(torch.uint8), dim=1, stable=True)  # (N, T)
-        idx = order[:, :tm]
-        layer_in = data.gather(1, idx.unsqueeze(-1).expand(n, tm, f))  # pads hold canonical zeros
-    last = (lengths - 1).clamp(min=0)
-    has_any = (lengths > 0).unsqueeze(-1)  # (N, 1)
-    rev = (
-        torch.where(inside, lengths.unsqueeze(1) - 1 - steps.unsqueeze(0), steps.unsqueeze(0))
-        if bidirectional
-        else None
-    )
-    zero = torch.zeros((), dtype=data.dtype, device=data.device)
+    """Compact, run each layer and direction once over ``Tm`` steps, put back (batch first).
 
+    ``steps_run`` is the longest sequence's number of valid steps on the eager fast
+    path (``Tm``), and None on the static path (all ``T`` steps). The compacted batch
+    is built time-major, ``(Tm, N, F)``, the kernels' native layout, so they copy
+    nothing; row ``k * N + i`` holds compacted step ``k`` of sequence ``i``. No
+    Python branch on tensor values.
+    """
+    n, t, f = data.shape
+    fast = steps_run is not None
+    tm = t if steps_run is None else steps_run
+    dev = data.device
+    lengths = valid.sum(1)  # (N,)
+    csum = valid.cumsum(1)
+    steps_t = torch.arange(t, device=dev)
+    # dest[i, s]: the compacted position of step s (valid steps first, in order, then the masked ones).
+    dest = torch.where(valid, csum - 1, lengths.unsqueeze(1) + steps_t - csum)
+    # src[i, k]: the step at compacted position k (dest inverted).
+    src = torch.zeros_like(dest).scatter(1, dest, steps_t.expand(n, t))[:, :tm]
+    steps = torch.arange(tm, device=dev)
+    inside = steps < lengths.unsqueeze(1)  # (N, Tm): compacted positions holding a valid step
+    inside_tm = inside.t()  # (Tm, N)
+    batch = torch.arange(n, device=dev)
+    has_any = (lengths > 0).unsqueeze(1)  # (N, 1)
+    last_rows = (lengths - 1).clamp(min=0) * n + batch  # (N,): the row of step L_i - 1
+    rev_rows: Tensor | None = None
+    rev: Tensor | None = None
+    if cfg.bidirectional:  # position k <-> L_i - 1 - k inside each sequence, padding in place
+        rev = torch.where(inside, lengths.unsqueeze(1) - 1 - steps, steps)
+        rev_rows = (rev * n + batch.unsqueeze(1)).t()  # (Tm, N)
+    pad_feature: Tensor | None = None
+    v = 0.0
+    zero = torch.zeros((), dtype=data.dtype, device=dev)
+    if cfg.mode in ("LSTM", "RNN_RELU"):
+        v = _saturating_value(data.dtype, dev.type)
+        pad_feature = torch.where(
+            inside_tm.unsqueeze(-1), zero, torch.full((), v, dtype=data.dtype, device=dev)
+        )
+    # Sequences with no valid step run from a zero state (their final state is selected below).
+    h0_run = torch.where(has_any.unsqueeze(0), h0, zero)
+    c0_run = None if c0 is None else torch.where(has_any.unsqueeze(0), c0, zero)
+    flat = data.reshape(n * t, f)
+    in_rows = src + (batch * t).unsqueeze(1)  # (N, Tm): rows of `flat`
+
+    def gather_input(rows: Tensor) -> Tensor:
+        # Padded positions read a masked step of their own sequence, zeroed here (NaN-safe).
+        return _zero_where_not(_take(flat, rows.t()), inside_tm, fast)
+
+    layer_in = gather_input(in_rows)  # (Tm, N, F)
     h_list: list[Tensor] = []
     c_list: list[Tensor] = []
-    out_c = layer_in
-    for layer in range(num_layers):
+    for layer in range(cfg.num_layers):
         outs = []
-        for direction in range(d):
-            k = layer * d + direction
-            w = params[k * per : (k + 1) * per]
-            src = layer_in
+        for direction in range(cfg.d):
+            k = layer * cfg.d + direction
+            w = params[k * cfg.per : (k + 1) * cfg.per]
+            xin = layer_in
             if direction == 1:
-                assert rev is not None
-                src = layer_in.gather(1, rev.unsqueeze(-1).expand_as(layer_in))
-            c0k = None if c0 is None else c0[k]
-            out, c_last = _run_direction(mode, src, pad, w, h0[k], c0k, bias, training)
-            out = torch.where(inside.unsqueeze(-1), out, zero)
-            h_last = out.gather(1, last.view(n, 1, 1).expand(n, 1, out.shape[-1])).squeeze(1)
-            h_list.append(torch.where(has_any, h_last, h0[k]))
+                assert rev is not None and rev_rows is not None
+                if layer == 0:
+                    xin = gather_input(in_rows.gather(1, rev))
+                else:
+                    xin = _take(layer_in.reshape(tm * n, layer_in.shape[-1]), rev_rows)
+            c0k = None if c0_run is None else c0_run[k]
+            out, c_last = _run_direction(cfg, xin, pad_feature, w, h0_run[k], c0k, v, not fast)
+            width = out.shape[-1]
+            out = out.reshape(tm * n, width)
+            h_last = out.index_select(0, last_rows)
+            h_list.append(torch.where(has_any, h_last, h0[k].to(h_last.dtype)))
             if c_last is not None:
-                c_list.append(c_last)
-            if direction == 1:
-                assert rev is not None
-                out = out.gather(1, rev.unsqueeze(-1).expand_as(out))
-            outs.append(out)
-        out_c = outs[0] if d == 1 else torch.cat(outs, -1)
-        if layer < num_layers - 1:
-            layer_in = out_c
-            if dropout > 0 and training:
-                layer_in = F.dropout(layer_in, dropout, training)
+                assert c0 is not None
+                c_list.append(torch.where(has_any, c_last, c0[k].to(c_last.dtype)))
+            outs.append(out.view(tm, n, width) if direction == 0 else _take(out, rev_rows))  # type: ignore[arg-type]
+        layer_in = outs[0] if cfg.d == 1 else torch.cat(outs, -1)
+        if layer < cfg.num_layers - 1 and cfg.dropout > 0 and cfg.training:
+            layer_in = F.dropout(layer_in, cfg.dropout, True)
     h_n = torch.stack(h_list)
     c_n = torch.stack(c_list) if c_list else None
+    # Back to the original time positions; masked steps read some row and are zeroed.
+    out_rows = dest if not fast else torch.where(valid, dest, 0)  # dest < Tm at valid steps
+    width = layer_in.shape[-1]
+    out_full = _take(layer_in.reshape(tm * n, width), out_rows * n + batch.unsqueeze(1))
+    return _zero_where_not(out_full, valid, fast), h_n, c_n
 
-    # Back to the original time positions (pads land on masked steps as zeros).
-    width = out_c.shape[-1]
-    if idx is None:
-        out_full = F.pad(out_c, (0, 0, 0, t - tm))[:, :t]
-    else:
-        out_full = torch.zeros(n, t, width, dtype=out_c.dtype, device=out_c.device)
-        out_full = out_full.scatter(1, idx.unsqueeze(-1).expand(n, tm, width), out_c)
-    return out_full, h_n, c_n
+
+def _cell(
+    mode: str, x: Tensor, h: Tensor, c: Tensor | None, w: Sequence[Tensor], bias: bool
+) -> tuple[Tensor, Tensor | None]:
+    """One step of the cell in plain ops (the step-by-step path)."""
+    gi = F.linear(x, w[0], w[2] if bias else None)
+    gh = F.linear(h, w[1], w[3] if bias else None)
+    if mode == "LSTM":
+        assert c is not None
+        i, f, g, o = (gi + gh).chunk(4, -1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        if len(w) == 2 + 2 * int(bias) + 1:
+            h = F.linear(h, w[-1])
+        return h, c
+    if mode == "GRU":
+        ir, iz, in_ = gi.chunk(3, -1)
+        hr, hz, hn = gh.chunk(3, -1)
+        r = torch.sigmoid(ir + hr)
+        z = torch.sigmoid(iz + hz)
+        cand = torch.tanh(in_ + r * hn)
+        return cand + z * (h - cand), None
+    return (torch.tanh if mode == "RNN_TANH" else torch.relu)(gi + gh), None
+
+
+def _stepwise(
+    cfg: _Config, data: Tensor, valid: Tensor, params: Sequence[Tensor], h0: Tensor, c0: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """A loop over the T steps in plain ops, state carried with ``torch.where`` (for ``torch.func``)."""
+    t = data.shape[1]
+    zero = torch.zeros((), dtype=data.dtype, device=data.device)
+    layer_in = torch.where(valid.unsqueeze(-1), data, zero)
+    h_list: list[Tensor] = []
+    c_list: list[Tensor] = []
+    for layer in range(cfg.num_layers):
+        outs = []
+        for direction in range(cfg.d):
+            k = layer * cfg.d + direction
+            w = params[k * cfg.per : (k + 1) * cfg.per]
+            h = h0[k]
+            c = None if c0 is None else c0[k]
+            step_out: list[Tensor] = [zero] * t
+            for s in reversed(range(t)) if direction else range(t):
+                m = valid[:, s : s + 1]
+                h_new, c_new = _cell(cfg.mode, layer_in[:, s], h, c, w, cfg.bias)
+                h = torch.where(m, h_new, h)
+                if c is not None and c_new is not None:
+                    c = torch.where(m, c_new, c)
+                step_out[s] = torch.where(m, h_new, zero)
+            h_list.append(h)
+            if c is not None:
+                c_list.append(c)
+            outs.append(torch.stack(step_out, 1))
+        layer_in = outs[0] if cfg.d == 1 else torch.cat(outs, -1)
+        if layer < cfg.num_layers - 1 and cfg.dropout > 0 and cfg.training:
+            layer_in = torch.where(valid.unsqueeze(-1), F.dropout(layer_in, cfg.dropout, True), zero)
+    return layer_in, torch.stack(h_list), torch.stack(c_list) if c_list else None
 
 
 def _check_state(
