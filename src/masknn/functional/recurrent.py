@@ -157,11 +157,6 @@ def masked_recurrent(
         raise ValueError(
             f"{op}: expected input with {w_in} features (input_size), got data {shape_str(x.shape)}"
         )
-    if proj_size > 0 and torch.onnx.is_in_onnx_export():
-        raise NotImplementedError(
-            f"{op}: ONNX export of an LSTM with proj_size > 0 is not supported (ONNX's LSTM operator "
-            "has no projection; torch.nn.LSTM with proj_size does not export correctly either)"
-        )
 
     # Initial state.
     h0: Tensor
@@ -182,23 +177,40 @@ def masked_recurrent(
             h0 = hx
         _check_state(op, "h_0", h0, (num_layers * d, n, h_out), unbatched, data.dtype, data.device)
 
+    # A symbolic length: a SymInt in non-strict export; under Dynamo (strict export) sizes pass
+    # isinstance(int), and hasattr on them is a hard tracing error, which refuses the export too.
+    if torch.compiler.is_exporting() and (not isinstance(t, int) or hasattr(t, "node")):
+        raise ValueError(
+            f"{op}: torch.export and ONNX export (dynamo=True) need a static number of timesteps "
+            f"for recurrent layers, got a dynamic one ({t}): PyTorch's decompositions of the fused "
+            "RNN kernels unroll over time (torch.nn.LSTM/GRU/RNN cannot export a dynamic length "
+            "either). Export with a fixed length (pad to the longest sequence; the mask handles the "
+            "padding) and keep the batch dimension dynamic."
+        )
     cfg = _Config(mode, bias, num_layers, float(dropout), training, bidirectional, per)
-    if n == 0 or t == 0:
-        out_full, h_n, c_n = _empty(cfg, data, h0, c0)
-    elif torch._C._are_functorch_transforms_active():
-        out_full, h_n, c_n = _stepwise(cfg, data, valid, params, h0, c0)
-    elif fast_path(data, valid, h0, c0, *params):
+    out_full: Tensor
+    if (
+        n == 0
+        or t == 0
+        or (torch._C._are_functorch_transforms_active() or (proj_size > 0 and torch.compiler.is_exporting()))
+    ):
+        # torch.func has no batching rule for the fused kernels; ONNX's LSTM has no projection
+        # (nn.LSTM with proj_size exports to a model that onnxruntime rejects): plain ops instead.
+        run = _empty if n == 0 or t == 0 else _stepwise
+        out_full, h_n, c_n = run(cfg, data, valid, params, h0, c0)
+        if not batch_first:
+            out_full = out_full.transpose(0, 1)
+    elif fast_path(x, valid, h0, c0, *params):
         if bool(valid.all()):
             # Nothing masked: exactly the plain layer (one multi-layer kernel call, its own dropout).
-            out_full, h_n, c_n = _plain(cfg, data, params, h0, c0)
+            out_full, h_n, c_n = _plain(cfg, x, batch_first, params, h0, c0)
         else:
             tm = max(1, int(valid.sum(1).max()))  # the kernels run only as far as the longest sequence
-            out_full, h_n, c_n = _compacted(cfg, data, valid, params, h0, c0, tm)
+            out_full, h_n, c_n = _compacted(cfg, x, batch_first, valid, params, h0, c0, tm)
     else:
-        out_full, h_n, c_n = _compacted(cfg, data, valid, params, h0, c0, None)
+        out_full, h_n, c_n = _compacted(cfg, x, batch_first, valid, params, h0, c0, None)
     out_mask = valid.unsqueeze(-1)
     if not batch_first:
-        out_full = out_full.transpose(0, 1)
         out_mask = out_mask.transpose(0, 1)
     if unbatched:
         b = 0 if batch_first else 1
@@ -208,7 +220,9 @@ def masked_recurrent(
     return Masked(out_full, out_mask), h_n, c_n
 
 
-def _empty(cfg: _Config, data: Tensor, h0: Tensor, c0: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+def _empty(
+    cfg: _Config, data: Tensor, valid: Tensor, params: Sequence[Tensor], h0: Tensor, c0: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor | None]:
     """No sample or no step: zero outputs, and the initial state as the final state."""
     n, t, _ = data.shape
     out = torch.zeros(n, t, cfg.d * h0.shape[-1], dtype=data.dtype, device=data.device)
@@ -216,15 +230,15 @@ def _empty(cfg: _Config, data: Tensor, h0: Tensor, c0: Tensor | None) -> tuple[T
 
 
 def _plain(
-    cfg: _Config, data: Tensor, params: Sequence[Tensor], h0: Tensor, c0: Tensor | None
+    cfg: _Config, x: Tensor, batch_first: bool, params: Sequence[Tensor], h0: Tensor, c0: Tensor | None
 ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """The plain multi-layer kernel on a batch-first batch with no masked step (as ``nn.LSTM``)."""
-    args = (list(params), cfg.bias, cfg.num_layers, cfg.dropout, cfg.training, cfg.bidirectional, True)
+    """The plain multi-layer kernel on a batch with no masked step, exactly as ``nn.LSTM`` runs it."""
+    args = (list(params), cfg.bias, cfg.num_layers, cfg.dropout, cfg.training, cfg.bidirectional, batch_first)
     if cfg.mode == "LSTM":
         assert c0 is not None
-        out, h, c = torch._VF.lstm(data, (h0, c0), *args)
+        out, h, c = torch._VF.lstm(x, (h0, c0), *args)
         return out, h, c
-    out, h = _KERNEL_FNS[cfg.mode](data, h0, *args)
+    out, h = _KERNEL_FNS[cfg.mode](x, h0, *args)
     return out, h, None
 
 
@@ -275,13 +289,17 @@ def _run_direction(
     if cfg.mode == "LSTM":
         hidden = gates // 4
         # Gate order i, f, g, o: padded steps get -inf into the input gate, +inf into the forget gate.
-        col = torch.zeros(gates, 1, dtype=w_ih.dtype, device=w_ih.device)
-        col[:hidden] = -v
-        col[hidden : 2 * hidden] = v
+        col = torch.cat(
+            [
+                torch.full((hidden, 1), -v, dtype=w_ih.dtype, device=w_ih.device),
+                torch.full((hidden, 1), v, dtype=w_ih.dtype, device=w_ih.device),
+                torch.zeros(gates - 2 * hidden, 1, dtype=w_ih.dtype, device=w_ih.device),
+            ]
+        )
     else:
         col = torch.full((gates, 1), -v, dtype=w_ih.dtype, device=w_ih.device)
     params = [torch.cat([w_ih, col], 1), *w[1:]]
-    if anchor and not x.requires_grad:
+    if anchor and not x.requires_grad and not torch.compiler.is_exporting():
         # Work-around for a PyTorch bug: compiled (aot_eager, inductor) oneDNN LSTM layers fail in
         # the forward when their input needs no gradient but a weight or state does ("expected all
         # tensors_saved_with_vc_check to be Tensors"). Make the input depend on one such tensor
@@ -300,10 +318,19 @@ def _run_direction(
     return out, None
 
 
-def _take(rows: Tensor, index: Tensor) -> Tensor:
-    """Rows of a 2-d ``rows`` (R, W) picked by an integer ``index`` (A, B): (A, B, W)."""
-    a, b = index.shape
-    return rows.index_select(0, index.reshape(a * b)).view(a, b, rows.shape[-1])
+def _gather(x3: Tensor, first: Tensor, second: Tensor, fast: bool) -> Tensor:
+    """``x3[first, second]``: rows of a 3-d tensor picked by two broadcasting integer indices.
+
+    The fast path reads them with one ``index_select`` over the rows (3-4x faster than
+    advanced indexing on CPU); elsewhere it is advanced indexing, which tracers follow
+    without guards on strides.
+    """
+    if not fast:
+        return x3[first, second]
+    shape = torch.broadcast_shapes(first.shape, second.shape)
+    rows = (first * x3.shape[1] + second).expand(shape).reshape(-1)
+    width = x3.shape[-1]
+    return x3.reshape(x3.shape[0] * x3.shape[1], width).index_select(0, rows).view(*shape, width)
 
 
 def _zero_where_not(x: Tensor, keep: Tensor, fast: bool) -> Tensor:
@@ -321,27 +348,30 @@ def _zero_where_not(x: Tensor, keep: Tensor, fast: bool) -> Tensor:
 
 def _compacted(
     cfg: _Config,
-    data: Tensor,
+    x: Tensor,
+    batch_first: bool,
     valid: Tensor,
     params: Sequence[Tensor],
     h0: Tensor,
     c0: Tensor | None,
     steps_run: int | None,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Compact, run each layer and direction once over ``Tm`` steps, put back (batch first).
+    """Compact, run each layer and direction once over ``Tm`` steps, put back.
 
+    ``x`` is in the caller's layout (``batch_first`` or not), ``valid`` is (N, T).
     ``steps_run`` is the longest sequence's number of valid steps on the eager fast
     path (``Tm``), and None on the static path (all ``T`` steps). The compacted batch
-    is built time-major, ``(Tm, N, F)``, the kernels' native layout, so they copy
-    nothing; row ``k * N + i`` holds compacted step ``k`` of sequence ``i``. No
-    Python branch on tensor values.
+    is built time-major, ``(Tm, N, F)``, the kernels' native layout, so that they copy
+    nothing. The output comes back in the caller's layout. No Python branch on tensor
+    values.
     """
-    n, t, f = data.shape
+    n, t = valid.shape
     fast = steps_run is not None
     tm = t if steps_run is None else steps_run
-    dev = data.device
-    lengths = valid.sum(1)  # (N,)
-    csum = valid.cumsum(1)
+    dev = x.device
+    counts = valid.long()  # ONNX has no CumSum of bool (the legacy exporter would emit one)
+    lengths = counts.sum(1)  # (N,)
+    csum = counts.cumsum(1)
     steps_t = torch.arange(t, device=dev)
     # dest[i, s]: the compacted position of step s (valid steps first, in order, then the masked ones).
     dest = torch.where(valid, csum - 1, lengths.unsqueeze(1) + steps_t - csum)
@@ -352,31 +382,27 @@ def _compacted(
     inside_tm = inside.t()  # (Tm, N)
     batch = torch.arange(n, device=dev)
     has_any = (lengths > 0).unsqueeze(1)  # (N, 1)
-    last_rows = (lengths - 1).clamp(min=0) * n + batch  # (N,): the row of step L_i - 1
-    rev_rows: Tensor | None = None
+    last = (lengths - 1).clamp(min=0)  # (N,): the position of step L_i - 1
     rev: Tensor | None = None
     if cfg.bidirectional:  # position k <-> L_i - 1 - k inside each sequence, padding in place
-        rev = torch.where(inside, lengths.unsqueeze(1) - 1 - steps, steps)
-        rev_rows = (rev * n + batch.unsqueeze(1)).t()  # (Tm, N)
+        rev = torch.where(inside, lengths.unsqueeze(1) - 1 - steps, steps).t()  # (Tm, N)
     pad_feature: Tensor | None = None
     v = 0.0
-    zero = torch.zeros((), dtype=data.dtype, device=dev)
+    zero = torch.zeros((), dtype=x.dtype, device=dev)
     if cfg.mode in ("LSTM", "RNN_RELU"):
-        v = _saturating_value(data.dtype, dev.type)
-        pad_feature = torch.where(
-            inside_tm.unsqueeze(-1), zero, torch.full((), v, dtype=data.dtype, device=dev)
-        )
+        v = _saturating_value(x.dtype, dev.type)
+        pad_feature = torch.where(inside_tm.unsqueeze(-1), zero, torch.full((), v, dtype=x.dtype, device=dev))
     # Sequences with no valid step run from a zero state (their final state is selected below).
     h0_run = torch.where(has_any.unsqueeze(0), h0, zero)
     c0_run = None if c0 is None else torch.where(has_any.unsqueeze(0), c0, zero)
-    flat = data.reshape(n * t, f)
-    in_rows = src + (batch * t).unsqueeze(1)  # (N, Tm): rows of `flat`
+    src_tm = src.t()  # (Tm, N): the step read at each compacted (time-major) position
 
-    def gather_input(rows: Tensor) -> Tensor:
+    def gather_input(step: Tensor) -> Tensor:
         # Padded positions read a masked step of their own sequence, zeroed here (NaN-safe).
-        return _zero_where_not(_take(flat, rows.t()), inside_tm, fast)
+        rows = _gather(x, batch, step, fast) if batch_first else _gather(x, step, batch, fast)
+        return _zero_where_not(rows, inside_tm, fast)
 
-    layer_in = gather_input(in_rows)  # (Tm, N, F)
+    layer_in = gather_input(src_tm)  # (Tm, N, F)
     h_list: list[Tensor] = []
     c_list: list[Tensor] = []
     for layer in range(cfg.num_layers):
@@ -386,31 +412,34 @@ def _compacted(
             w = params[k * cfg.per : (k + 1) * cfg.per]
             xin = layer_in
             if direction == 1:
-                assert rev is not None and rev_rows is not None
+                assert rev is not None
                 if layer == 0:
-                    xin = gather_input(in_rows.gather(1, rev))
+                    xin = gather_input(src_tm.gather(0, rev))
                 else:
-                    xin = _take(layer_in.reshape(tm * n, layer_in.shape[-1]), rev_rows)
+                    xin = _gather(layer_in, rev, batch, fast)
             c0k = None if c0_run is None else c0_run[k]
             out, c_last = _run_direction(cfg, xin, pad_feature, w, h0_run[k], c0k, v, not fast)
-            width = out.shape[-1]
-            out = out.reshape(tm * n, width)
-            h_last = out.index_select(0, last_rows)
+            h_last = _gather(out, last, batch, fast)  # (N, H_out)
             h_list.append(torch.where(has_any, h_last, h0[k].to(h_last.dtype)))
             if c_last is not None:
                 assert c0 is not None
                 c_list.append(torch.where(has_any, c_last, c0[k].to(c_last.dtype)))
-            outs.append(out.view(tm, n, width) if direction == 0 else _take(out, rev_rows))  # type: ignore[arg-type]
+            if direction == 1:
+                assert rev is not None
+                out = _gather(out, rev, batch, fast)
+            outs.append(out)
         layer_in = outs[0] if cfg.d == 1 else torch.cat(outs, -1)
         if layer < cfg.num_layers - 1 and cfg.dropout > 0 and cfg.training:
             layer_in = F.dropout(layer_in, cfg.dropout, True)
     h_n = torch.stack(h_list)
     c_n = torch.stack(c_list) if c_list else None
     # Back to the original time positions; masked steps read some row and are zeroed.
-    out_rows = dest if not fast else torch.where(valid, dest, 0)  # dest < Tm at valid steps
-    width = layer_in.shape[-1]
-    out_full = _take(layer_in.reshape(tm * n, width), out_rows * n + batch.unsqueeze(1))
-    return _zero_where_not(out_full, valid, fast), h_n, c_n
+    out_step = dest if not fast else torch.where(valid, dest, 0)  # dest < Tm at valid steps
+    if batch_first:
+        out_full = _zero_where_not(_gather(layer_in, out_step, batch.unsqueeze(1), fast), valid, fast)
+    else:
+        out_full = _zero_where_not(_gather(layer_in, out_step.t(), batch, fast), valid.t(), fast)
+    return out_full, h_n, c_n
 
 
 def _cell(
