@@ -30,7 +30,7 @@ def make_twin(mode: str, *args: object, **kwargs: object) -> nn.RNNBase:
 
 
 def run(
-    mode: str, rnn: nn.RNNBase, x: Tensor, mask: Tensor, hx: object = None
+    mode: str, rnn: nn.RNNBase, x: Tensor, mask: Tensor, hx: object = None, batch_first: bool | None = None
 ) -> tuple[Masked, Tensor, Tensor | None]:
     return masked_recurrent(
         mode,
@@ -41,7 +41,7 @@ def run(
         hidden_size=rnn.hidden_size,
         num_layers=rnn.num_layers,
         bias=rnn.bias,
-        batch_first=rnn.batch_first,
+        batch_first=rnn.batch_first if batch_first is None else batch_first,
         dropout=float(rnn.dropout),
         training=rnn.training,
         bidirectional=rnn.bidirectional,
@@ -756,6 +756,15 @@ def test_the_three_paths_agree(mode: str, kw: dict[str, object]) -> None:
     for a, b, c in zip(fast, static, step):
         torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(c, a, rtol=1e-10, atol=1e-12)
+    # Inference (no gradient): GRU and RNN run packed sequences on the fast path.
+    with torch.no_grad():
+        for time_first in (False, True):
+            xi = torch.where(valid.unsqueeze(-1), x, torch.nan)
+            xi, vi = (xi.transpose(0, 1), valid.t()) if time_first else (xi, valid)
+            out_m, h, _ = run(mode, rnn, xi, vi, hx, batch_first=not time_first)
+            out = out_m.data.transpose(0, 1) if time_first else out_m.data
+            torch.testing.assert_close(out, fast[0], rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(h, fast[1], rtol=1e-10, atol=1e-12)
 
 
 def _loop_path(

@@ -204,6 +204,14 @@ def masked_recurrent(
         if bool(valid.all()):
             # Nothing masked: exactly the plain layer (one multi-layer kernel call, its own dropout).
             out_full, h_n, c_n = _plain(cfg, x, batch_first, params, h0, c0)
+        elif mode != "LSTM" and not (
+            torch.is_grad_enabled() and any(p.requires_grad for p in (x, h0, *params))
+        ):
+            # Inference with PyTorch's own GRU/RNN kernels (no oneDNN path): packed sequences,
+            # which run only the valid steps (the padded form wins in training, the LSTM's
+            # oneDNN kernel always).
+            out_full, h_n = _packed(cfg, x, batch_first, valid, params, h0)
+            c_n = None
         else:
             tm = max(1, int(valid.sum(1).max()))  # the kernels run only as far as the longest sequence
             out_full, h_n, c_n = _compacted(cfg, x, batch_first, valid, params, h0, c0, tm)
@@ -240,6 +248,52 @@ def _plain(
         return out, h, c
     out, h = _KERNEL_FNS[cfg.mode](x, h0, *args)
     return out, h, None
+
+
+def _packed(
+    cfg: _Config, x: Tensor, batch_first: bool, valid: Tensor, params: Sequence[Tensor], h0: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Eager fast path, GRU and RNN: each sequence's valid steps as a packed sequence, one call.
+
+    The packed kernel runs every layer and direction (its own dropout between layers) and
+    returns each sequence's state after its last valid step; sequences with no valid step
+    are left out and keep ``h_0``. Returns the output in the caller's layout and ``h_n``.
+    """
+    n, t = valid.shape
+    dev = x.device
+    lengths = valid.sum(1)
+    order = torch.argsort(lengths, descending=True, stable=True)  # the longest first, as packing needs
+    sorted_len = lengths[order]
+    active = int((sorted_len > 0).sum())
+    if active == 0:  # no valid step at all (the packed kernel would crash on an empty batch)
+        shape = (n, t) if batch_first else (t, n)
+        return x.new_zeros(*shape, cfg.d * h0.shape[-1]), h0.clone()
+    tm = int(sorted_len[0])
+    grid = torch.arange(tm, device=dev).unsqueeze(1) < sorted_len[:active].unsqueeze(0)  # (Tm, active)
+    batch_sizes = grid.sum(1).cpu()
+    k_idx, j_idx = grid.nonzero(as_tuple=True)  # packed rows: time-major, longest sequence first
+    seq = order[j_idx]
+    # The s-th valid step of each sequence, for s < L: the positions of its valid steps in order.
+    step_of = torch.argsort((~valid).to(torch.uint8), dim=1, stable=True)
+    step = step_of[seq, k_idx]
+    f = x.shape[-1]
+    rows = seq * t + step if batch_first else step * n + seq
+    data = x.reshape(-1, f).index_select(0, rows)
+    hx = h0.index_select(1, order[:active])
+    args = (list(params), cfg.bias, cfg.num_layers, cfg.dropout, cfg.training, cfg.bidirectional)
+    out_p, h_s = _KERNEL_FNS[cfg.mode](data, batch_sizes, hx, *args)
+    h_n = h0.index_copy(1, order[:active], h_s)
+    # Packed row of (sequence i, its k-th valid step): offset of step k + rank of i among the active.
+    offsets = batch_sizes.to(dev).cumsum(0) - batch_sizes.to(dev)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(n, device=dev)
+    k_of = (valid.cumsum(1) - 1).clamp(min=0)  # (N, T): the index among valid steps
+    out_rows = torch.where(valid, offsets[k_of.clamp(max=tm - 1)] + rank.unsqueeze(1), 0)
+    width = out_p.shape[-1]
+    if not batch_first:
+        out_rows, valid = out_rows.t(), valid.t()
+    out = out_p.index_select(0, out_rows.reshape(-1)).view(out_rows.shape[0], out_rows.shape[1], width)
+    return _zero_where_not(out, valid, True), h_n
 
 
 def _saturating_value(dtype: torch.dtype, device_type: str) -> float:
