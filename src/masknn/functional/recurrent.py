@@ -204,9 +204,7 @@ def masked_recurrent(
         if bool(valid.all()):
             # Nothing masked: exactly the plain layer (one multi-layer kernel call, its own dropout).
             out_full, h_n, c_n = _plain(cfg, x, batch_first, params, h0, c0)
-        elif mode != "LSTM" and not (
-            torch.is_grad_enabled() and any(p.requires_grad for p in (x, h0, *params))
-        ):
+        elif mode != "LSTM" and not _needs_grad(x, h0, c0, params):
             # Inference with PyTorch's own GRU/RNN kernels (no oneDNN path): packed sequences,
             # which run only the valid steps (the padded form wins in training, the LSTM's
             # oneDNN kernel always).
@@ -322,10 +320,11 @@ def _run_direction(
     """One unidirectional single-layer kernel call on a compacted time-major batch ``x`` (Tm, N, F).
 
     ``pad_feature`` (Tm, N, 1) is 0 at valid steps and ``v`` at padded steps (LSTM
-    and relu RNN only); ``anchor`` is set on the static path (see the work-around
-    below). Returns the outputs (Tm, N, H_out) and, for LSTM, the kernel's final cell
-    state (N, H): the state after each sequence's last valid step, since padded steps
-    carry ``c`` over exactly.
+    and relu RNN only), appended to ``x`` here; None when ``x`` already ends with it.
+    ``anchor`` is set on the static path (see the work-around below). Returns the
+    outputs (Tm, N, H_out) and, for LSTM, the kernel's final cell state (N, H): the
+    state after each sequence's last valid step, since padded steps carry ``c`` over
+    exactly (and give the output 0: the output gate is closed too).
     """
     # `train` only picks the kernel's variant here (a single-layer call has no dropout): the
     # training one, which keeps what a backward needs, exactly when a gradient may be asked for;
@@ -337,23 +336,18 @@ def _run_direction(
     if cfg.mode == "GRU" or cfg.mode == "RNN_TANH":
         out, _ = _KERNEL_FNS[cfg.mode](x, h0.unsqueeze(0), list(w), *args)
         return out, None
-    assert pad_feature is not None
     w_ih = w[0]
     gates = w_ih.shape[0]
     if cfg.mode == "LSTM":
         hidden = gates // 4
-        # Gate order i, f, g, o: padded steps get -inf into the input gate, +inf into the forget gate.
-        col = torch.cat(
-            [
-                torch.full((hidden, 1), -v, dtype=w_ih.dtype, device=w_ih.device),
-                torch.full((hidden, 1), v, dtype=w_ih.dtype, device=w_ih.device),
-                torch.zeros(gates - 2 * hidden, 1, dtype=w_ih.dtype, device=w_ih.device),
-            ]
-        )
+        # Gate order i, f, g, o: padded steps get -inf into the input and output gates, +inf into
+        # the forget gate: c is carried over, and h is exactly 0 there.
+        full = [torch.full((hidden, 1), u, dtype=w_ih.dtype, device=w_ih.device) for u in (-v, v, 0.0, -v)]
+        col = torch.cat(full)
     else:
         col = torch.full((gates, 1), -v, dtype=w_ih.dtype, device=w_ih.device)
     params = [torch.cat([w_ih, col], 1), *w[1:]]
-    if anchor and not x.requires_grad and not torch.compiler.is_exporting():
+    if pad_feature is not None and anchor and not x.requires_grad and not torch.compiler.is_exporting():
         # Work-around for a PyTorch bug: compiled (aot_eager, inductor) oneDNN LSTM layers fail in
         # the forward when their input needs no gradient but a weight or state does ("expected all
         # tensors_saved_with_vc_check to be Tensors"). Make the input depend on one such tensor
@@ -363,7 +357,7 @@ def _run_direction(
             first = need[0].reshape(-1)[0]
             off = torch.zeros((), dtype=torch.bool, device=x.device)
             pad_feature = pad_feature + torch.where(off, first, torch.zeros_like(first))
-    x_aug = torch.cat([x, pad_feature], -1)
+    x_aug = x if pad_feature is None else torch.cat([x, pad_feature], -1)
     if cfg.mode == "LSTM":
         assert c0 is not None
         out, _, c_n = torch._VF.lstm(x_aug, (h0.unsqueeze(0), c0.unsqueeze(0)), params, *args)
@@ -443,18 +437,33 @@ def _compacted(
     pad_feature: Tensor | None = None
     v = 0.0
     zero = torch.zeros((), dtype=x.dtype, device=dev)
-    if cfg.mode in ("LSTM", "RNN_RELU"):
+    augment = cfg.mode in ("LSTM", "RNN_RELU")
+    if augment:
         v = _saturating_value(x.dtype, dev.type)
         pad_feature = torch.where(inside_tm.unsqueeze(-1), zero, torch.full((), v, dtype=x.dtype, device=dev))
     # Sequences with no valid step run from a zero state (their final state is selected below).
     h0_run = torch.where(has_any.unsqueeze(0), h0, zero)
     c0_run = None if c0 is None else torch.where(has_any.unsqueeze(0), c0, zero)
     src_tm = src.t()  # (Tm, N): the step read at each compacted (time-major) position
+    source: Tensor | None = None
+    if fast and augment:
+        # The input rows with the padded-step feature appended, and one extra row for padded
+        # positions: (0, ..., 0, v). One gather then builds the kernel's input, no zeroing.
+        f = x.shape[-1]
+        source = x.new_empty(n * t + 1, f + 1)
+        source[:-1, :f] = x.reshape(n * t, f)
+        source[:-1, f] = 0
+        source[-1, :f] = 0
+        source[-1, f] = v
 
     def gather_input(step: Tensor) -> Tensor:
+        if source is not None:
+            rows = step * n + batch if not batch_first else batch * t + step
+            rows = torch.where(inside_tm, rows, n * t)
+            return source.index_select(0, rows.reshape(-1)).view(tm, n, source.shape[-1])
         # Padded positions read a masked step of their own sequence, zeroed here (NaN-safe).
-        rows = _gather(x, batch, step, fast) if batch_first else _gather(x, step, batch, fast)
-        return _zero_where_not(rows, inside_tm, fast)
+        picked = _gather(x, batch, step, fast) if batch_first else _gather(x, step, batch, fast)
+        return _zero_where_not(picked, inside_tm, fast)
 
     layer_in = gather_input(src_tm)  # (Tm, N, F)
     h_list: list[Tensor] = []
@@ -472,7 +481,8 @@ def _compacted(
                 else:
                     xin = _gather(layer_in, rev, batch, fast)
             c0k = None if c0_run is None else c0_run[k]
-            out, c_last = _run_direction(cfg, xin, pad_feature, w, h0_run[k], c0k, v, not fast)
+            feature = None if layer == 0 and source is not None else pad_feature
+            out, c_last = _run_direction(cfg, xin, feature, w, h0_run[k], c0k, v, not fast)
             h_last = _gather(out, last, batch, fast)  # (N, H_out)
             h_list.append(torch.where(has_any, h_last, h0[k].to(h_last.dtype)))
             if c_last is not None:
@@ -488,12 +498,29 @@ def _compacted(
     h_n = torch.stack(h_list)
     c_n = torch.stack(c_list) if c_list else None
     # Back to the original time positions; masked steps read some row and are zeroed.
+    if fast and cfg.mode == "LSTM" and not _needs_grad(x, h0, c0, params):
+        # Inference: padded LSTM outputs are exact zeros (closed output gate); masked steps read
+        # one of them, when there is one, instead of being zeroed in a second pass.
+        shortest = int(lengths.argmin())
+        if int(lengths[shortest]) < tm:
+            rows = torch.where(valid, dest * n + batch.unsqueeze(1), (tm - 1) * n + shortest)
+            rows = rows if batch_first else rows.t()
+            width = layer_in.shape[-1]
+            flat_out = layer_in.reshape(tm * n, width)
+            return flat_out.index_select(0, rows.reshape(-1)).view(*rows.shape, width), h_n, c_n
     out_step = dest if not fast else torch.where(valid, dest, 0)  # dest < Tm at valid steps
     if batch_first:
         out_full = _zero_where_not(_gather(layer_in, out_step, batch.unsqueeze(1), fast), valid, fast)
     else:
         out_full = _zero_where_not(_gather(layer_in, out_step.t(), batch, fast), valid.t(), fast)
     return out_full, h_n, c_n
+
+
+def _needs_grad(x: Tensor, h0: Tensor, c0: Tensor | None, params: Sequence[Tensor]) -> bool:
+    """Whether autograd records this call (a backward may follow)."""
+    if not torch.is_grad_enabled():
+        return False
+    return any(t is not None and t.requires_grad for t in (x, h0, c0, *params))
 
 
 def _cell(
