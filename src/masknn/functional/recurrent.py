@@ -251,7 +251,7 @@ def _plain(
 def _packed(
     cfg: _Config, x: Tensor, batch_first: bool, valid: Tensor, params: Sequence[Tensor], h0: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """Eager fast path, GRU and RNN: each sequence's valid steps as a packed sequence, one call.
+    """Eager fast path, GRU and RNN inference: the valid steps as a packed sequence, one call.
 
     The packed kernel runs every layer and direction (its own dropout between layers) and
     returns each sequence's state after its last valid step; sequences with no valid step
@@ -259,7 +259,8 @@ def _packed(
     """
     n, t = valid.shape
     dev = x.device
-    lengths = valid.sum(1)
+    csum = valid.cumsum(1)
+    lengths = csum[:, -1]
     order = torch.argsort(lengths, descending=True, stable=True)  # the longest first, as packing needs
     sorted_len = lengths[order]
     active = int((sorted_len > 0).sum())
@@ -267,31 +268,28 @@ def _packed(
         shape = (n, t) if batch_first else (t, n)
         return x.new_zeros(*shape, cfg.d * h0.shape[-1]), h0.clone()
     tm = int(sorted_len[0])
-    grid = torch.arange(tm, device=dev).unsqueeze(1) < sorted_len[:active].unsqueeze(0)  # (Tm, active)
-    batch_sizes = grid.sum(1).cpu()
-    k_idx, j_idx = grid.nonzero(as_tuple=True)  # packed rows: time-major, longest sequence first
-    seq = order[j_idx]
-    # The s-th valid step of each sequence, for s < L: the positions of its valid steps in order.
-    step_of = torch.argsort((~valid).to(torch.uint8), dim=1, stable=True)
-    step = step_of[seq, k_idx]
-    f = x.shape[-1]
-    rows = seq * t + step if batch_first else step * n + seq
-    data = x.reshape(-1, f).index_select(0, rows)
-    hx = h0.index_select(1, order[:active])
-    args = (list(params), cfg.bias, cfg.num_layers, cfg.dropout, cfg.training, cfg.bidirectional)
-    out_p, h_s = _KERNEL_FNS[cfg.mode](data, batch_sizes, hx, *args)
-    h_n = h0.index_copy(1, order[:active], h_s)
-    # Packed row of (sequence i, its k-th valid step): offset of step k + rank of i among the active.
-    offsets = batch_sizes.to(dev).cumsum(0) - batch_sizes.to(dev)
+    batch_sizes = (sorted_len[:active].unsqueeze(0) > torch.arange(tm, device=dev).unsqueeze(1)).sum(1)
+    offsets = batch_sizes.cumsum(0) - batch_sizes  # first packed row of each step
     rank = torch.empty_like(order)
     rank[order] = torch.arange(n, device=dev)
-    k_of = (valid.cumsum(1) - 1).clamp(min=0)  # (N, T): the index among valid steps
-    out_rows = torch.where(valid, offsets[k_of.clamp(max=tm - 1)] + rank.unsqueeze(1), 0)
+    # Every valid step (sequence i, time s, its k-th valid step): its packed row and its row in x.
+    flat = valid.reshape(-1).nonzero().squeeze(1)  # i * T + s, in order
+    seq, time = flat // t, flat % t
+    packed_row = offsets[csum.reshape(-1)[flat] - 1] + rank[seq]
+    x_row = flat if batch_first else time * n + seq
+    source = torch.empty_like(packed_row)
+    source[packed_row] = x_row  # the row of x that each packed row reads
+    f = x.shape[-1]
+    data = x.reshape(-1, f).index_select(0, source)
+    hx = h0.index_select(1, order[:active])
+    args = (list(params), cfg.bias, cfg.num_layers, cfg.dropout, cfg.training, cfg.bidirectional)
+    out_p, h_s = _KERNEL_FNS[cfg.mode](data, batch_sizes.cpu(), hx, *args)
+    h_n = h0.index_copy(1, order[:active], h_s)
     width = out_p.shape[-1]
-    if not batch_first:
-        out_rows, valid = out_rows.t(), valid.t()
-    out = out_p.index_select(0, out_rows.reshape(-1)).view(out_rows.shape[0], out_rows.shape[1], width)
-    return _zero_where_not(out, valid, True), h_n
+    out = out_p.new_zeros(n * t, width)  # masked steps: exact zeros
+    out.index_copy_(0, source, out_p)  # the output is laid out as x: packed row r goes to source[r]
+    shape = (n, t) if batch_first else (t, n)
+    return out.view(*shape, width), h_n
 
 
 def _saturating_value(dtype: torch.dtype, device_type: str) -> float:
