@@ -369,9 +369,9 @@ AUTOCAST_CASES = [
     AUTOCAST_CASES,
     ids=[f"{c[0].__name__}-{c[3]}-{i}" for i, c in enumerate(AUTOCAST_CASES)],
 )
-@pytest.mark.parametrize("composable", [False, True], ids=["fast", "static"])
+@pytest.mark.parametrize("path", ["fast", "fast-inference", "static"])
 def test_autocast_dtypes_and_values_follow_the_twin(
-    cls: type[nn.RNNBase], twin: type[nn.RNNBase], kw: dict[str, Any], dtype: torch.dtype, composable: bool
+    cls: type[nn.RNNBase], twin: type[nn.RNNBase], kw: dict[str, Any], dtype: torch.dtype, path: str
 ) -> None:
     """Under CPU autocast the outputs and states have nn.LSTM/GRU/RNN's dtypes, and the values
     equal the twin's (under the same autocast) run on each sequence's valid steps alone: the
@@ -381,7 +381,11 @@ def test_autocast_dtypes_and_values_follow_the_twin(
     plain = twin(F_IN, HID, batch_first=True, **kw)
     plain.load_state_dict(masked.state_dict())
     x, mask = _data(3, 6, 0)
-    with torch.autocast("cpu", dtype=dtype), composable_only() if composable else contextlib.nullcontext():
+    with (
+        torch.autocast("cpu", dtype=dtype),
+        composable_only() if path == "static" else contextlib.nullcontext(),
+        torch.no_grad() if path == "fast-inference" else contextlib.nullcontext(),
+    ):
         out, state = masked(Masked(x, mask))
         ref_out, ref_state = plain(torch.where(mask.unsqueeze(-1), x, 0.0))
         states = state if isinstance(state, tuple) else (state,)

@@ -12,8 +12,8 @@ How it runs without a Python loop over time:
 
 1. **Compaction.** Each sequence's valid steps are moved, in order, to the front
    (a cumulative sum of the mask gives every step its new position; one row
-   gather). The batch is now right-padded with lengths ``L_i``; the padded
-   positions hold zeros.
+   gather), into a time-major batch ``(Tm, N, F)``, the kernels' own layout. The
+   batch is now right-padded with lengths ``L_i``.
 2. **One fused kernel call per layer and direction** on that batch
    (``torch._VF.lstm``/``gru``/``rnn_*``, the kernels behind ``nn.LSTM``). The
    outputs at positions ``< L_i`` are exact because padding only follows them.
@@ -24,32 +24,38 @@ How it runs without a Python loop over time:
    state where ``L_i = 0``). The LSTM cell state is the kernel's final ``c``:
    the padded steps carry ``c`` over exactly, by an extra input feature that is
    0 at valid steps and ``v`` at padded steps, with weight ``-v`` into the input
-   gate and ``+v`` into the forget gate, where ``v`` is the largest finite value
-   of the dtype the kernel computes in. At a valid step the feature contributes
-   exactly ``0 * v = 0``; at a padded step its product ``v * v`` overflows to
-   ``-inf``/``+inf``, whatever the weights, biases and states hold (any finite
-   value), so ``sigmoid`` gives exactly 0 (input) and 1 (forget): ``c`` is carried
-   bit for bit and the gradient through padded steps is exactly 0. For
-   ``nonlinearity='relu'`` the same feature drives the padded steps to
-   ``relu(-inf) = 0``, so the state cannot grow to infinity there (its gradient
-   would be ``0 * inf = NaN``). Sequences with no valid step run from a zero
-   state (their result is the initial state, selected afterwards), so a huge
-   ``hx`` cannot overflow in steps that are discarded anyway.
+   and output gates and ``+v`` into the forget gate, where ``v`` is the largest
+   finite value of the dtype the kernel computes in (the autocast dtype under
+   autocast). At a valid step the feature contributes exactly ``0 * v = 0``; at a
+   padded step its product ``v * v`` overflows to ``-inf``/``+inf``, whatever the
+   weights, biases and states hold (any finite value), so ``sigmoid`` gives
+   exactly 0 (input, output) and 1 (forget): ``c`` is carried bit for bit, the
+   padded output is exactly 0, and the gradient through padded steps is exactly
+   0. No constant depends on the weights, so nothing can stop dominating or
+   overflow. For ``nonlinearity='relu'`` the same feature drives the padded steps
+   to ``relu(-inf) = 0``, so the state cannot grow to infinity there (its
+   gradient would be ``0 * inf = NaN``). Sequences with no valid step run from a
+   zero state (their result is the initial state, selected afterwards), so a
+   huge ``hx`` cannot overflow in steps that are discarded anyway.
 4. **Back to the original time positions** (one row gather), with exact zeros
    selected at masked steps: a NaN or Inf cotangent there reaches no gradient.
 
 Three paths, one function (tests compare them):
 
 * **eager fast path** on CPU (:func:`masknn.functional._select.fast_path`): the
-  kernels run only ``max_i L_i`` steps (fewer than ``T`` when there are holes),
-  and a batch with no masked step runs the plain multi-layer kernel exactly as
-  ``nn.LSTM`` does;
+  kernels run only ``max_i L_i`` steps (fewer than ``T`` when there are holes);
+  a batch with no masked step runs the plain multi-layer kernel exactly as
+  ``nn.LSTM`` does; GRU and RNN inference (no gradient recorded) run PyTorch's
+  packed-sequence kernel on the valid steps alone, which beats the padded form
+  there (the LSTM's oneDNN kernel, and every backward, prefer the padded form);
 * **static path** under ``torch.compile``, ``torch.export``, ONNX export,
   tracing, dispatch modes and on other devices: the same compaction and kernels
   over all ``T`` steps, with no Python control flow on tensor values, so one
-  graph serves every mask and (with dynamic shapes) every batch size and length;
+  graph serves every mask and every batch size (PyTorch's RNN decompositions
+  specialize the length: a new length recompiles, and export needs a static one);
 * **step-by-step path** under ``torch.func`` transforms (``vmap``, ``grad``,
-  ``jacrev``; PyTorch has no batching rule for the fused RNN kernels): a loop
+  ``jacrev``; PyTorch has no batching rule for the fused RNN kernels), and for an
+  LSTM with ``proj_size`` under export (ONNX's LSTM has no projection): a loop
   over the ``T`` steps with the cell written in plain ops, carrying the state with
   ``torch.where`` at masked steps.
 
@@ -284,7 +290,7 @@ def _packed(
     hx = h0.index_select(1, order[:active])
     args = (list(params), cfg.bias, cfg.num_layers, cfg.dropout, cfg.training, cfg.bidirectional)
     out_p, h_s = _KERNEL_FNS[cfg.mode](data, batch_sizes.cpu(), hx, *args)
-    h_n = h0.index_copy(1, order[:active], h_s)
+    h_n = h0.to(h_s.dtype).index_copy(1, order[:active], h_s)  # h_s may be in the autocast dtype
     width = out_p.shape[-1]
     out = out_p.new_zeros(n * t, width)  # masked steps: exact zeros
     out.index_copy_(0, source, out_p)  # the output is laid out as x: packed row r goes to source[r]
