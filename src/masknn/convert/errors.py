@@ -22,8 +22,11 @@ _TORCH_DIR = os.path.dirname(os.path.dirname(nn.__file__))
 _MASKNN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-class ConversionError(TypeError):
+class ConversionError(ValueError):
     """A converted model met an op or a module that masknn cannot make mask-aware.
+
+    A ``ValueError`` (not a ``TypeError``: Python turns a ``TypeError`` raised by a binary
+    operator such as ``x > 0`` into ``NotImplemented`` and would lose this message).
 
     The message names the op (``torch.nn.functional.grid_sample``, ``Tensor.item``, ...)
     or the module, where it sits in the model (its module path, as in

@@ -219,10 +219,13 @@ def _var(std: bool) -> _table.Rule:
 
 
 def _softmax(log: bool, functional: bool) -> _table.Rule:
-    names = ("input", "dim", "_stacklevel", "dtype") if functional else ("input", "dim", "dtype")
+    names: tuple[str, ...] = (
+        ("input", "dim", "_stacklevel", "dtype") if functional else ("input", "dim", "dtype")
+    )
+    defaults: tuple[Any, ...] = (REQUIRED, None, 3, None) if functional else (REQUIRED, None, None)
 
     def rule(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        x, dim, *rest = bind(func, args, kwargs, names, (REQUIRED, None, 3, None)[: len(names)])
+        x, dim, *rest = bind(func, args, kwargs, names, defaults)
         if dim is None:
             raise unsupported(func, "softmax without dim (the implicit choice is deprecated)")
         data, mask = one_data(func, x)

@@ -61,7 +61,8 @@ _FOLLOW = (
 )
 
 # Functions without a bool kernel: the mask goes through them as uint8.
-_FOLLOW_UINT8 = ("channel_shuffle", "native_channel_shuffle", "pixel_shuffle", "pixel_unshuffle")
+_FOLLOW_UINT8 = ("pixel_shuffle", "pixel_unshuffle")
+_CHANNEL_SHUFFLE = ("channel_shuffle", "native_channel_shuffle")
 
 _RESHAPE = ("view", "reshape", "flatten", "unflatten", "view_as", "reshape_as", "ravel")
 
@@ -143,7 +144,7 @@ def reshape_mask(mask: Tensor, old: Sequence[int], new: Sequence[int]) -> Tensor
     """
     blocks = _blocks(list(old), list(new))
     if blocks is None:
-        return mask.expand(*old).reshape(*new)
+        return mask.expand(list(old)).reshape(list(new))
     expand_to = list(mask.shape)
     new_shape = [1] * len(new)
     for bo, bn in blocks:
@@ -154,7 +155,7 @@ def reshape_mask(mask: Tensor, old: Sequence[int], new: Sequence[int]) -> Tensor
             expand_to[d] = old[d]
         for d in bn:
             new_shape[d] = new[d]
-    return mask.expand(*expand_to).reshape(*new_shape)
+    return mask.expand(expand_to).reshape(new_shape)
 
 
 def _reshape(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -175,4 +176,15 @@ _table.add(
     lambda f, a, k: _follow(f, a, k, as_uint8=True),
 )
 _table.add(_table.resolve(_RESHAPE, ["torch", "Tensor"]), _reshape)
+
+
+def _channel_shuffle(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A permutation of the channels: a channel-shared mask is unchanged."""
+    x = args[0]
+    if isinstance(x, MaskedCarrier) and x._mm_mask.shape[1] == 1 and not carriers(args[1:], kwargs):
+        return carry(func(x._mm_data, *unwrap(args[1:]), **unwrap(kwargs)), x._mm_mask)
+    return _follow(func, args, kwargs, as_uint8=True)
+
+
+_table.add(_table.resolve(_CHANNEL_SHUFFLE, ["torch", "Tensor", "torch.nn.functional"]), _channel_shuffle)
 _table.add([_table.getter(n) for n in ("T", "mT", "mH", "H") if hasattr(torch.Tensor, n)], _follow)
