@@ -66,6 +66,7 @@ LAYERS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], tuple[int, ...
 }
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
 @pytest.mark.parametrize("name", list(LAYERS))
 def test_layer_parity_and_contract(name: str) -> None:
     make, shape, mshape = LAYERS[name]
@@ -207,6 +208,23 @@ REDUCTIONS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor, Tensor
         lambda x: F.softmax(x.flatten(2), dim=-1),
         lambda x, m: mF.masked_softmax(x.flatten(2), m.expand(x.shape).flatten(2), -1),
     ),
+    "norm_spatial": (
+        lambda x: x.norm(p=2, dim=(2, 3), keepdim=True),
+        lambda x, m: Masked(
+            mF.masked_sum(x * x, m, (2, 3), True).data.sqrt(), mF.masked_sum(x, m, (2, 3), True).mask
+        ),
+    ),
+    "vector_norm": (
+        lambda x: torch.linalg.vector_norm(x, dim=1),
+        lambda x, m: Masked(mF.masked_sum(x * x, m, 1).data.sqrt(), mF.masked_sum(x, m, 1).mask),
+    ),
+    "normalize": (
+        lambda x: F.normalize(x, dim=1),
+        lambda x, m: Masked(
+            torch.where(m, x / mF.masked_sum(x * x, m, 1, True).data.sqrt().clamp_min(1e-12), 0.0),
+            m.expand(x.shape),
+        ),
+    ),
     "log_softmax_method": (lambda x: x.log_softmax(1), lambda x, m: mF.masked_log_softmax(x, m, 1)),
 }
 
@@ -221,6 +239,21 @@ def test_reductions_are_masked(name: str) -> None:
     ref = twin(x.data, x.mask)
     assert torch.equal(out.full_mask(), ref.full_mask())
     torch.testing.assert_close(out.data, ref.data)
+    contract(m, x)
+
+
+def test_global_response_norm_as_in_convnext_v2() -> None:
+    """timm's GlobalResponseNorm: a spatial 2-norm, its channel mean, ``addcmul``."""
+
+    def fn(self: nn.Module, x: Tensor) -> Tensor:
+        x = x.permute(0, 2, 3, 1)
+        g = x.norm(p=2, dim=(1, 2), keepdim=True)
+        n = g / (g.mean(dim=-1, keepdim=True) + 1e-6)
+        return (x + torch.addcmul(self.b, self.w, x * n)).permute(0, 3, 1, 2)
+
+    m = Fn(fn, w=nn.Parameter(torch.randn(4)), b=nn.Parameter(torch.randn(4)))
+    x = masked_input((2, 4, 5, 5))
+    parity(m, x)
     contract(m, x)
 
 

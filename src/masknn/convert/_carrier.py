@@ -89,6 +89,16 @@ class MaskedCarrier(Tensor):
             raise unsupported(func, f"its masked rule refused the call: {e}") from e
 
 
+class _StoragelessCarrier(MaskedCarrier):
+    """The carrier of fake and other subclass data (torch.export): a handle without storage."""
+
+    @classmethod
+    def __torch_dispatch__(
+        cls, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        raise AssertionError(f"masknn.convert: {func} reached a carrier below __torch_function__")
+
+
 def unsupported(func: Any, why: str = "") -> Exception:
     """The :class:`ConversionError` for an op without a rule (or refused by one)."""
     name = _table.op_name(func)
@@ -118,7 +128,7 @@ def compress(mask: Tensor) -> Tensor:
 
 def carry(data: Tensor, mask: Tensor, pad: Tensor | None = None) -> MaskedCarrier:
     """Wrap canonical ``data`` (exactly 0 where ``mask`` is False) and its mask in a carrier."""
-    if type(data) is MaskedCarrier:  # a rule's bug, never the user's
+    if isinstance(data, MaskedCarrier):  # a rule's bug, never the user's
         raise AssertionError("masknn.convert: carry() got a carrier as data")
     if mask.dtype != torch.bool or mask.dim() != data.dim() or mask.device != data.device:
         raise AssertionError(
@@ -130,7 +140,20 @@ def carry(data: Tensor, mask: Tensor, pad: Tensor | None = None) -> MaskedCarrie
             raise AssertionError(
                 f"masknn.convert: internal mask {tuple(mask.shape)} does not fit data {tuple(data.shape)}"
             )
-    out = data.as_subclass(MaskedCarrier)
+    if type(data) is Tensor or type(data) is torch.nn.Parameter:
+        out = data.as_subclass(MaskedCarrier)  # an alias, attached to the autograd graph
+    else:
+        # Fake, functional and other subclass tensors (torch.export, torch.func) cannot take
+        # a second Python type: a handle with the data's metadata and no storage. Either way
+        # only ``_mm_data`` is ever computed with.
+        out = Tensor._make_wrapper_subclass(
+            _StoragelessCarrier,
+            data.shape,
+            data.stride(),
+            data.storage_offset(),
+            dtype=data.dtype,
+            device=data.device,
+        )
     out._mm_data = data
     out._mm_mask = compress(mask)
     out._mm_pad = pad
@@ -139,12 +162,12 @@ def carry(data: Tensor, mask: Tensor, pad: Tensor | None = None) -> MaskedCarrie
 
 def is_carrier(x: object) -> bool:
     """True for a :class:`MaskedCarrier`."""
-    return type(x) is MaskedCarrier
+    return isinstance(x, MaskedCarrier)
 
 
 def data_of(x: Any) -> Any:
     """The plain data of a carrier; anything else as it is."""
-    return x._mm_data if type(x) is MaskedCarrier else x
+    return x._mm_data if isinstance(x, MaskedCarrier) else x
 
 
 def mask_of(x: MaskedCarrier) -> Tensor:
@@ -154,7 +177,7 @@ def mask_of(x: MaskedCarrier) -> Tensor:
 
 def unwrap(obj: Any) -> Any:
     """``obj`` with every carrier (also inside lists, tuples and dicts) replaced by its data."""
-    if type(obj) is MaskedCarrier:
+    if isinstance(obj, MaskedCarrier):
         return obj._mm_data
     if isinstance(obj, (list, tuple)):
         items = [unwrap(o) for o in obj]
@@ -170,16 +193,16 @@ def carriers(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[MaskedCarrie
     """The carriers among the arguments (top level and inside lists/tuples)."""
     found: list[MaskedCarrier] = []
     for a in (*args, *kwargs.values()):
-        if type(a) is MaskedCarrier:
+        if isinstance(a, MaskedCarrier):
             found.append(a)
         elif isinstance(a, (list, tuple)):
-            found.extend(b for b in a if type(b) is MaskedCarrier)
+            found.extend(b for b in a if isinstance(b, MaskedCarrier))
     return found
 
 
 def to_masked(obj: Any) -> Any:
     """Carriers (also nested) as :class:`masknn.Masked`; everything else as it is."""
-    if type(obj) is MaskedCarrier:
+    if isinstance(obj, MaskedCarrier):
         return Masked(obj._mm_data, obj._mm_mask)
     if isinstance(obj, Masked):
         return obj

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any
 
 import torch
@@ -13,10 +14,10 @@ from masknn._validation import to_bool_mask
 from masknn.convert import _options
 from masknn.convert._carrier import MaskedCarrier, carry, is_carrier
 from masknn.convert.errors import active_model
-from masknn.convert.registry import ModuleForward, module_handler
+from masknn.convert.registry import module_forward, module_handler
 from masknn.functional._select import select
 
-__all__ = ["ConvertedForward", "convert", "is_converted"]
+__all__ = ["convert", "is_converted"]
 
 
 def _wrap(obj: Any) -> Any:
@@ -57,25 +58,22 @@ def _unwrap(obj: Any) -> Any:
     return obj
 
 
-class ConvertedForward:
-    """The forward of a converted model (an instance attribute, so the class and the
-    ``state_dict`` stay the original's; picklable)."""
-
-    def __init__(self, module: nn.Module, options: _options.Options, original: Any = None) -> None:
-        self.module = module
-        self.options = options
-        self.original = original
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        forward = self.original or type(self.module).forward.__get__(self.module)
-        with active_model(self.module), _options.using(self.options):
-            out = forward(*_wrap(args), **_wrap(kwargs))
-        return _unwrap(out)
+def _converted_forward(
+    module: nn.Module, options: _options.Options, original: Any, *args: Any, **kwargs: Any
+) -> Any:
+    """The forward of a converted model, installed as ``functools.partial(_converted_forward,
+    module, options, original)``: an instance attribute (the class and the ``state_dict`` stay
+    the original's) that pickles, deep-copies and exports."""
+    forward = original or type(module).forward.__get__(module)
+    with active_model(module), _options.using(options):
+        out = forward(*_wrap(args), **_wrap(kwargs))
+    return _unwrap(out)
 
 
 def is_converted(model: nn.Module) -> bool:
     """True when ``model`` was returned by :func:`convert`."""
-    return isinstance(model.__dict__.get("forward"), ConvertedForward)
+    fwd = model.__dict__.get("forward")
+    return isinstance(fwd, functools.partial) and fwd.func is _converted_forward
 
 
 def convert(model: nn.Module, *, inplace: bool = False, linear_mode: str = "zero") -> nn.Module:
@@ -135,7 +133,7 @@ def convert(model: nn.Module, *, inplace: bool = False, linear_mode: str = "zero
     out = model if inplace else copy.deepcopy(model)
     _install_module_handlers(out)
     original = out.__dict__.get("forward")
-    object.__setattr__(out, "forward", ConvertedForward(out, options, original))
+    object.__setattr__(out, "forward", functools.partial(_converted_forward, out, options, original))
     return out
 
 
@@ -149,4 +147,4 @@ def _install_module_handlers(root: nn.Module) -> None:
             todo.extend(mod.children())
             continue
         original = mod.__dict__.get("forward")
-        object.__setattr__(mod, "forward", ModuleForward(mod, handler, original))
+        object.__setattr__(mod, "forward", functools.partial(module_forward, mod, handler, original))

@@ -26,7 +26,7 @@ from masknn.convert import _table
 from masknn.convert._carrier import MaskedCarrier, from_masked, to_masked
 from masknn.convert.errors import error
 
-__all__ = ["module_handler", "register_function", "register_module", "unregister"]
+__all__ = ["module_forward", "module_handler", "register_function", "register_module", "unregister"]
 
 H = TypeVar("H", bound=Callable[..., Any])
 
@@ -151,25 +151,20 @@ def module_handler(module: nn.Module) -> Callable[..., Any] | None:
     return None
 
 
-class ModuleForward:
-    """The forward installed on a module with a registered handler (picklable)."""
-
-    def __init__(
-        self, module: nn.Module, handler: Callable[..., Any], original: Callable[..., Any] | None
-    ) -> None:
-        self.module = module
-        self.handler = handler
-        self.original = original
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        has_data = any(isinstance(a, MaskedCarrier) for a in (*args, *kwargs.values())) or any(
-            isinstance(b, MaskedCarrier)
-            for a in (*args, *kwargs.values())
-            if isinstance(a, (list, tuple))
-            for b in a
-        )
-        if not has_data:
-            forward = self.original or type(self.module).forward.__get__(self.module)
-            return forward(*args, **kwargs)
-        out = self.handler(self.module, *to_masked(args), **to_masked(kwargs))
-        return from_masked(_check_result(f"module {type(self.module).__name__}", out))
+def module_forward(
+    module: nn.Module,
+    handler: Callable[..., Any],
+    original: Callable[..., Any] | None,
+    *args: Any,
+    **kwargs: Any,
+) -> Any:
+    """The forward installed (as a ``functools.partial``) on a module with a registered handler."""
+    values = (*args, *kwargs.values())
+    has_data = any(isinstance(a, MaskedCarrier) for a in values) or any(
+        isinstance(b, MaskedCarrier) for a in values if isinstance(a, (list, tuple)) for b in a
+    )
+    if not has_data:
+        forward = original or type(module).forward.__get__(module)
+        return forward(*args, **kwargs)
+    out = handler(module, *to_masked(args), **to_masked(kwargs))
+    return from_masked(_check_result(f"module {type(module).__name__}", out))

@@ -15,8 +15,8 @@ __all__ = ["one_data"]
 def one_data(func: Any, x: Any, others: Iterable[Any] = ()) -> tuple[Tensor, Tensor]:
     """``(data, mask)`` of the data argument ``x``; the conversion error when ``x`` is not data
     or when data is passed where the layer expects a parameter (a weight computed from data)."""
-    if type(x) is not MaskedCarrier:
+    if not isinstance(x, MaskedCarrier):
         raise unsupported(func, "its data argument is a plain tensor while another argument is data")
-    if any(type(o) is MaskedCarrier for o in others):
+    if any(isinstance(o, MaskedCarrier) for o in others):
         raise unsupported(func, "a weight, bias or statistic computed from the data (dynamic weights)")
     return x._mm_data, x._mm_mask

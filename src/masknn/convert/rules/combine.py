@@ -26,7 +26,7 @@ def _join(stack: bool) -> _table.Rule:
     def rule(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         tensors, dim = bind(func, args, kwargs, ("tensors", "dim"), (REQUIRED, 0))
         tensors = list(tensors)
-        if not tensors or any(type(t) is not MaskedCarrier for t in tensors):
+        if not tensors or any(not isinstance(t, MaskedCarrier) for t in tensors):
             raise unsupported(
                 func, "it joins a plain tensor to data; nothing says where the plain tensor is valid"
             )

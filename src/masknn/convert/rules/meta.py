@@ -44,6 +44,16 @@ _GETTERS = (
     "_version",
     "_base",
     "is_sparse_csr",
+    "grad",
+    "_grad",
+    "_grad_fn",
+    "_backward_hooks",
+    "_post_accumulate_grad_hooks",
+    "retains_grad",
+    "is_ipu",
+    "is_maia",
+    "is_vulkan",
+    "is_mtia",
 )
 
 _METHODS = (
@@ -68,6 +78,15 @@ _METHODS = (
     "has_names",
     "is_pinned",
     "dim_order",
+    "_is_view",
+    "is_neg",
+    "is_conj",
+    "_is_zerotensor",
+    "untyped_storage",
+    "_typed_storage",
+    "is_shared",
+    "_use_count",
+    "_is_any_true",
 )
 
 _FACTORIES = (

@@ -7,7 +7,8 @@ The value is the plain op's; the mask and the canonical zeros are restored aroun
   tensor or number combined with data never makes a masked position valid;
 * two data operands: ``+``/``-`` are valid where either operand is (masked terms count
   as 0, DESIGN section 4: a residual ``out += identity``); ``*``, ``/``, ``max``, ``min``,
-  ``**`` where both are (a squeeze-and-excitation ``scale * x``).
+  ``**`` where both are (a squeeze-and-excitation ``scale * x``), and so are ``addcmul``
+  and ``lerp`` where every data operand is.
 
 Masked outputs are then set to exactly 0 (``sigmoid(0) = 0.5``, ``x + 1`` would leave
 values there), except for ops that keep an exact 0 at masked positions on canonical
@@ -101,6 +102,8 @@ _RESET = (
     "trunc",
     "frac",
     "logit",
+    "addcmul",
+    "lerp",
 )
 
 # Unary ops with an infinite derivative (or value) at 0: masked inputs become 1.
@@ -129,7 +132,7 @@ def _finite_number(v: Any) -> bool:
 
 def _substitute(obj: Any, one: bool) -> Any:
     """Carriers replaced by their data (``one``: with 1 at masked positions)."""
-    if type(obj) is MaskedCarrier:
+    if isinstance(obj, MaskedCarrier):
         if not one:
             return obj._mm_data
         d = obj._mm_data
@@ -146,15 +149,15 @@ def _pointwise(
     1 at masked inputs), ``union`` (+, -), ``product`` (*, max, min), ``divide``, ``power``."""
 
     def rule(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        positions = [i for i, a in enumerate(args) if type(a) is MaskedCarrier]
-        if any(type(v) is MaskedCarrier for v in kwargs.values()):
+        positions = [i for i, a in enumerate(args) if isinstance(a, MaskedCarrier)]
+        if any(isinstance(v, MaskedCarrier) for v in kwargs.values()):
             raise unsupported(func, "a data tensor passed by keyword")
         if not positions:
             raise unsupported(func, "no data operand in the first positions")
         first = args[positions[0]]
         data0 = first._mm_data
         two = len(positions) > 1
-        if len(positions) > 2:
+        if len(positions) > 2 and kind == "union":
             raise unsupported(func, "more than two data operands")
         # Which operands see 1 at their masked positions (infinite derivative at 0)?
         safe_all = kind == "safe" or kind == "power"
@@ -162,7 +165,8 @@ def _pointwise(
             # the denominator: the second operand (the first for the reflected __rtruediv__)
             den = 0 if func in _REFLECTED else 1
             call_args = tuple(
-                _substitute(a, one=(i == den)) if type(a) is MaskedCarrier else a for i, a in enumerate(args)
+                _substitute(a, one=(i == den)) if isinstance(a, MaskedCarrier) else a
+                for i, a in enumerate(args)
             )
         else:
             call_args = tuple(_substitute(a, one=safe_all) for a in args)
@@ -171,13 +175,10 @@ def _pointwise(
             raise unsupported(func, f"it returned {type(out).__name__}")
         if not out.is_floating_point():
             raise unsupported(func, f"it gives {out.dtype} data, which carries no mask")
-        masks = [args[i]._mm_mask for i in positions]
-        if two and kind == "union":
-            mask = _fit(masks[0], out.dim()) | _fit(masks[1], out.dim())
-        elif two:
-            mask = _fit(masks[0], out.dim()) & _fit(masks[1], out.dim())
-        else:
-            mask = _fit(masks[0], out.dim())
+        masks = [_fit(args[i]._mm_mask, out.dim()) for i in positions]
+        mask = masks[0]
+        for other in masks[1:]:
+            mask = (mask | other) if kind == "union" else (mask & other)
         others = [a for i, a in enumerate(args) if i not in positions]
         keeps = (
             kind == "keep"

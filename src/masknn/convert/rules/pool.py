@@ -238,6 +238,52 @@ def _softmax(log: bool, functional: bool) -> _table.Rule:
     return rule
 
 
+def _norm(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The 2-norm over the valid elements (``Tensor.norm``, ``torch.norm``, ``vector_norm``)."""
+    x, p, dim, keepdim, *_ = bind(
+        func, args, kwargs, ("input", "p", "dim", "keepdim", "dtype"), (REQUIRED, "fro", None, False, None)
+    )
+    if p not in (2, 2.0, "fro"):
+        raise unsupported(func, f"p={p!r} (only the 2-norm has a masked rule)")
+    data, mask = one_data(func, x)
+    return carry(*_two_norm(data, mask, _dims(dim), bool(keepdim)))
+
+
+def _vector_norm(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    x, ord_, dim, keepdim, *_ = bind(
+        func, args, kwargs, ("x", "ord", "dim", "keepdim", "dtype"), (REQUIRED, 2, None, False, None)
+    )
+    if ord_ not in (2, 2.0):
+        raise unsupported(func, f"ord={ord_!r} (only the 2-norm has a masked rule)")
+    data, mask = one_data(func, x)
+    return carry(*_two_norm(data, mask, _dims(dim), bool(keepdim)))
+
+
+def _two_norm(data: Tensor, mask: Tensor, dim: Any, keepdim: bool) -> tuple[Tensor, Tensor]:
+    """``sqrt(Σ x²)`` over valid elements; the square root sees 1 where the sum is 0 (finite gradient)."""
+    sq = mred.masked_sum(data * data, mask, dim, keepdim)
+    pos = sq.data > 0
+    root = torch.sqrt(torch.where(pos, sq.data, torch.ones_like(sq.data)))
+    return torch.where(pos, root, torch.zeros_like(root)), sq.mask
+
+
+def _normalize(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``F.normalize``: ``x / max(‖x‖, eps)`` with the norm over the valid elements; the data's mask."""
+    x, p, dim, eps, *_ = bind(
+        func, args, kwargs, ("input", "p", "dim", "eps", "out"), (REQUIRED, 2.0, 1, 1e-12, None)
+    )
+    if p not in (2, 2.0):
+        raise unsupported(func, f"p={p!r} (only the 2-norm has a masked rule)")
+    data, mask = one_data(func, x)
+    norm, _ = _two_norm(data, mask, dim, True)
+    out = data / norm.clamp_min(eps)
+    return carry(select(out, mask), mask)
+
+
+_table.add(_table.resolve(["norm"], ["torch", "Tensor"]), _norm)
+_table.add([torch.linalg.vector_norm], _vector_norm)
+_table.add(_table.resolve(["normalize"], ["torch.nn.functional"]), _normalize)
+
 for _nd in (1, 2, 3):
     _table.add(_table.resolve([f"max_pool{_nd}d"], ["torch", "torch.nn.functional"]), _max_pool(_nd))
     _table.add(
