@@ -18,7 +18,7 @@ def test_guide_code_runs() -> None:
     assert len(blocks) >= 4
     namespace: dict[str, object] = {"__name__": "guide"}
     for block in blocks:
-        exec(compile(block, str(PAGE), "exec"), namespace)  # noqa: S102 - our own documentation
+        exec(compile(block, str(PAGE), "exec"), namespace)
     from masknn.convert import registry
 
     assert not registry._MODULES, "the guide's registrations are undone at its end"

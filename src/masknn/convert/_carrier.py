@@ -93,7 +93,7 @@ class _StoragelessCarrier(MaskedCarrier):
     """The carrier of fake and other subclass data (torch.export): a handle without storage."""
 
     @classmethod
-    def __torch_dispatch__(
+    def __torch_dispatch__(  # type: ignore[override]
         cls, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
     ) -> Any:
         raise AssertionError(f"masknn.convert: {func} reached a carrier below __torch_function__")
