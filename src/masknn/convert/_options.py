@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,20 +30,22 @@ class Options:
             )
 
 
-_DEFAULT = Options()
-_CURRENT: contextvars.ContextVar[Options] = contextvars.ContextVar("masknn_convert_options")
+# A plain stack, not a ContextVar: torch.compile traces list pushes and pops (it breaks the
+# graph on ContextVar.get). Converted models running in several Python threads at once
+# with different options would see each other's; every model with the defaults is safe.
+_STACK: list[Options] = [Options()]
 
 
 def current() -> Options:
     """The options of the converted model now running (the defaults outside one)."""
-    return _CURRENT.get(_DEFAULT)
+    return _STACK[-1]
 
 
 @contextmanager
 def using(options: Options) -> Iterator[None]:
     """Run a block with ``options`` in force."""
-    token = _CURRENT.set(options)
+    _STACK.append(options)
     try:
         yield
     finally:
-        _CURRENT.reset(token)
+        _STACK.pop()

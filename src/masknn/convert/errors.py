@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
 import os
 import sys
 from collections.abc import Iterator
@@ -13,9 +12,8 @@ from torch import nn
 
 __all__ = ["ConversionError", "active_model", "error", "location"]
 
-_ROOTS: contextvars.ContextVar[tuple[nn.Module, ...]] = contextvars.ContextVar(
-    "masknn_convert_roots", default=()
-)
+# The converted models now running, innermost last (a plain list: torch.compile traces it).
+_ROOTS: list[nn.Module] = []
 
 # Frames in these folders are library plumbing, not the model's own code.
 _TORCH_DIR = os.path.dirname(os.path.dirname(nn.__file__))
@@ -52,11 +50,11 @@ class ConversionError(ValueError):
 @contextmanager
 def active_model(root: nn.Module) -> Iterator[None]:
     """Within this block errors locate modules relative to ``root`` (a converted model)."""
-    token = _ROOTS.set((*_ROOTS.get(), root))
+    _ROOTS.append(root)
     try:
         yield
     finally:
-        _ROOTS.reset(token)
+        _ROOTS.pop()
 
 
 def _is_library(frame: FrameType) -> bool:
@@ -71,7 +69,7 @@ def location() -> tuple[str, str]:
     a module of the active converted model names the module; the innermost frame outside
     torch and masknn names the line of the model's code. Only called on errors.
     """
-    roots = _ROOTS.get()
+    roots = _ROOTS
     names: dict[int, str] = {}
     if roots:
         for name, mod in roots[-1].named_modules():
