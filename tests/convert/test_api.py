@@ -144,7 +144,7 @@ def test_error_names_the_op_the_module_path_and_the_line() -> None:
 
 def test_error_for_products_of_two_data_tensors() -> None:
     m = Fn(lambda s, x: torch.matmul(x.flatten(2), x.flatten(2).transpose(1, 2)))
-    with pytest.raises(ConversionError, match=r"torch\.matmul.*the model itself"):
+    with pytest.raises(ConversionError, match=r"torch\.matmul.*the model's own forward"):
         convert(m)(masked_input((2, 3, 4, 4)))
 
 

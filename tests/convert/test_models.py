@@ -30,6 +30,7 @@ from torch import nn
 from masknn import Masked
 from masknn.convert import convert
 from masknn.testing import assert_no_leakage
+from tests.convert._padding import padding_never_validates
 
 tvm = pytest.importorskip("torchvision.models")
 tvs = pytest.importorskip("torchvision.models.segmentation")
@@ -171,3 +172,18 @@ def test_training_step_on_nan_holes(name: str) -> None:
     moved = [k for k, v in converted.named_parameters() if not torch.equal(v, before[k])]
     assert moved
     assert all(bool(p.isfinite().all()) for p in converted.parameters())
+
+
+@pytest.mark.real_padding
+@pytest.mark.xfail(
+    not padding_never_validates(),
+    reason="the installed partial convolution counts padding_valid=True padding as valid for the "
+    "output mask, so a fully masked sample keeps valid border outputs (fixed on masknn's "
+    "partial-convolution branch; the other tests emulate the fixed semantics)",
+    strict=True,
+)
+def test_contract_with_the_installed_partial_convolution() -> None:
+    """The contract, fully masked sample included, without emulating padding_valid."""
+    converted = convert(model("resnet18"))
+    x, mask = _image(1)
+    assert_no_leakage(converted, Masked(x, mask), perturbations=("random",))

@@ -83,8 +83,8 @@ def location() -> tuple[str, str]:
             owner = frame.f_locals.get("self")
             if isinstance(owner, nn.Module) and id(owner) in names:
                 name = names[id(owner)]
-                label = repr(name) if name else "the model itself"
-                module_part = f"in module {label} ({type(owner).__name__})"
+                cls = type(owner).__name__
+                module_part = f"in module {name!r} ({cls})" if name else f"in the model's own forward ({cls})"
         frame = frame.f_back
     return module_part or "outside any module of the converted model", line_part or "unknown"
 
