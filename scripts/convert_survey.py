@@ -100,8 +100,8 @@ SIZES = {
     "vit_l_32": 224,
     "vit_h_14": 224,
     "maxvit_t": 224,
-    "inception_v3": 96,
-    "timm:inception_v3": 96,
+    "inception_v3": 299,  # its auxiliary head (train mode) needs the full size
+    "timm:inception_v3": 299,
     "timm:vit_tiny_patch16_224": 224,
     "timm:efficientformer_l1": 224,
     "timm:mobilevit_xxs": 256,

@@ -16,8 +16,8 @@ __all__ = ["ConversionError", "active_model", "error", "location"]
 _ROOTS: list[nn.Module] = []
 
 # Frames in these folders are library plumbing, not the model's own code.
-_TORCH_DIR = os.path.dirname(os.path.dirname(nn.__file__))
-_MASKNN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_TORCH_DIR = os.path.dirname(os.path.dirname(nn.__file__)) + os.sep  # (not torchvision's)
+_MASKNN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 class ConversionError(ValueError):
