@@ -19,8 +19,7 @@ Inputs are small (batch 2, 32x32) so that the nine models stay within the suite'
 from __future__ import annotations
 
 import copy
-import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -60,8 +59,7 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[Any, ...]]] = {
 NAMES = list(MODELS)
 
 
-@functools.cache
-def _original(name: str) -> nn.Module:
+def _build(name: str) -> nn.Module:
     torch.manual_seed(0)
     model = MODELS[name][0]()
     with torch.no_grad():  # running statistics that make every norm do something
@@ -72,9 +70,11 @@ def _original(name: str) -> nn.Module:
     return model
 
 
-def model(name: str) -> nn.Module:
-    """A fresh copy of the (cached) original."""
-    return copy.deepcopy(_original(name))
+@pytest.fixture(scope="module", params=NAMES)
+def original(request: pytest.FixtureRequest) -> Iterator[tuple[str, nn.Module]]:
+    """``(name, model)``, built once per model; pytest runs the model's tests together, so
+    only one model is held at a time."""
+    yield request.param, _build(request.param)
 
 
 def _leaves(out: Any) -> list[Any]:
@@ -95,29 +95,29 @@ def _image(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return x, mask
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_state_dict_round_trip(name: str) -> None:
-    original = model(name)
-    converted = convert(original)
-    assert list(converted.state_dict()) == list(original.state_dict())
-    for (k, a), (_, b) in zip(original.state_dict().items(), converted.state_dict().items()):
+def test_state_dict_round_trip(original: tuple[str, nn.Module]) -> None:
+    _, base = original
+    original_model = copy.deepcopy(base)
+    converted = convert(original_model)
+    assert list(converted.state_dict()) == list(original_model.state_dict())
+    for (k, a), (_, b) in zip(original_model.state_dict().items(), converted.state_dict().items()):
         assert torch.equal(a, b), k
     # a checkpoint of the original loads strictly into the converted model, and back
-    ckpt = {k: v + 1 if v.is_floating_point() else v for k, v in original.state_dict().items()}
+    ckpt = {k: v + 1 if v.is_floating_point() else v for k, v in original_model.state_dict().items()}
     converted.load_state_dict(ckpt, strict=True)
-    back = model(name)
+    back = copy.deepcopy(base)
     back.load_state_dict(converted.state_dict(), strict=True)
     for k, v in back.state_dict().items():
         assert torch.equal(v, ckpt[k]), k
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_all_valid_parity(name: str) -> None:
-    original = model(name).eval()
-    converted = convert(original)
+def test_all_valid_parity(original: tuple[str, nn.Module]) -> None:
+    name, base = original
+    plain = copy.deepcopy(base).eval()
+    converted = convert(plain)
     x, _ = _image()
     with torch.no_grad():
-        ref = original(x)
+        ref = plain(x)
         out = converted(Masked(x, torch.ones(2, 1, SIZE, SIZE, dtype=torch.bool)))
         out_plain_input = converted(x)  # a plain tensor counts as all valid
     assert isinstance(out, Masked) if isinstance(ref, torch.Tensor) else type(out) is type(ref)
@@ -134,9 +134,9 @@ def test_all_valid_parity(name: str) -> None:
         assert torch.equal(o.data, p.data)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_contract(name: str) -> None:
-    converted = convert(model(name))
+def test_contract(original: tuple[str, nn.Module]) -> None:
+    name, base = original
+    converted = convert(base)
     if name == "vgg11_bn":
         # Its 25088 -> 4096 -> 4096 classifier (120 M weights) makes every parameter-gradient
         # comparison of the checker cost seconds; the input gradients and every other
@@ -147,9 +147,8 @@ def test_contract(name: str) -> None:
     assert_no_leakage(converted, Masked(x, mask), perturbations=MODELS[name][1])
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_training_step_on_nan_holes(name: str) -> None:
-    converted = convert(model(name)).train()
+def test_training_step_on_nan_holes(original: tuple[str, nn.Module]) -> None:
+    converted = convert(original[1]).train()
     x, mask = _image(2)
     holes = x.masked_fill(~mask, float("nan")).requires_grad_(True)
     out = converted(Masked(holes, mask))
@@ -184,6 +183,6 @@ def test_training_step_on_nan_holes(name: str) -> None:
 )
 def test_contract_with_the_installed_partial_convolution() -> None:
     """The contract, fully masked sample included, without emulating padding_valid."""
-    converted = convert(model("resnet18"))
+    converted = convert(_build("resnet18"))
     x, mask = _image(1)
     assert_no_leakage(converted, Masked(x, mask), perturbations=("random",))
