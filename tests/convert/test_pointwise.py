@@ -208,3 +208,18 @@ def torchvision_stochastic_depth(x: Tensor) -> Tensor:
     noise = noise.bernoulli_(survival)
     noise.div_(survival)
     return x * noise
+
+
+def test_canonical_zeros_whatever_the_other_operand_holds() -> None:
+    """A plain operand holding Inf or NaN never puts a non-zero at a masked position."""
+    inf = torch.full((1, 3, 1, 1), float("inf"))
+
+    for fn in (
+        lambda x: x * inf,
+        lambda x: torch.mul(x, other=inf),
+        lambda x: x / torch.zeros(1, 3, 1, 1),
+        lambda x: F.prelu(x, torch.tensor([float("nan")])),
+    ):
+        x = masked_input((2, 3, 4, 4))
+        out = run(Fn(lambda self, t, fn=fn: fn(t)), x)
+        assert bool((out.data[~out.full_mask()] == 0).all())

@@ -179,9 +179,10 @@ def _pointwise(
         mask = masks[0]
         for other in masks[1:]:
             mask = (mask | other) if kind == "union" else (mask & other)
-        others = [a for i, a in enumerate(args) if i not in positions]
+        # the non-data operands, keyword arguments included (``torch.mul(x, other=t)``)
+        others = [a for i, a in enumerate(args) if i not in positions] + list(kwargs.values())
         keeps = (
-            kind == "keep"
+            (kind == "keep" and not two)
             or (kind == "union" and two and not kwargs)
             or (kind == "product" and not two and func in _MUL and all(_finite_number(o) for o in others))
             or (
