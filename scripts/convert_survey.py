@@ -219,12 +219,28 @@ def _one(name: str) -> dict[str, object]:
     return result
 
 
+def _why(row: dict[str, object]) -> str:
+    """The first line of the reason, without the ``masknn.convert:`` prefix, and the model line."""
+    detail = str(row.get("detail", ""))
+    lines = [ln.strip() for ln in detail.splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    why = lines[0].removeprefix("masknn.convert: ")
+    at = next((ln for ln in lines[1:] if ln.startswith("called at ")), "")
+    reason = next((ln for ln in lines[1:] if not ln.startswith("called at ")), "")
+    if "cannot be converted" in why and reason:
+        why += ": " + reason.split("; register a conversion")[0]
+    if "site-packages/" in at:
+        why += f" — {at.split('site-packages/', 1)[1]}"
+    return why
+
+
 def _table(rows: list[dict[str, object]]) -> str:
     lines = ["| model | result | why / where |", "|---|---|---|"]
     for r in rows:
-        detail = str(r.get("detail", "")).replace("\n", " ").replace("|", "\\|")
+        detail = _why(r).replace("|", "\\|")
         if r.get("status") == "converts":
-            detail = f"parity error {float(r.get('parity_error', 0.0)):.1e}"
+            detail = f"parity error {float(r.get('parity_error', 0.0)):.1e}"  # type: ignore[arg-type]
         lines.append(f"| {r['model']} | {r['status']} | {detail} |")
     return "\n".join(lines)
 
