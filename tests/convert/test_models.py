@@ -186,3 +186,26 @@ def test_contract_with_the_installed_partial_convolution() -> None:
     converted = convert(_build("resnet18"))
     x, mask = _image(1)
     assert_no_leakage(converted, Masked(x, mask), perturbations=("random",))
+
+
+def test_resnet18_same_on_both_select_paths() -> None:
+    """The eager fast kernels and the composable path (what compile/export see) agree."""
+    from masknn.functional._select import composable_only
+
+    fast = convert(_build("resnet18")).train()
+    slow = copy.deepcopy(fast)
+    x, mask = _image(3)
+    a_in = x.masked_fill(~mask, float("nan")).requires_grad_(True)
+    b_in = a_in.detach().clone().requires_grad_(True)
+    a = fast(Masked(a_in, mask))
+    a.data.square().sum().backward()
+    with composable_only():
+        b = slow(Masked(b_in, mask))
+        b.data.square().sum().backward()
+    torch.testing.assert_close(a.data, b.data, rtol=1e-4, atol=1e-5)
+    assert torch.equal(a.full_mask(), b.full_mask())
+    assert a_in.grad is not None and b_in.grad is not None
+    torch.testing.assert_close(a_in.grad, b_in.grad, rtol=1e-3, atol=1e-6)
+    for (k, p), (_, q) in zip(fast.named_parameters(), slow.named_parameters()):
+        assert p.grad is not None and q.grad is not None
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-3, atol=1e-5, msg=k)
