@@ -71,7 +71,15 @@ def _converted_forward(
 
 
 def is_converted(model: nn.Module) -> bool:
-    """True when ``model`` was returned by :func:`convert`."""
+    """True when ``model`` was returned by :func:`convert`.
+
+    Example:
+        >>> import torch
+        >>> from masknn.convert import convert, is_converted
+        >>> net = torch.nn.Conv2d(1, 1, 3)
+        >>> is_converted(net), is_converted(convert(net))
+        (False, True)
+    """
     fwd = model.__dict__.get("forward")
     return isinstance(fwd, functools.partial) and fwd.func is _converted_forward
 

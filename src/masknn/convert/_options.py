@@ -19,6 +19,11 @@ class Options:
         linear_mode: ``masked_linear``'s mode for ``F.linear``: ``"zero"`` (masked
             features count as 0, the plain layer's result on zero-filled input) or
             ``"partial"`` (rescaled by ``in_features / valid count``).
+
+    Example:
+        >>> from masknn.convert import Options
+        >>> Options(linear_mode="partial")
+        Options(linear_mode='partial')
     """
 
     linear_mode: str = "zero"

@@ -136,7 +136,17 @@ def register_module(cls: type[nn.Module], handler: H | None = None) -> Any:
 
 
 def unregister(target: Any) -> None:
-    """Remove the conversion registered for a function or a module class (no error if none)."""
+    """Remove the conversion registered for a function or a module class (no error if none).
+
+    Modules already converted keep the handler they were given.
+
+    Example:
+        >>> import torch
+        >>> from masknn.convert import register_function, unregister
+        >>> _ = register_function(torch.cumsum, lambda x, dim: x)
+        >>> unregister(torch.cumsum)
+        >>> unregister(torch.cumsum)  # nothing left: no error
+    """
     _table.USER.pop(target, None)
     if isinstance(target, type):
         _MODULES.pop(target, None)
