@@ -777,3 +777,20 @@ def _loop_path(
     per = 2 + 2 * int(rnn.bias) + int(getattr(rnn, "proj_size", 0) > 0)
     cfg = _Config(mode, rnn.bias, rnn.num_layers, 0.0, False, rnn.bidirectional, per)
     return _stepwise(cfg, x, valid, rnn._flat_weights, h0, c0)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_saturating_value_survives_reduced_mantissa_kernels(dtype: torch.dtype) -> None:
+    """GPU kernels may round float32 operands to fewer mantissa bits (TF32 in cuDNN, on by
+    default): the padded-step constant must stay finite and exact there, or ``0 * inf`` at
+    valid steps gives NaN (seen on an H200 with finfo(float32).max, which rounds to inf)."""
+    from masknn.functional.recurrent import _saturating_value
+
+    v = _saturating_value(dtype, "cpu")
+    t = torch.tensor(v, dtype=dtype)
+    assert bool(torch.isfinite(t)) and t.item() == v
+    assert bool(torch.isinf(t * t))  # it still overflows, so padded gates saturate exactly
+    assert math.frexp(v)[0] == 0.5  # a power of two: exact with any number of mantissa bits
+    for narrow in (torch.bfloat16, torch.float16):
+        if torch.finfo(narrow).max >= v:  # a format with as wide a range keeps it exactly
+            assert t.to(narrow).to(dtype).item() == v

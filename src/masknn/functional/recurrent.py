@@ -66,6 +66,7 @@ and ``weight_hr`` for LSTM with ``proj_size``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -298,16 +299,23 @@ def _packed(
     return out.view(*shape, width), h_n
 
 
-def _saturating_value(dtype: torch.dtype, device_type: str) -> float:
-    """The largest finite value of the dtype the kernel computes in (so ``v * v`` overflows).
+def _max_power_of_two(dtype: torch.dtype) -> float:
+    return math.ldexp(1.0, math.frexp(torch.finfo(dtype).max)[1] - 1)
 
-    Under autocast a float32 kernel may run in the autocast dtype: ``v`` must stay
-    finite after that cast, or the weight column would hold ``inf`` and ``0 * inf``
-    would give NaN at valid steps.
+
+def _saturating_value(dtype: torch.dtype, device_type: str) -> float:
+    """The largest power of two of the dtype the kernel computes in (so ``v * v`` overflows).
+
+    A power of two, not the dtype's largest value: kernels may round their float32
+    operands to fewer mantissa bits (TF32 in cuDNN and cuBLAS on NVIDIA GPUs, on by
+    default for cuDNN's recurrent kernels), which turns ``finfo(float32).max`` into
+    ``inf``, and then ``0 * inf`` gives NaN at every valid step. A power of two is exact in
+    every such format. Under autocast a float32 kernel may run in the autocast dtype:
+    ``v`` must stay finite after that cast too.
     """
-    v = torch.finfo(dtype).max
+    v = _max_power_of_two(dtype)
     if dtype == torch.float32 and torch.is_autocast_enabled(device_type):
-        v = min(v, torch.finfo(torch.get_autocast_dtype(device_type)).max)
+        v = min(v, _max_power_of_two(torch.get_autocast_dtype(device_type)))
     return v
 
 
