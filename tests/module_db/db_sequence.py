@@ -280,7 +280,7 @@ def _per_head_float_mask_call(module: torch.nn.Module, x: Masked) -> object:
     am = torch.randn(n * 2, t, t, generator=gen).masked_fill(
         torch.rand(n * 2, t, t, generator=gen) > 0.7, -torch.inf
     )
-    return module(x, am)
+    return module(x, am.to(x.data.device))
 
 
 def _no_grad_call(module: torch.nn.Module, x: Masked) -> object:

@@ -69,7 +69,10 @@ def _batches(
 def _cotangents(batches: list[tuple[torch.Tensor, torch.Tensor]], seed: int) -> list[torch.Tensor]:
     """A gradient for each rank's output, NaN at masked positions (it must reach no gradient)."""
     g = torch.Generator().manual_seed(seed + 1000)
-    return [torch.where(m, torch.randn(x.shape, generator=g), torch.tensor(NAN)) for x, m in batches]
+    return [
+        torch.where(m, torch.randn(x.shape, generator=g).to(m.device), torch.tensor(NAN, device=m.device))
+        for x, m in batches
+    ]
 
 
 def _init(bn: nn.Module) -> None:
