@@ -44,10 +44,6 @@ def test_gapfill_quick(tmp_path: Path) -> None:
 
 def test_sequences_quick(tmp_path: Path) -> None:
     pytest.importorskip("sktime")
-    import masknn.nn
-
-    if not hasattr(masknn.nn, "MaskedLSTM"):
-        pytest.skip("sequence layers not merged in this build")
     table = run_task("sequences", "quick", tmp_path, progress=False, log=lambda s: None)
     assert "| MaskedLSTM + mean pool |" in table and "JapaneseVowels" in table
 
