@@ -35,7 +35,6 @@ from masknn._masked import Masked
 
 __all__ = ["COTANGENTS", "DEFAULT_PERTURBATIONS", "LeakageError", "assert_no_leakage"]
 
-#: Values written at masked input positions. ``"random"`` draws standard normals.
 DEFAULT_PERTURBATIONS: tuple[str | float, ...] = (
     "random",
     0.0,
@@ -45,15 +44,16 @@ DEFAULT_PERTURBATIONS: tuple[str | float, ...] = (
     math.inf,
     -math.inf,
 )
+"""Values written at masked input positions. ``"random"`` draws standard normals."""
 
 
 class LeakageError(AssertionError):
     """Raised by :func:`assert_no_leakage` when a masked value reaches a valid output."""
 
 
-#: Cotangents written at masked output positions by the cotangent check; the first is
-#: the reference (a masked output is constant 0, so its cotangent must not matter).
 COTANGENTS: tuple[float, ...] = (0.0, math.nan, math.inf, -math.inf)
+"""Cotangents written at masked output positions by the cotangent check; the first is the reference (a
+masked output is constant 0, so its cotangent must not matter)."""
 
 
 @dataclass

@@ -22,6 +22,7 @@ The .npz layout read by `masknn compare DATA.npz` (numpy.savez):
   train  optional, bool (N,): True = training sample. Default: a seeded 80/20 split.
 
 When x has no missing values, masks are simulated (--mask-kind, --rates) on top."""
+"""The ``.npz`` layout that ``masknn compare`` reads (printed by ``masknn compare --layout``)."""
 
 
 class CompareData:

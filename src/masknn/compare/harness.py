@@ -24,8 +24,8 @@ from masknn.functional.losses import masked_mse_loss
 
 __all__ = ["MASK_KINDS", "CompareResult", "compare", "simulate_masks"]
 
-#: Simulated mask generators (``masknn.masks``).
 MASK_KINDS = ("cloud", "random", "rectangle", "stroke")
+"""Simulated mask generators (``masknn.masks``)."""
 
 
 def simulate_masks(kind: str, shape: Sequence[int], rate: float, seed: int) -> np.ndarray:
@@ -134,7 +134,10 @@ def compare(
             None simulates 10, 30, 50 and 70 %).
         mask_kinds: simulated mask shapes, from :data:`MASK_KINDS`.
         seeds: a count (seeds 0..n-1) or explicit seeds.
-        steps, batch_size, lr, width: the training budget and model size.
+        steps: Adam steps per run (the training budget).
+        batch_size: samples per step.
+        lr: the peak learning rate (one-cycle schedule).
+        width: channels of the first convolution block (the model size).
         progress: show a tqdm progress bar (if tqdm is installed).
         log: called with one line per finished run.
         keep_models: keep the last seed's trained models in ``result.models``.

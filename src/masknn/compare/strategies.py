@@ -73,10 +73,10 @@ class Strategy:
         return cls(head, mc, "plain")
 
 
-#: The default comparison: the baselines users try first and partial convolution.
 DEFAULT_STRATEGIES = ("zero", "mean", "zero+mc", "mean+mc", "partial", "partial+mc")
-#: Every combination the harness builds.
+"""The default comparison: the baselines users try first and partial convolution."""
 ALL_STRATEGIES = ("zero", "mean", "learned", "zero+mc", "mean+mc", "learned+mc", "partial", "partial+mc")
+"""Every combination the harness builds."""
 
 
 def parse_strategies(specs: str | Iterable[str | Strategy] | None) -> list[Strategy]:

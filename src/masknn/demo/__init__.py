@@ -22,7 +22,9 @@ from pathlib import Path
 __all__ = ["MODES", "TASKS", "run_task"]
 
 MODES = ("quick", "default", "full")
+"""The run sizes of every task: ``"quick"`` (CI smoke, < 30 s), ``"default"``, ``"full"``."""
 TASKS = ("classify", "gapfill", "sequences")
+"""The demo tasks, in the order ``masknn demo all`` runs them."""
 
 
 def run_task(

@@ -96,7 +96,9 @@ def masked_scaled_dot_product_attention(
         attn_mask: optional extra mask as in ``F.scaled_dot_product_attention``
             (bool: True = may attend, the same sense as masknn; float: added to
             the scores, ``-inf`` = may not attend).
-        dropout_p, is_causal, scale: as ``F.scaled_dot_product_attention``.
+        dropout_p: as ``F.scaled_dot_product_attention``.
+        is_causal: as ``F.scaled_dot_product_attention``.
+        scale: as ``F.scaled_dot_product_attention``.
 
     Returns:
         ``Masked`` output ``(..., L, Ev)`` with mask ``(..., L, 1)``: a query is

@@ -16,9 +16,12 @@ class MaskedLinear(nn.Linear):
     """A :class:`torch.nn.Linear` on the valid input features; see :func:`masknn.functional.masked_linear`.
 
     Args:
-        in_features, out_features, bias, device, dtype: as ``nn.Linear``.
+        in_features: as ``nn.Linear``.
+        out_features: as ``nn.Linear``.
+        bias: as ``nn.Linear``.
         mode: ``"zero"`` (pre-masking: masked features count as 0) or ``"partial"``
             (the product rescaled by ``in_features / valid count``).
+        **kwargs: ``device`` and ``dtype``, as ``nn.Linear``.
 
     The output mask is ``(*, 1)``: valid where at least one input feature is.
 
