@@ -187,8 +187,9 @@ def convert_file(path: Path, paths: dict[str, str], log: list[str], errors: list
         where = f"{path.relative_to(ROOT)}:{line}"
         resolved = resolve(target, module, scope, paths)
         if resolved is not None:
-            log.append(f"{where}: {match.group(0)} -> [`{shown}`][{resolved}]")
-            return f"[`{shown}`][{resolved}]"
+            link = f"[`{shown}`][]" if shown == resolved else f"[`{shown}`][{resolved}]"
+            log.append(f"{where}: {match.group(0)} -> {link}")
+            return link
         head = target.split(".", 1)[0]
         if head == "masknn":
             private = any(p.startswith("_") for p in target.split("."))
@@ -210,7 +211,64 @@ def convert_file(path: Path, paths: dict[str, str], log: list[str], errors: list
         return f"``{shown}``"
 
     new = ROLE.sub(replace, text)
+    new = "\n".join(_wrap(line) for line in new.split("\n"))
     return new if new != original else None
+
+
+#: The line length of ``ruff format`` (pyproject.toml); a line a link made longer is wrapped.
+LINE_LENGTH = 110
+_LINK = re.compile(r"\[`[^`]+`\]\[[\w.]*\]")
+_ITEM = re.compile(r"^\s*(?:[*-] |\**[\w.]+(?: \([^)]*\))?: \S)")
+
+
+def _wrap(line: str) -> str:
+    """Break a line holding a cross-reference at the last space that fits, outside code
+    spans; continuation lines keep a ``#:`` comment prefix and indent under a list or
+    Google-style section item (Markdown reads them as the same paragraph)."""
+    if len(line) <= LINE_LENGTH or not _LINK.search(line):
+        return line
+    indent = line[: len(line) - len(line.lstrip())]
+    body = line.lstrip()
+    if body.startswith("#:"):
+        prefix = indent + "#: "
+    elif body.startswith('"""') or body.startswith('r"""'):
+        prefix = indent
+    elif _ITEM.match(line):
+        prefix = indent + ("  " if body[:2] in ("* ", "- ") else "    ")
+    else:
+        prefix = indent
+    out: list[str] = []
+    rest = line
+    while len(rest) > LINE_LENGTH:
+        spaces = [i for i in _breakable_spaces(rest) if len(prefix) < i <= LINE_LENGTH]
+        if not spaces:
+            break
+        cut = spaces[-1]
+        out.append(rest[:cut].rstrip())
+        rest = prefix + rest[cut:].lstrip()
+    out.append(rest)
+    return "\n".join(out)
+
+
+def _breakable_spaces(line: str) -> list[int]:
+    """Positions of spaces outside code spans (a run of n backticks up to the next run of
+    n) and past the indentation."""
+    spaces: list[int] = []
+    start = len(line) - len(line.lstrip())
+    i, opened = start, 0
+    while i < len(line):
+        if line[i] == "`":
+            j = i
+            while j < len(line) and line[j] == "`":
+                j += 1
+            run = j - i
+            opened = 0 if opened == run else (run if not opened else opened)
+            i = j
+            continue
+        if line[i] == " " and not opened and i > start:
+            spaces.append(i)
+        i += 1
+    return spaces
 
 
 def _lookup(module: str, scope: str | None, target: str) -> object:
