@@ -45,7 +45,7 @@ __all__ = ["Masked", "as_masked"]
 
 #: The Python operators of ``Masked`` by name (``"add"``, ``"sub"``, ``"mul"``,
 #: ``"truediv"``, ``"neg"``), each ``(a, b) -> Masked`` (``neg``: ``(a,) -> Masked``).
-#: Filled by :mod:`masknn._operators` when the package is imported.
+#: Filled by ``masknn._operators`` when the package is imported.
 _OPERATORS: dict[str, Callable[..., Masked]] = {}
 
 _SYMBOLS = {"add": "+", "sub": "-", "mul": "*", "truediv": "/"}
@@ -63,13 +63,13 @@ def _traced(target: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 class Masked(tuple[Tensor, Tensor]):
     """Data with a validity mask, the value every masknn Module takes and returns.
 
-    A tuple of two named fields, like :class:`torch.nn.utils.rnn.PackedSequence` (not a
+    A tuple of two named fields, like ``torch.nn.utils.rnn.PackedSequence`` (not a
     Tensor subclass): ``data, mask = m``, ``m[0]``, ``len(m) == 2`` and
     ``isinstance(m, tuple)`` work. It passes unchanged through ``nn.Sequential``,
     ``torch.compile(fullgraph=True)``, ``torch.export`` (as input and output; exported
     programs save and load), ``torch.func.vmap``, pytree functions,
     ``torch.save``/``torch.load`` (also with ``weights_only=True``) and
-    :func:`masknn.fx.symbolic_trace`.
+    [`masknn.fx.symbolic_trace`][].
 
     Attributes:
         data: any tensor.
@@ -89,16 +89,16 @@ class Masked(tuple[Tensor, Tensor]):
     masked positions reach neither a valid result nor a gradient (NaN-safe).
 
     * ``a + b`` and ``a - b`` for two ``Masked``: masked terms count as 0, valid where
-      either is valid (the union; :func:`masknn.functional.masked_add`, so
+      either is valid (the union; [`masknn.functional.masked_add`][], so
       ``a - b == a + (-b)``). A residual ``out += identity`` works as written.
     * ``a * b`` and ``a / b`` for two ``Masked``: valid where both are valid (the
-      intersection; :func:`masknn.functional.masked_mul`).
+      intersection; [`masknn.functional.masked_mul`][]).
     * a ``Masked`` with a plain tensor or a number, in either order (``x * s``,
       ``s * x``, ``x + bias``, ``x - t``, ``t / x``, ...): the plain operand is a
       modifier of the valid data (a squeeze-and-excitation gate, a layer-scale
       parameter, a bias, noise), so the result keeps ``x``'s mask, broadcast to the
       result's shape. To treat a plain tensor as fully valid *data* instead, wrap it:
-      ``x + Masked(t)`` is valid everywhere, as :class:`masknn.nn.MaskedAdd` does with
+      ``x + Masked(t)`` is valid everywhere, as [`masknn.nn.MaskedAdd`][] does with
       a plain tensor.
     * ``-x`` negates the valid data. ``x / y`` and ``t / x`` divide only where the
       denominator is valid; a valid 0 gives Inf as in torch.
@@ -254,7 +254,7 @@ class Masked(tuple[Tensor, Tensor]):
         return Masked(self.filled(0.0), self.mask)
 
     def to(self, *args: Any, **kwargs: Any) -> Masked:
-        """Like :meth:`torch.Tensor.to`; a dtype applies to the data only."""
+        """Like ``torch.Tensor.to``; a dtype applies to the data only."""
         data = self.data.to(*args, **kwargs)
         return Masked(data, self.mask.to(device=data.device))
 
@@ -349,7 +349,7 @@ class Masked(tuple[Tensor, Tensor]):
         return cls(data, mask)
 
     def lengths(self, *, batch_first: bool = True, check: bool = True) -> Tensor:
-        """Number of valid steps per sample (inverse of :meth:`from_lengths`).
+        """Number of valid steps per sample (inverse of [`from_lengths`][masknn.Masked.from_lengths]).
 
         A step is valid when any of its elements is. With ``check`` (default) a
         mask that is not right padding (a valid step after a masked one) raises

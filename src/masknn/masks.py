@@ -5,9 +5,10 @@ Every generator returns a bool tensor of ``shape`` with **True = valid** and
 dimensions are spatial ``(H, W)``; leading dimensions are independent samples
 (e.g. ``(N, 1, H, W)``).
 
-* :func:`random_mask`: each position is dropped independently with probability
+* [`random_mask`][masknn.masks.random_mask]: each position is dropped independently with probability
   ``coverage`` (so coverage is exact on average);
-* :func:`rectangle_mask`, :func:`stroke_mask`, :func:`cloud_mask`: shapes drawn
+* [`rectangle_mask`][masknn.masks.rectangle_mask], [`stroke_mask`][masknn.masks.stroke_mask],
+  [`cloud_mask`][masknn.masks.cloud_mask]: shapes drawn
   from a random field whose lowest ``round(coverage * H * W)`` positions are
   masked, so every sample's coverage is exact to one pixel.
 

@@ -1,6 +1,6 @@
 """The leakage contract checker (DESIGN section 3), public so users can check their own models.
 
-:func:`assert_no_leakage` runs a module (or any callable) on ``Masked`` inputs
+[`assert_no_leakage`][masknn.testing.assert_no_leakage] runs a module (or any callable) on ``Masked`` inputs
 whose masked positions hold random values, 0, +/-1e30, NaN and +/-Inf, and asserts
 that
 
@@ -16,7 +16,7 @@ that
 3. outputs hold exactly 0 at masked output positions (canonical form);
 4. a fully masked sample gives finite output, zeros, and an all-False mask;
 
-in train and in eval mode. On failure it raises :class:`LeakageError` naming the
+in train and in eval mode. On failure it raises [`LeakageError`][masknn.testing.LeakageError] naming the
 check, the mode, the perturbation and the first offending index.
 """
 
@@ -48,7 +48,8 @@ DEFAULT_PERTURBATIONS: tuple[str | float, ...] = (
 
 
 class LeakageError(AssertionError):
-    """Raised by :func:`assert_no_leakage` when a masked value reaches a valid output."""
+    """Raised by [`assert_no_leakage`][masknn.testing.assert_no_leakage] when a masked value reaches a valid
+    output."""
 
 
 COTANGENTS: tuple[float, ...] = (0.0, math.nan, math.inf, -math.inf)

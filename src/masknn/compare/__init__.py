@@ -1,11 +1,11 @@
 """Measure which masking strategy works on your data: ``masknn compare DATA.npz``.
 
-The same small architecture is built under each :class:`Strategy` (a fill,
+The same small architecture is built under each [`Strategy`][masknn.compare.Strategy] (a fill,
 optionally the mask as an extra channel, plain or mask-aware layers), trained
 with the same budget and seeds, and scored on held-out samples; the result is
 a table (mean ± std over seeds per missing rate) and a figure.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> from masknn.compare import CompareData, compare
     >>> rng = np.random.default_rng(0)

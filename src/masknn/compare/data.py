@@ -26,7 +26,7 @@ When x has no missing values, masks are simulated (--mask-kind, --rates) on top.
 
 
 class CompareData:
-    """Validated arrays for :func:`masknn.compare.compare` (see :data:`NPZ_LAYOUT`).
+    """Validated arrays for [`masknn.compare.compare`][] (see [`NPZ_LAYOUT`][masknn.compare.NPZ_LAYOUT]).
 
     Args:
         x: images ``(N, C, H, W)`` or ``(N, H, W)``; NaN marks missing values.
@@ -151,9 +151,9 @@ def _as_mask(name: str, mask: np.ndarray | None, shape: tuple[int, ...]) -> np.n
 
 
 def load_npz(path: str | Path, seed: int = 0, test_fraction: float = 0.2) -> CompareData:
-    """Read and validate a user's ``.npz`` (layout: :data:`NPZ_LAYOUT`).
+    """Read and validate a user's ``.npz`` (layout: [`NPZ_LAYOUT`][masknn.compare.NPZ_LAYOUT]).
 
-    Example:
+    Examples:
         >>> import numpy as np, tempfile, os
         >>> rng = np.random.default_rng(0)
         >>> with tempfile.TemporaryDirectory() as d:

@@ -29,7 +29,7 @@ MASK_KINDS = ("cloud", "random", "rectangle", "stroke")
 
 
 def simulate_masks(kind: str, shape: Sequence[int], rate: float, seed: int) -> np.ndarray:
-    """Bool masks (True = valid) hiding ``rate`` of each image, from :mod:`masknn.masks`."""
+    """Bool masks (True = valid) hiding ``rate`` of each image, from [`masknn.masks`][]."""
     if kind not in MASK_KINDS:
         raise ValueError(f"simulate_masks: kind must be one of {MASK_KINDS}, got {kind!r}")
     gen = getattr(_masks, f"{kind}_mask")
@@ -118,8 +118,8 @@ def compare(
     """Compare masking strategies on ``data`` with one training budget.
 
     For each strategy, mask kind, missing rate and seed: build the same
-    architecture (:class:`~masknn.compare.models.Classifier` for labels, a
-    small :class:`~masknn.compare.models.UNet` for per-pixel targets), train it
+    architecture ([`Classifier`][masknn.compare.Classifier] for labels, a
+    small [`UNet`][masknn.compare.UNet] for per-pixel targets), train it
     for ``steps`` Adam steps of ``batch_size`` samples with the seed fixing the
     initialization, the batch order and the simulated masks (the same masks for
     every strategy), then score the test samples: accuracy in % for labels,
@@ -127,12 +127,12 @@ def compare(
     regression (on all target pixels if none is hidden).
 
     Args:
-        data: :class:`CompareData` (e.g. from :func:`masknn.compare.load_npz`).
+        data: [`CompareData`][masknn.compare.CompareData] (e.g. from [`masknn.compare.load_npz`][]).
         strategies: comma-separated names, a list, ``"all"`` or None (the default set).
         rates: missing rates to simulate on top of the data's own mask; None
             means the data's own mask only (if the data has no missing value,
             None simulates 10, 30, 50 and 70 %).
-        mask_kinds: simulated mask shapes, from :data:`MASK_KINDS`.
+        mask_kinds: simulated mask shapes, from [`MASK_KINDS`][masknn.compare.MASK_KINDS].
         seeds: a count (seeds 0..n-1) or explicit seeds.
         steps: Adam steps per run (the training budget).
         batch_size: samples per step.

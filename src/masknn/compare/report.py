@@ -18,7 +18,7 @@ def format_table(records: list[dict[str, Any]], metric: str, higher_is_better: b
     """Markdown table, strategies as rows, ``(mask kind, rate)`` as columns, ``mean ± std`` over
     seeds; the best mean of each column in bold.
 
-    Example:
+    Examples:
         >>> recs = [{"strategy": s, "mask_kind": "cloud", "rate": 0.3, "seed": i, "value": v + i}
         ...         for s, v in (("zero", 50.0), ("partial", 60.0)) for i in range(2)]
         >>> print(format_table(recs, "accuracy (%)", True))

@@ -28,7 +28,7 @@ class Strategy:
     The name is the ``+``-joined spec: ``zero``, ``mean+mc``, ``partial``,
     ``partial+mc``, ``learned+mc`` ...
 
-    Example:
+    Examples:
         >>> Strategy.parse("mean+mc")
         Strategy(fill='mean', mask_channel=True, layers='plain')
         >>> Strategy("none", True, "partial").name
@@ -82,7 +82,7 @@ ALL_STRATEGIES = ("zero", "mean", "learned", "zero+mc", "mean+mc", "learned+mc",
 def parse_strategies(specs: str | Iterable[str | Strategy] | None) -> list[Strategy]:
     """Strategies from a comma-separated string, a list, ``"all"`` or ``None`` (the default set).
 
-    Example:
+    Examples:
         >>> [s.name for s in parse_strategies("zero, partial+mc")]
         ['zero', 'partial+mc']
     """

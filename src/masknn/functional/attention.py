@@ -43,7 +43,8 @@ def masked_sdpa(
     is_causal: bool,
     scale: float | None,
 ) -> Masked:
-    """Core of :func:`masked_scaled_dot_product_attention` on validated bool masks (..., L) / (..., S)."""
+    """Core of [`masked_scaled_dot_product_attention`][masknn.functional.masked_scaled_dot_product_attention]
+    on validated bool masks (..., L) / (..., S)."""
     zero = torch.zeros((), dtype=q.dtype, device=q.device)
     q = torch.where(q_valid.unsqueeze(-1), q, zero)
     k = torch.where(k_valid.unsqueeze(-1), k, zero)
@@ -106,7 +107,7 @@ def masked_scaled_dot_product_attention(
         queries output exactly 0 (never NaN, even when every key is masked).
         Masked keys get no weight, and masked positions receive no gradient.
 
-    Example:
+    Examples:
         >>> import torch
         >>> q = k = v = torch.randn(2, 4, 8)
         >>> km = torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0]], dtype=torch.bool)

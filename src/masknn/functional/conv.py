@@ -294,9 +294,10 @@ def partial_conv1d(
     groups: int = 1,
     padding_valid: bool = False,
 ) -> Masked:
-    """1-d partial convolution of ``x`` ``(N, C_in, L)``; see :func:`partial_conv2d`.
+    """1-d partial convolution of ``x`` ``(N, C_in, L)``; see
+    [`partial_conv2d`][masknn.functional.partial_conv2d].
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([[[1.0, float("nan"), 3.0, 4.0]]])
         >>> out = partial_conv1d(x, ~x.isnan(), torch.ones(1, 1, 2))
@@ -323,7 +324,7 @@ def partial_conv2d(
 ) -> Masked:
     """2-d partial convolution (Liu et al. 2018) of ``x`` ``(N, C_in, H, W)``.
 
-    Arguments as :func:`torch.nn.functional.conv2d`, plus the mask: ``(N, 1, H, W)``
+    Arguments as ``torch.nn.functional.conv2d``, plus the mask: ``(N, 1, H, W)``
     (shared by all channels) or ``(N, C_in, H, W)`` (per channel; the valid count then
     runs over the input channels of each group, NVIDIA's ``multi_channel=True``);
     size-1 batch or spatial dimensions broadcast. ``padding`` may be ``'same'`` or
@@ -336,9 +337,9 @@ def partial_conv2d(
 
     Zero padding counts as masked (border windows are re-weighted); with
     ``padding_valid=True`` it counts as valid, which makes the result equal to
-    :func:`torch.nn.functional.conv2d` when every input is valid.
+    ``torch.nn.functional.conv2d`` when every input is valid.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.ones(1, 1, 3, 3)
         >>> m = torch.tensor([[[[1, 1, 0], [1, 1, 0], [0, 0, 0]]]], dtype=torch.bool)
@@ -367,9 +368,10 @@ def partial_conv3d(
     groups: int = 1,
     padding_valid: bool = False,
 ) -> Masked:
-    """3-d partial convolution of ``x`` ``(N, C_in, D, H, W)``; see :func:`partial_conv2d`.
+    """3-d partial convolution of ``x`` ``(N, C_in, D, H, W)``; see
+    [`partial_conv2d`][masknn.functional.partial_conv2d].
 
-    Example:
+    Examples:
         >>> import torch
         >>> x, m = torch.ones(1, 2, 3, 3, 3), torch.ones(1, 1, 3, 3, 3)
         >>> out = partial_conv3d(x, m, torch.ones(4, 2, 3, 3, 3))
@@ -452,9 +454,10 @@ def partial_conv_transpose1d(
     dilation: IntOrSeq = 1,
     padding_valid: bool = False,
 ) -> Masked:
-    """1-d partial transposed convolution; see :func:`partial_conv_transpose2d`.
+    """1-d partial transposed convolution; see
+    [`partial_conv_transpose2d`][masknn.functional.partial_conv_transpose2d].
 
-    Example:
+    Examples:
         >>> import torch
         >>> out = partial_conv_transpose1d(torch.ones(1, 1, 2), torch.tensor([[[True, False]]]),
         ...                                torch.ones(1, 1, 2), stride=2)
@@ -489,17 +492,17 @@ def partial_conv_transpose2d(
     dilation: IntOrSeq = 1,
     padding_valid: bool = False,
 ) -> Masked:
-    """2-d partial transposed convolution (arguments as :func:`torch.nn.functional.conv_transpose2d`).
+    """2-d partial transposed convolution (arguments as ``torch.nn.functional.conv_transpose2d``).
 
     ``out = conv_transpose(x⊙m) · (window / valid count) + b`` where at least one valid
     input reaches the output position, else exactly 0 with a False mask. ``window`` is
     the number of kernel taps that land on the position (it varies with the stride
     phase); taps that fall outside the input count as masked, like a partial
     convolution's zero padding. With ``padding_valid=True`` they count as valid, which
-    makes the result equal to :func:`torch.nn.functional.conv_transpose2d` when every
-    input is valid. Masks as in :func:`partial_conv2d`.
+    makes the result equal to ``torch.nn.functional.conv_transpose2d`` when every
+    input is valid. Masks as in [`partial_conv2d`][masknn.functional.partial_conv2d].
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.ones(1, 1, 2, 2)
         >>> m = torch.tensor([[[[True, False], [False, False]]]])
@@ -538,9 +541,10 @@ def partial_conv_transpose3d(
     dilation: IntOrSeq = 1,
     padding_valid: bool = False,
 ) -> Masked:
-    """3-d partial transposed convolution; see :func:`partial_conv_transpose2d`.
+    """3-d partial transposed convolution; see
+    [`partial_conv_transpose2d`][masknn.functional.partial_conv_transpose2d].
 
-    Example:
+    Examples:
         >>> import torch
         >>> out = partial_conv_transpose3d(torch.ones(1, 2, 2, 2, 2), torch.ones(1, 1, 2, 2, 2),
         ...                                torch.ones(2, 3, 2, 2, 2), stride=2)

@@ -129,7 +129,8 @@ def masked_recurrent(
     proj_size: int = 0,
     op: str = "masked_recurrent",
 ) -> tuple[Masked, Tensor, Tensor | None]:
-    """Shared engine of :func:`masked_lstm`, :func:`masked_gru` and :func:`masked_rnn`.
+    """Shared engine of [`masked_lstm`][masknn.functional.masked_lstm],
+    [`masked_gru`][masknn.functional.masked_gru] and [`masked_rnn`][masknn.functional.masked_rnn].
 
     ``mode`` is ``"LSTM"``, ``"GRU"``, ``"RNN_TANH"`` or ``"RNN_RELU"``. Returns
     ``(output, h_n, c_n)`` with ``c_n`` ``None`` except for LSTM.
@@ -364,7 +365,7 @@ def masked_lstm(
         ``(Masked output, (h_n, c_n))``: the output is 0 and masked at masked
         steps; ``h_n``/``c_n`` hold the state after each sequence's last valid step.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> lstm = nn.LSTM(3, 4, batch_first=True)
@@ -410,9 +411,10 @@ def masked_gru(
     training: bool = False,
     bidirectional: bool = False,
 ) -> tuple[Masked, Tensor]:
-    """Masked GRU with Keras semantics; arguments as :func:`masked_lstm`, ``params`` as ``nn.GRU``.
+    """Masked GRU with Keras semantics; arguments as [`masked_lstm`][masknn.functional.masked_lstm],
+    ``params`` as ``nn.GRU``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> gru = nn.GRU(3, 4)
@@ -457,7 +459,7 @@ def masked_rnn(
 ) -> tuple[Masked, Tensor]:
     """Masked Elman RNN (``tanh`` or ``relu``) with Keras semantics; ``params`` as ``nn.RNN``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> rnn = nn.RNN(3, 4, batch_first=True)

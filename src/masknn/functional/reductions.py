@@ -1,7 +1,7 @@
 """Masked reductions: sum, mean, var/std, max/min, logsumexp, softmax, log-softmax.
 
 Each takes ``(x, mask, dim=None, keepdim=False)`` and returns a
-:class:`~masknn.Masked` whose mask tells where at least one element was valid
+[`Masked`][masknn.Masked] whose mask tells where at least one element was valid
 (for var/std: more valid elements than ``correction``). A reduction over no
 valid element gives exactly 0 there (never NaN), and masked values (NaN, Inf
 included) never reach the result or receive a gradient. Sums and counts of
@@ -135,7 +135,7 @@ def masked_var(
 def masked_std(
     x: Tensor, mask: Tensor, dim: Dims = None, keepdim: bool = False, correction: int = 1
 ) -> Masked:
-    """Standard deviation of the valid elements (see :func:`masked_var`).
+    """Standard deviation of the valid elements (see [`masked_var`][masknn.functional.masked_var]).
 
     The gradient stays finite where the variance is 0.
     """

@@ -47,7 +47,7 @@ def time_distributed_linear(x: Tensor, mask: object, weight: Tensor, bias: Tenso
     A per-feature mask (last dimension > 1) raises a ``ValueError`` pointing to
     ``masknn.nn.MaskedLinear``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([[[1.0, 2.0], [float("nan"), 0.0], [3.0, 4.0]]])
         >>> out = time_distributed_linear(x, torch.tensor([[1, 0, 1]]), torch.eye(2))
@@ -62,7 +62,7 @@ def time_distributed_linear(x: Tensor, mask: object, weight: Tensor, bias: Tenso
 
 
 def td_linear(op: str, x: Tensor, mask: object, weight: Tensor, bias: Tensor | None) -> Masked:
-    """:func:`time_distributed_linear` with errors naming ``op``."""
+    """[`time_distributed_linear`][masknn.functional.time_distributed_linear] with errors naming ``op``."""
     m = row_mask(op, x, mask)
     if weight.dim() != 2 or weight.shape[1] != x.shape[-1]:
         raise ValueError(

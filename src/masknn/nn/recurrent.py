@@ -2,7 +2,7 @@
 
 Each subclasses its ``torch.nn`` twin (same constructor, same parameter names), so
 a plain layer's ``state_dict`` loads unchanged, and runs
-:func:`masknn.functional.masked_lstm` (resp. ``masked_gru``, ``masked_rnn``).
+[`masknn.functional.masked_lstm`][] (resp. ``masked_gru``, ``masked_rnn``).
 """
 
 from __future__ import annotations
@@ -42,14 +42,14 @@ def _run(
 class MaskedLSTM(nn.LSTM):
     """``nn.LSTM`` that skips masked timesteps (Keras ``Masking`` + ``LSTM`` semantics).
 
-    Arguments as :class:`torch.nn.LSTM` (``input_size``, ``hidden_size``,
+    Arguments as ``torch.nn.LSTM`` (``input_size``, ``hidden_size``,
     ``num_layers``, ``bias``, ``batch_first``, ``dropout``, ``bidirectional``,
     ``proj_size``, ``device``, ``dtype``); the parameters have the same names, so
     ``MaskedLSTM(...).load_state_dict(plain_lstm.state_dict())`` works.
 
     ``forward(input, hx=None) -> (Masked output, (h_n, c_n))``:
 
-    * ``input`` is a :class:`masknn.Masked` with data ``(N, T, F)`` (``(T, N, F)``
+    * ``input`` is a [`masknn.Masked`][] with data ``(N, T, F)`` (``(T, N, F)``
       with ``batch_first=False``, or unbatched ``(T, F)``) and a per-step mask
       ``(N, T)`` or ``(N, T, 1)``, True = valid (a plain tensor is all valid);
     * any mask works (right or left padding, holes): a masked step is skipped and
@@ -63,9 +63,9 @@ class MaskedLSTM(nn.LSTM):
     With an all-True mask it equals ``nn.LSTM`` (same weights) up to float
     rounding; with right padding it equals ``nn.LSTM`` on
     ``pack_padded_sequence``. It runs one fused kernel call per layer and
-    direction, no Python loop over time (see :mod:`masknn.functional.recurrent`).
+    direction, no Python loop over time (see ``masknn.functional.recurrent``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> lstm = MaskedLSTM(3, 4, batch_first=True)
@@ -88,11 +88,11 @@ class MaskedLSTM(nn.LSTM):
 class MaskedGRU(nn.GRU):
     """``nn.GRU`` that skips masked timesteps (Keras ``Masking`` + ``GRU(reset_after=True)``).
 
-    Arguments and parameter names as :class:`torch.nn.GRU`;
+    Arguments and parameter names as ``torch.nn.GRU``;
     ``forward(input, hx=None) -> (Masked output, h_n)`` with the semantics of
-    :class:`MaskedLSTM`.
+    [`MaskedLSTM`][masknn.nn.MaskedLSTM].
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> gru = MaskedGRU(3, 4, num_layers=2, bidirectional=True)
@@ -112,11 +112,11 @@ class MaskedGRU(nn.GRU):
 class MaskedRNN(nn.RNN):
     """``nn.RNN`` (tanh or relu) that skips masked timesteps (Keras ``SimpleRNN`` masking).
 
-    Arguments and parameter names as :class:`torch.nn.RNN`;
+    Arguments and parameter names as ``torch.nn.RNN``;
     ``forward(input, hx=None) -> (Masked output, h_n)`` with the semantics of
-    :class:`MaskedLSTM`.
+    [`MaskedLSTM`][masknn.nn.MaskedLSTM].
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> rnn = MaskedRNN(3, 4, nonlinearity="relu", batch_first=True)
