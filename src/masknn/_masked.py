@@ -267,6 +267,47 @@ class Masked(tuple[Tensor, Tensor]):
         n = self.data.numel()
         return float(self.full_mask().sum()) / n if n else 0.0
 
+    def share_mask(self, dim: int | tuple[int, ...] = 1) -> Masked:
+        """One mask shared along ``dim``: a position is valid where every slice along
+        ``dim`` is valid (a pixel is missing when any band is).
+
+        [`Masked.from_nan`][masknn.Masked.from_nan] on multi-band imagery ``(N, C, H, W)``
+        gives a per-band mask ``(N, C, H, W)``. ``share_mask(1)`` makes it ``(N, 1, H, W)``,
+        one mask for all bands: then [`MaskChannel`][masknn.nn.MaskChannel] appends one
+        channel (not ``C``) and a partial convolution counts valid pixels. The data is
+        unchanged; the band values of a pixel that becomes masked are no longer read.
+        A mask already of size 1 along ``dim`` is kept as it is.
+
+        Args:
+            dim: the dimension (or dimensions) to share the mask along; default 1, the
+                channels of ``(N, C, ...)`` data.
+
+        Examples:
+            >>> import torch
+            >>> nan = float("nan")
+            >>> bands = torch.tensor([[[[1.0, nan, 3.0]], [[4.0, 5.0, 6.0]]]])  # (1, 2, 1, 3)
+            >>> x = Masked.from_nan(bands)
+            >>> x.mask.shape  # one mask per band
+            torch.Size([1, 2, 1, 3])
+            >>> x.share_mask(1).mask  # one mask for both bands
+            tensor([[[[ True, False,  True]]]])
+        """
+        op = "Masked.share_mask"
+        dims = (dim,) if not isinstance(dim, (tuple, list)) else tuple(dim)
+        n = self.data.dim()
+        for d in dims:
+            if isinstance(d, bool) or not isinstance(d, int):
+                raise TypeError(f"{op}: expected dim as an int or a tuple of ints, got {dim!r}")
+            if not -n <= d < n:
+                raise ValueError(
+                    f"{op}: dim {d} is out of range for data of shape {shape_str(self.data.shape)}"
+                )
+        if len({d % n for d in dims}) != len(dims):
+            raise ValueError(f"{op}: dim {dim!r} names a dimension twice")
+        if not dims:  # shared along no dimension (torch's all(dim=()) would reduce them all)
+            return self
+        return Masked._unchecked(self.data, self.mask.all(dim=dims, keepdim=True))
+
     # ---------------------------------------------------------- constructors
     @classmethod
     def from_value(cls, data: Tensor, value: float, *, rtol: float = 0.0, atol: float = 0.0) -> Masked:
