@@ -18,7 +18,7 @@ Examples:
 from masknn.compare.data import NPZ_LAYOUT, CompareData, load_npz
 from masknn.compare.harness import MASK_KINDS, CompareResult, compare, simulate_masks
 from masknn.compare.models import Classifier, UNet, build_model
-from masknn.compare.report import format_table, plot_rates
+from masknn.compare.report import format_report, format_table, noise_summary, plot_rates
 from masknn.compare.strategies import (
     ALL_STRATEGIES,
     DEFAULT_STRATEGIES,
@@ -38,8 +38,10 @@ __all__ = [
     "UNet",
     "build_model",
     "compare",
+    "format_report",
     "format_table",
     "load_npz",
+    "noise_summary",
     "parse_strategies",
     "plot_rates",
     "simulate_masks",

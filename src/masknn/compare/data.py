@@ -21,7 +21,8 @@ The .npz layout read by `masknn compare DATA.npz` (numpy.savez):
   y_mask optional, bool (N, 1|K, H, W): where the regression target is known.
   train  optional, bool (N,): True = training sample. Default: a seeded 80/20 split.
 
-When x has no missing values, masks are simulated (--mask-kind, --rates) on top."""
+Missing values: when x has none, masks are simulated (--mask-kinds, --rates); when it has
+some, its own mask is used, and --rates simulates masks on top of it."""
 """The ``.npz`` layout that ``masknn compare`` reads (printed by ``masknn compare --layout``)."""
 
 
@@ -35,6 +36,7 @@ class CompareData:
         train: bool ``(N,)``, True = training sample.
         y_mask: where regression targets are known (besides their NaNs).
         name: used in titles and file names.
+        split: how ``train`` was chosen, in words (for the report).
 
     After validation: ``x`` float32 (0 at masked positions), ``mask`` bool,
     ``y`` int64 or float32, ``y_mask`` bool (regression) or None, ``train``
@@ -49,8 +51,10 @@ class CompareData:
         train: np.ndarray,
         y_mask: np.ndarray | None = None,
         name: str = "data",
+        split: str = "given by the caller",
     ) -> None:
         self.name = name
+        self.split = split
         self.kind = "classify"
         self.y_mask: np.ndarray | None = None
         self._validate(x, mask, y, train, y_mask)
@@ -177,10 +181,12 @@ def load_npz(path: str | Path, seed: int = 0, test_fraction: float = 0.2) -> Com
     n = len(arrays["x"])
     if "train" in arrays:
         train = arrays["train"]
+        split = "the file's train array"
     else:
         rng = np.random.default_rng(seed)
         train = np.ones(n, dtype=bool)
         train[rng.permutation(n)[: max(1, int(round(test_fraction * n)))]] = False
+        split = f"a random split, {test_fraction:.0%} test, seed {seed}"
     return CompareData(
-        arrays["x"], arrays.get("mask"), arrays["y"], train, arrays.get("y_mask"), name=path.stem
+        arrays["x"], arrays.get("mask"), arrays["y"], train, arrays.get("y_mask"), name=path.stem, split=split
     )
