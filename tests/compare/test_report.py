@@ -46,7 +46,7 @@ def test_noise_summary_separates_a_consistent_gap_from_noise() -> None:
         _records({"a": [80, 82, 81], "b": [79, 83, 80], "c": [70, 71, 69], "d": [80, 82, 81]}), True
     )
     assert text.startswith("- cloud 30%: best **a**, **d** (81.0 ± 1.0, equal means)")
-    assert "within noise of it: b (-0.3 ± 1.2)" in text and "behind it: c (-11.0 ± 1.0)" in text
+    assert "within noise of it: b (-0.3 [-3.2, 2.5])" in text and "behind it: c (-11.0 [-13.5, -8.5])" in text
     # Lower is better (RMSE): the smallest mean is the best.
     low = noise_summary(_records({"a": [0.5, 0.52, 0.51], "b": [0.9, 0.95, 0.92]}), False)
     assert "best **a**" in low and "behind it: b" in low

@@ -93,15 +93,18 @@ def noise_summary(records: list[dict[str, Any]], higher_is_better: bool) -> str:
 
     Every strategy runs with the same seeds (the same simulated masks and batch order),
     so the comparison is paired by seed: another strategy is *within noise* of the best
-    when the 95 % Student-t interval of the per-seed differences contains 0. With one
-    seed there is no estimate of the noise, and the summary says so.
+    when the 95 % Student-t interval of the per-seed differences contains 0. Each is shown
+    as ``mean difference [interval]``; with few seeds the interval is wide (t = 4.3 for 3
+    seeds), so a consistent small gap can count as behind and a larger but erratic one as
+    within noise. With one seed there is no estimate of the noise, and the summary says so.
 
     Examples:
         >>> recs = [{"strategy": s, "mask_kind": "cloud", "rate": 0.3, "seed": i, "value": v}
         ...         for s, vals in (("a", (80, 82, 81)), ("b", (79, 83, 80)), ("c", (70, 71, 69)))
         ...         for i, v in enumerate(vals)]
-        >>> print(noise_summary(recs, higher_is_better=True))
-        - cloud 30%: best **a** (81.0 ± 1.0); within noise of it: b (-0.3 ± 1.2); behind it: c (-11.0 ± 1.0).
+        >>> print(noise_summary(recs, higher_is_better=True))  # doctest: +NORMALIZE_WHITESPACE
+        - cloud 30%: best **a** (81.0 ± 1.0); within noise of it: b (-0.3 [-3.2, 2.5]);
+          behind it: c (-11.0 [-13.5, -8.5]).
     """
     strategies = list(dict.fromkeys(r["strategy"] for r in records))
     digits = 1 if higher_is_better else 3
@@ -134,7 +137,8 @@ def noise_summary(records: list[dict[str, Any]], higher_is_better: bool) -> str:
             d_mean, d_std = _mean_std(diffs)
             df = len(diffs) - 1
             half = (_T95[df - 1] if df <= len(_T95) else 1.96) * d_std / math.sqrt(len(diffs))
-            text = f"{s} ({d_mean:.{digits}f} ± {d_std:.{digits}f})"
+            lo, hi = d_mean - half, d_mean + half
+            text = f"{s} ({d_mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}])"
             (close if abs(d_mean) <= half else behind).append(text)
         parts = [head]
         if close:
@@ -163,7 +167,9 @@ def format_report(
         "",
         "Paired by seed (every strategy sees the same seeds, simulated masks and batch order): a "
         "strategy is within noise of the best when the 95 % t-interval of its per-seed difference "
-        f"to the best contains 0 (differences: mean ± std over {n_seeds} seed{'s' if n_seeds != 1 else ''}).",
+        f"to the best contains 0. Shown: the mean difference over {n_seeds} seed"
+        f"{'s' if n_seeds != 1 else ''} [the 95 % interval]. Few seeds give wide intervals: run more "
+        "seeds (--seeds) to separate strategies that are within noise.",
         "",
         noise_summary(records, higher_is_better),
         "",

@@ -89,10 +89,27 @@ def gapfill_panels(
     the true field's colour scale, and its error at the hidden pixels (the nets are trained
     and scored there only), with the RMSE. Colour bars give the units (degrees C).
     """
+    plt = _plt()
+    fig = _gapfill_figure(plt, truth, ocean, seen, recons, title)
+    path = Path(path)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _gapfill_figure(
+    plt: Any,
+    truth: np.ndarray,
+    ocean: np.ndarray,
+    seen: np.ndarray,
+    recons: Sequence[tuple[str, np.ndarray]],
+    title: str,
+) -> Any:
+    """The figure of [`gapfill_panels`][masknn.demo.figures.gapfill_panels]; axes ``[0, 0]``
+    truth, ``[0, 1]`` input, ``[1, c]`` / ``[2, c]`` reconstruction / error of method ``c``."""
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
-    plt = _plt()
     n = len(recons)
     hidden = ocean & ~seen
     vmin, vmax = float(np.nanmin(truth[ocean])), float(np.nanmax(truth[ocean]))
@@ -162,7 +179,4 @@ def gapfill_panels(
         )
     if title:
         fig.suptitle(title, fontsize=9)
-    path = Path(path)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return fig
