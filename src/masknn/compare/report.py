@@ -259,7 +259,7 @@ def _draw(
         rates = rates_of[kind]
         xs = [100.0 * float(r) for r in rates if r is not None]
         step = min(np.diff(xs)) if len(xs) > 1 else 10.0
-        spread = 0.35 * step
+        spread = 0.25 * step
         for i, s in enumerate(strategies):
             dx = (i - (len(strategies) - 1) / 2) * spread / max(len(strategies) - 1, 1)
             mean, std, x_at = [], [], []

@@ -47,8 +47,7 @@ def mask_growth_figure(images: np.ndarray, path: str | Path, coverage: float = 0
     for i, st in enumerate(states):
         mk = st.mask.expand_as(st.data)[0, 0].numpy()
         if i == 0:
-            cmap = plt.get_cmap("gray").copy()
-            cmap.set_bad("tab:orange")
+            cmap = plt.get_cmap("gray").with_extremes(bad="tab:orange")
             axes[1].imshow(np.ma.masked_where(~mk, images[0, 0]), cmap=cmap, vmin=0, vmax=1)
         else:
             axes[i + 1].imshow(mk.astype(float), cmap="Blues", vmin=-0.3, vmax=1.2)
@@ -118,10 +117,8 @@ def _gapfill_figure(
     # one bad pixel does not wash out the others; the colour bar is extended beyond it).
     pooled = np.concatenate([np.abs(e[hidden]) for e in errors]) if hidden.any() else np.zeros(1)
     lim = max(0.5, float(np.percentile(pooled, 99)))
-    sst_map = plt.get_cmap("RdYlBu_r").copy()
-    sst_map.set_bad(CLOUD)
-    err_map = plt.get_cmap("RdBu_r").copy()
-    err_map.set_bad(NOT_SCORED)
+    sst_map = plt.get_cmap("RdYlBu_r").with_extremes(bad=CLOUD)
+    err_map = plt.get_cmap("RdBu_r").with_extremes(bad=NOT_SCORED)
     land = np.ma.masked_where(ocean, np.ones_like(truth))
     land_map = ListedColormap([LAND])
 
@@ -152,7 +149,8 @@ def _gapfill_figure(
                 facecolor=NOT_SCORED, edgecolor="black", lw=0.5, label="seen ocean (error row: not scored)"
             ),
         ],
-        loc="center",
+        loc="center left",
+        bbox_to_anchor=(0.05, 0.5),
         fontsize=8,
         frameon=False,
     )
