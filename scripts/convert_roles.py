@@ -5,16 +5,21 @@ mkdocstrings renders docstrings as Markdown, where a Sphinx role such as
 ``src/masknn`` (docstrings and ``#:`` comments alike):
 
 * a role naming a documented public object becomes an autorefs cross-reference to its
-  one public path (``[`Masked`][masknn.Masked]``), which ``mkdocs build --strict``
-  checks: a reference that does not resolve fails the build;
+  one public path (``[`masknn.Masked`][]``, or ``[`Masked`][masknn.Masked]`` for a short
+  or relative name), which ``mkdocs build --strict`` checks: a reference that does not
+  resolve fails the build. The documented modules are read from the API pages
+  (``docs/api/*.md`` in mkdocs.yml's nav), so a page added by a merge is picked up;
 * a role naming something the API reference does not document (a private module or
   function, torch, numpy, the standard library) becomes inline code (````torch.nn.Linear````):
   there is no page to link to offline.
 
-It also renames a Google-style ``Example:`` section header that introduces doctest lines
-(``>>>``) to ``Examples:``: griffe parses only ``Examples:`` as examples (rendered as code);
-under ``Example:`` the ``>>>`` lines render as nested Markdown block quotes, and a doctest
-output such as ``['a', 'b']`` after a ``[...]`` line is read as a cross-reference.
+It splits a Google-style ``Args:`` entry that names several parameters (``a, b: as in
+torch``) into one entry per parameter: griffe reads it as one parameter named ``"a, b"``
+and warns, which fails the strict build. And it renames a Google-style ``Example:``
+section header that introduces doctest lines (``>>>``) to ``Examples:``: griffe parses
+only ``Examples:`` as examples (rendered as code); under ``Example:`` the ``>>>`` lines
+render as nested Markdown block quotes, and a doctest output such as ``['a', 'b']``
+after a ``[...]`` line is read as a cross-reference.
 
 A role's target may be absolute (``masknn.functional.masked_add``), relative to the
 module or to the enclosing class (``from_lengths`` inside ``Masked``), or to a parent
@@ -34,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import importlib
 import importlib.util
 import inspect
@@ -44,68 +50,122 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "masknn"
 
-#: The modules whose public names (``__all__``) the API reference documents, in the order
-#: that decides an object's public path when several modules export it.
-DOCUMENTED = (
-    "masknn",
-    "masknn.nn",
-    "masknn.functional",
-    "masknn.masks",
-    "masknn.testing",
-    "masknn.fx",
-    "masknn.compare",
-    "masknn.datasets",
-    "masknn.demo",
-)
 
 #: ``Example:`` alone on its line, followed (after blank lines) by a deeper-indented ``>>>``.
 EXAMPLE_HEADER = re.compile(
     r"^(?P<indent>[ \t]*)Example:[ \t]*\n(?=(?:[ \t]*\n)*(?P=indent)[ \t]+>>> )", re.M
 )
 
+#: A Google-style section that lists parameters, one ``name: description`` entry each.
+ARGS_SECTION = re.compile(
+    r"^(?P<indent>[ \t]*)(?:Args|Arguments|Parameters|Params|Attributes|Keyword Args|"
+    r"Keyword Arguments|Other Parameters):[ \t]*$"
+)
+#: An entry naming several parameters at once: ``a, b, c: as in torch``.
+SHARED_ENTRY = re.compile(
+    r"^(?P<indent>[ \t]+)(?P<names>\**\w+(?:,[ \t]*\**\w+)+)(?P<type>[ \t]*\([^)]*\))?:(?P<rest>.*)$"
+)
+
 ROLE = re.compile(r":(?:py:)?(?P<kind>class|func|meth|mod|data|attr|exc|obj|const):`(?P<target>[^`]+)`")
+
+
+def _api_directives() -> list[str]:
+    """The targets of the ``::: target`` directives of the API pages (``docs/api/*.md`` in
+    mkdocs.yml's nav order), in order."""
+    nav = (ROOT / "mkdocs.yml").read_text()
+    pages = re.findall(r"^\s*-\s*[^:\n]*:\s*(api/[\w./-]+\.md)\s*$", nav, re.M)
+    targets: list[str] = []
+    for page in pages:
+        path = ROOT / "docs" / page
+        if path.is_file():
+            targets += re.findall(r"^:::\s*([\w.]+)\s*$", path.read_text(), re.M)
+    return targets
+
+
+@functools.cache
+def documented_modules() -> tuple[str, ...]:
+    """The modules whose public names (``__all__``) the API reference documents: ``masknn``,
+    then every module named by a ``::: module`` directive of the API pages, in the order of
+    mkdocs.yml's nav (the order decides an object's public path when several modules
+    export it). A page added with a new module (e.g. after a merge) is picked up as it is."""
+    found = ["masknn"]
+    for target in _api_directives():
+        if target not in found and _is_module(target):
+            found.append(target)
+    return tuple(found)
+
+
+def _object(path: str) -> object:
+    """The object at a dotted ``path`` (a module prefix, then attributes), or ``_MISSING``."""
+    parts = path.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj: object = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for part in parts[i:]:
+            obj = getattr(obj, part, _MISSING)
+            if obj is _MISSING:
+                return _MISSING
+        return obj
+    return _MISSING
+
+
+def _where(obj: object) -> str | None:
+    """``module.qualname`` where ``obj`` is defined, if it has them."""
+    defined = getattr(obj, "__module__", None)
+    qual = getattr(obj, "__qualname__", None)
+    return f"{defined}.{qual}" if isinstance(defined, str) and isinstance(qual, str) else None
 
 
 def public_paths() -> dict[str, str]:
     """Every dotted path that names a documented object (its defining path, each public
-    alias, its public members) -> the one path the API reference documents it under."""
+    alias, its public members) -> the one path the API reference documents it under.
+
+    Objects that a page documents one by one (``::: masknn.functional.fill.fill``) keep
+    that path; the names of a module documented whole (``::: masknn.nn``) get
+    ``module.name``."""
     paths: dict[str, str] = {}
 
     def add(path: str, canonical: str) -> None:
         paths.setdefault(path, canonical)
 
-    for modname in DOCUMENTED:
+    def add_object(obj: object, canonical: str) -> None:
+        add(canonical, canonical)
+        where = _where(obj)
+        if where is not None:
+            add(where, canonical)
+        if inspect.isclass(obj):
+            for attr in vars(obj):
+                if not attr.startswith("_"):
+                    add(f"{canonical}.{attr}", f"{canonical}.{attr}")
+                    if where is not None:
+                        add(f"{where}.{attr}", f"{canonical}.{attr}")
+
+    for target in _api_directives():  # objects documented one by one, under their path
+        obj = _object(target)
+        if obj is not _MISSING and not inspect.ismodule(obj):
+            add_object(obj, target)
+    for modname in documented_modules():
         mod = importlib.import_module(modname)
         add(modname, modname)
         for name in getattr(mod, "__all__", ()):
             if name.startswith("_"):
                 continue
             obj = getattr(mod, name)
-            canonical = f"{modname}.{name}"
             if inspect.ismodule(obj):
                 paths[obj.__name__] = obj.__name__
                 continue
-            defined = getattr(obj, "__module__", None)
-            qual = getattr(obj, "__qualname__", None)
-            if _is_module(canonical) and isinstance(defined, str) and isinstance(qual, str):
-                # A function named like its own submodule (masknn.functional.fill): griffe
-                # sees the submodule under that path, so the page documents the function
-                # under its defining path (docs/api/functional.md).
-                canonical = f"{defined}.{qual}"
-                add(f"{modname}.{name}", canonical)
-            add(canonical, canonical)
-            if isinstance(defined, str) and isinstance(qual, str) and (inspect.isclass(obj) or callable(obj)):
-                add(f"{defined}.{qual}", canonical)
-            else:  # data: register every module of the package that holds the same object
+            where = _where(obj) if (inspect.isclass(obj) or callable(obj)) else None
+            if where is not None and where in paths:  # documented one by one, or earlier
+                add(f"{modname}.{name}", paths[where])
+                continue
+            canonical = f"{modname}.{name}"
+            if where is None:  # data: every module of the package that holds the same object
                 for sub_name, sub in list(sys.modules.items()):
                     if sub_name.startswith(modname + ".") and getattr(sub, name, None) is obj:
                         add(f"{sub_name}.{name}", canonical)
-            if inspect.isclass(obj):
-                for attr in vars(obj):
-                    if not attr.startswith("_"):
-                        add(f"{canonical}.{attr}", f"{canonical}.{attr}")
-                        if isinstance(defined, str) and isinstance(qual, str):
-                            add(f"{defined}.{qual}.{attr}", f"{canonical}.{attr}")
+            add_object(obj, canonical)
     return paths
 
 
@@ -142,7 +202,7 @@ def resolve(target: str, module: str, scope: str | None, paths: dict[str, str]) 
         candidates.append(f"{module}.{scope}.{target}")
     parts = module.split(".")
     candidates += [".".join(parts[:i] + [target]) for i in range(len(parts), 0, -1)]
-    candidates += [f"{m}.{target}" for m in DOCUMENTED]
+    candidates += [f"{m}.{target}" for m in documented_modules()]
     for c in candidates:
         if c in paths:
             return paths[c]
@@ -156,6 +216,7 @@ def convert_file(path: Path, paths: dict[str, str], log: list[str], errors: list
         line = original.count("\n", 0, m.start()) + 1
         log.append(f"{path.relative_to(ROOT)}:{line}: Example: -> Examples:")
     text = EXAMPLE_HEADER.sub(lambda m: f"{m.group('indent')}Examples:\n", text)
+    text = _split_shared_entries(text, path, log)
     if not ROLE.search(text):
         return text if text != original else None
     module = module_name(path)
@@ -213,6 +274,44 @@ def convert_file(path: Path, paths: dict[str, str], log: list[str], errors: list
     new = ROLE.sub(replace, text)
     new = "\n".join(_wrap(line) for line in new.split("\n"))
     return new if new != original else None
+
+
+def _split_shared_entries(text: str, path: Path, log: list[str]) -> str:
+    """One entry per parameter: griffe reads ``a, b: description`` in an ``Args:`` section as
+    one parameter named ``"a, b"`` and warns (which fails ``mkdocs build --strict``). Each
+    name gets the entry's description (its continuation lines too)."""
+    lines = text.split("\n")
+    out: list[str] = []
+    section: int | None = None  # the indentation of the current Args-like header
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        width = len(line) - len(line.lstrip())
+        if line.strip() and section is not None and width <= section:
+            section = None
+        header = ARGS_SECTION.match(line)
+        if header:
+            section = len(header.group("indent"))
+            out.append(line)
+            i += 1
+            continue
+        entry = SHARED_ENTRY.match(line) if section is not None else None
+        if entry is None or len(entry.group("indent")) <= section:  # type: ignore[operator]
+            out.append(line)
+            i += 1
+            continue
+        block = [line]  # the entry and its continuation lines (indented deeper)
+        j = i + 1
+        while j < len(lines) and lines[j].strip() and len(lines[j]) - len(lines[j].lstrip()) > width:
+            block.append(lines[j])
+            j += 1
+        names = [n.strip() for n in entry.group("names").split(",")]
+        for name in names:
+            first = f"{entry.group('indent')}{name}{entry.group('type') or ''}:{entry.group('rest')}"
+            out += [first, *block[1:]]
+        log.append(f"{path.relative_to(ROOT)}:{i + 1}: {entry.group('names')}: -> one entry per parameter")
+        i = j
+    return "\n".join(out)
 
 
 #: The line length of ``ruff format`` (pyproject.toml); a line a link made longer is wrapped.
