@@ -1,10 +1,10 @@
 """masknn: mask-aware neural network layers for PyTorch.
 
-A bool validity mask (True = valid) travels with the data in :class:`Masked`;
-layers in :mod:`masknn.nn` / :mod:`masknn.functional` never let values at masked
-positions change a valid output or receive a gradient. :func:`masknn.convert` makes an
-existing PyTorch model mask-aware with its weights. :mod:`masknn.testing` checks that
-promise on any model; :mod:`masknn.masks` generates masks; :mod:`masknn.fx` traces
+A bool validity mask (True = valid) travels with the data in [`Masked`][masknn.Masked];
+layers in [`masknn.nn`][] / [`masknn.functional`][] never let values at masked
+positions change a valid output or receive a gradient. [`masknn.convert`][masknn.convert.convert] makes an
+existing PyTorch model mask-aware with its weights. [`masknn.testing`][] checks that
+promise on any model; [`masknn.masks`][] generates masks; [`masknn.fx`][] traces
 masknn models for ``torch.fx`` passes.
 """
 

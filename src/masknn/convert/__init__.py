@@ -1,11 +1,11 @@
-"""Bring your own model: :func:`convert` makes an existing PyTorch model mask-aware.
+"""Bring your own model: [`convert`][masknn.convert.convert] makes an existing PyTorch model mask-aware.
 
 The model keeps its class, its code and its ``state_dict``; its forward takes
-:class:`masknn.Masked` and returns ``Masked``. Conversions for torch functions and
-modules that masknn does not know are added with :func:`register_function` and
-:func:`register_module`. See the guide page "Bring your own model".
+[`masknn.Masked`][] and returns ``Masked``. Conversions for torch functions and
+modules that masknn does not know are added with [`register_function`][masknn.convert.register_function] and
+[`register_module`][masknn.convert.register_module]. See the guide page "Bring your own model".
 
-``masknn.convert`` (the top-level name) is the function :func:`convert`; the rest of
+``masknn.convert`` (the top-level name) is the function [`convert`][masknn.convert.convert]; the rest of
 this package is imported with ``from masknn.convert import ...``.
 """
 

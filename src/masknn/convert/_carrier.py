@@ -1,11 +1,12 @@
 """The carrier: a tensor subclass that takes a validity mask through a plain model's forward.
 
-:func:`masknn.convert` hands the model a :class:`MaskedCarrier` where the model expects
+[`masknn.convert`][masknn.convert.convert] hands the model a ``MaskedCarrier`` where the model expects
 its input tensor. To the model's own Python code it is a tensor (shape, dtype, device,
 ``isinstance(x, torch.Tensor)`` all as usual, so control flow on shapes works); every
 torch function, ``Tensor`` method and Python operator applied to it reaches
-:meth:`MaskedCarrier.__torch_function__`, which runs the masked rule registered for that
-function (:mod:`masknn.convert._table`) or raises a :class:`ConversionError`. No tracing:
+``MaskedCarrier.__torch_function__``, which runs the masked rule registered for that
+function (``masknn.convert._table``) or raises a [`ConversionError`][masknn.convert.ConversionError]. No
+tracing:
 each call is seen when it runs, whatever Python produced it.
 
 Invariants, kept by every rule:
@@ -13,9 +14,9 @@ Invariants, kept by every rule:
 * ``_mm_data`` is a plain tensor (the one autograd sees) holding exactly 0 at masked
   positions (canonical form); the carrier object itself is an alias of it;
 * ``_mm_mask`` is a bool tensor with the data's number of dimensions, each equal to the
-  data's or 1, never an expanded (stride-0) view: see :func:`compress`;
+  data's or 1, never an expanded (stride-0) view: see ``compress``;
 * ``_mm_pad`` is ``None``, or marks positions that hold a zero written by ``F.pad``
-  (see :mod:`masknn.convert.rules.conv`).
+  (see ``masknn.convert.rules.conv``).
 """
 
 from __future__ import annotations
@@ -67,8 +68,8 @@ _HINTS = {
 class MaskedCarrier(Tensor):
     """A tensor that carries a validity mask through an unmodified model (internal).
 
-    Built by :func:`carry`; never returned to users (the converted model returns
-    :class:`masknn.Masked`).
+    Built by ``carry``; never returned to users (the converted model returns
+    [`masknn.Masked`][]).
     """
 
     _mm_data: Tensor
@@ -106,7 +107,8 @@ class _StoragelessCarrier(MaskedCarrier):
 
 
 def unsupported(func: Any, why: str = "") -> Exception:
-    """The :class:`ConversionError` for an op without a rule (or refused by one)."""
+    """The [`ConversionError`][masknn.convert.ConversionError] for an op without a rule (or refused by
+    one)."""
     name = _table.op_name(func)
     short = name.rsplit(".", 1)[-1].split(" ")[0]
     hint = why or _HINTS.get(short, "")
@@ -167,7 +169,7 @@ def carry(data: Tensor, mask: Tensor, pad: Tensor | None = None) -> MaskedCarrie
 
 
 def is_carrier(x: object) -> bool:
-    """True for a :class:`MaskedCarrier`."""
+    """True for a ``MaskedCarrier``."""
     return isinstance(x, MaskedCarrier)
 
 
@@ -207,7 +209,7 @@ def carriers(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[MaskedCarrie
 
 
 def to_masked(obj: Any) -> Any:
-    """Carriers (also nested) as :class:`masknn.Masked`; everything else as it is."""
+    """Carriers (also nested) as [`masknn.Masked`][]; everything else as it is."""
     if isinstance(obj, MaskedCarrier):
         return Masked(obj._mm_data, obj._mm_mask)
     if isinstance(obj, Masked):
@@ -221,7 +223,7 @@ def to_masked(obj: Any) -> Any:
 
 
 def from_masked(obj: Any) -> Any:
-    """:class:`masknn.Masked` (also nested) as carriers, made canonical; everything else as it is."""
+    """[`masknn.Masked`][] (also nested) as carriers, made canonical; everything else as it is."""
     if isinstance(obj, Masked):
         return carry(select(obj.data, obj.mask), obj.mask)
     if isinstance(obj, (list, tuple)):

@@ -71,9 +71,9 @@ def _converted_forward(
 
 
 def is_converted(model: nn.Module) -> bool:
-    """True when ``model`` was returned by :func:`convert`.
+    """True when ``model`` was returned by [`convert`][masknn.convert.convert].
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn.convert import convert, is_converted
         >>> net = torch.nn.Conv2d(1, 1, 3)
@@ -88,7 +88,7 @@ def convert(model: nn.Module, *, inplace: bool = False, linear_mode: str = "zero
     """Make an existing PyTorch model mask-aware, with its weights and its own code.
 
     Returns a copy of ``model`` (the model itself with ``inplace=True``) whose forward
-    takes :class:`masknn.Masked` where the original took a tensor (a plain floating
+    takes [`masknn.Masked`][] where the original took a tensor (a plain floating
     tensor counts as all valid) and returns ``Masked`` where the original returned a
     tensor, keeping dict, tuple and list structure. Nothing else changes: the class,
     the submodules, the parameters and buffers under the same ``state_dict`` keys (a
@@ -96,7 +96,7 @@ def convert(model: nn.Module, *, inplace: bool = False, linear_mode: str = "zero
     ``train()``/``eval()``, devices and dtypes.
 
     While it runs, every torch function the model's code calls on data, Python
-    operators included, is replaced by its masked twin from :mod:`masknn.functional`
+    operators included, is replaced by its masked twin from [`masknn.functional`][]
     (convolutions become partial convolutions that count zero padding as the plain
     convolution does; norms take statistics over valid positions; pooling and means
     reduce over valid positions; the mask follows views, permutes, reshapes and
@@ -104,9 +104,9 @@ def convert(model: nn.Module, *, inplace: bool = False, linear_mode: str = "zero
     the original's within float tolerance, values at masked positions never reach a
     valid output, a running statistic or a gradient, and a fully masked sample gives
     zeros with an all-False mask. An op or module without a masked rule raises a
-    :class:`~masknn.convert.ConversionError` naming it and its place in the model, when
-    it runs; register your own with :func:`~masknn.convert.register_function` and
-    :func:`~masknn.convert.register_module` (before converting).
+    [`ConversionError`][masknn.convert.ConversionError] naming it and its place in the model, when
+    it runs; register your own with [`register_function`][masknn.convert.register_function] and
+    [`register_module`][masknn.convert.register_module] (before converting).
 
     Args:
         model: any ``nn.Module``.
@@ -114,7 +114,7 @@ def convert(model: nn.Module, *, inplace: bool = False, linear_mode: str = "zero
         linear_mode: how ``F.linear`` treats masked input features: ``"zero"`` (as 0)
             or ``"partial"`` (rescaled by ``in_features / valid count``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> from masknn import Masked

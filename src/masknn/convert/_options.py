@@ -13,14 +13,14 @@ LINEAR_MODES = ("zero", "partial")
 
 @dataclass(frozen=True)
 class Options:
-    """How :func:`masknn.convert.convert` maps the ops that have a choice.
+    """How [`masknn.convert.convert`][] maps the ops that have a choice.
 
     Attributes:
         linear_mode: ``masked_linear``'s mode for ``F.linear``: ``"zero"`` (masked
             features count as 0, the plain layer's result on zero-filled input) or
             ``"partial"`` (rescaled by ``in_features / valid count``).
 
-    Example:
+    Examples:
         >>> from masknn.convert import Options
         >>> Options(linear_mode="partial")
         Options(linear_mode='partial')

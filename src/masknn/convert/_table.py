@@ -3,12 +3,12 @@
 A *rule* is ``rule(func, args, kwargs)``: it is called with the intercepted torch
 function and its arguments as the model passed them (carriers still in them) and
 returns what the model should get back. Built-in rules live in
-:mod:`masknn.convert.rules`; users add theirs with
-:func:`masknn.convert.register_function`, which take precedence.
+``masknn.convert.rules``; users add theirs with
+[`masknn.convert.register_function`][], which take precedence.
 
 Functions are keyed by identity. One op reaches ``__torch_function__`` under several
 objects (``torch.relu``, ``Tensor.relu``, ``torch.nn.functional.relu``, the in-place
-``relu_``, property getters such as ``Tensor.shape.__get__``): :func:`resolve` finds
+``relu_``, property getters such as ``Tensor.shape.__get__``): ``resolve`` finds
 every object a name stands for.
 """
 

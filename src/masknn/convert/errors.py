@@ -1,4 +1,4 @@
-"""The error :func:`masknn.convert` raises, and where in the model it happened."""
+"""The error [`masknn.convert`][masknn.convert.convert] raises, and where in the model it happened."""
 
 from __future__ import annotations
 
@@ -30,9 +30,9 @@ class ConversionError(ValueError):
     or the module, where it sits in the model (its module path, as in
     ``model.named_modules()``, and its class), the line of the model's code that called
     it, and what to do: use a supported op, or register a conversion with
-    :func:`masknn.convert.register_function` / :func:`masknn.convert.register_module`.
+    [`masknn.convert.register_function`][] / [`masknn.convert.register_module`][].
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn.convert import ConversionError, convert
         >>> class Gate(torch.nn.Module):
@@ -90,7 +90,8 @@ def location() -> tuple[str, str]:
 
 
 def error(subject: str, problem: str, hint: str = "") -> ConversionError:
-    """A :class:`ConversionError` about ``subject`` (an op or module) with its location."""
+    """A [`ConversionError`][masknn.convert.ConversionError] about ``subject`` (an op or module) with its
+    location."""
     where, line = location()
     msg = f"masknn.convert: {subject} {problem} ({where})\n  called at {line}"
     if hint:

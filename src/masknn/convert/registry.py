@@ -1,17 +1,18 @@
 """The public registry: your own conversions for torch functions and for whole modules.
 
-* :func:`register_function` tells converted models what a torch function (``torch.*``,
+* [`register_function`][masknn.convert.register_function] tells converted models what a torch function
+  (``torch.*``,
   a ``Tensor`` method, ``torch.nn.functional.*``, a custom op under ``torch.ops``) means
-  on masked data. Your handler takes :class:`masknn.Masked` where the model passed data
+  on masked data. Your handler takes [`masknn.Masked`][] where the model passed data
   and returns ``Masked`` (or a tuple/list/dict of them).
-* :func:`register_module` replaces the forward of every module of a class (and its
+* [`register_module`][masknn.convert.register_module] replaces the forward of every module of a class (and its
   subclasses) in the models you convert *afterwards*: your handler receives the module
   and its arguments, data as ``Masked``, and returns ``Masked``. Use it for modules
   whose forward does something masknn cannot follow (products of two data tensors,
   data-dependent control flow) or when you know a better masked form.
 
 Both take precedence over the built-in rules and return the handler, so they work as
-decorators. :func:`unregister` removes a registration.
+decorators. [`unregister`][masknn.convert.unregister] removes a registration.
 """
 
 from __future__ import annotations
@@ -56,13 +57,13 @@ def register_function(func: Callable[..., Any], handler: H | None = None) -> Any
     ``func`` is the object the model calls (``torch.nn.functional.glu``,
     ``torch.Tensor.cumsum``, ``torch.ops.mylib.op``); register each spelling the model
     uses (``torch.relu`` and ``torch.Tensor.relu`` are different objects). ``handler``
-    receives the call's arguments with every data tensor as a :class:`masknn.Masked`
+    receives the call's arguments with every data tensor as a [`masknn.Masked`][]
     (exactly 0 at masked positions) and returns ``Masked`` (or a tuple/list/dict of
     them). It must keep the contract: masked inputs never change a valid output.
 
     Without ``handler``, returns a decorator.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> from masknn.convert import convert, register_function, unregister
@@ -103,11 +104,11 @@ def register_module(cls: type[nn.Module], handler: H | None = None) -> Any:
 
     ``handler(module, *args, **kwargs)`` receives the module (its parameters and
     buffers as they are) and the arguments the model passed, data as
-    :class:`masknn.Masked`, and returns ``Masked`` (or a tuple/list/dict of them). When
+    [`masknn.Masked`][], and returns ``Masked`` (or a tuple/list/dict of them). When
     the module is called without data (plain tensors only) its own forward runs.
     Without ``handler``, returns a decorator.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> from masknn.convert import convert, register_module, unregister
@@ -140,7 +141,7 @@ def unregister(target: Any) -> None:
 
     Modules already converted keep the handler they were given.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn.convert import register_function, unregister
         >>> _ = register_function(torch.cumsum, lambda x, dim: x)

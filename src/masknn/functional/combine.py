@@ -37,7 +37,7 @@ def _select_to(x: Tensor, m: Tensor) -> Tensor:
 def masked_add(x: Tensor, mask: Tensor, other: Tensor, other_mask: Tensor) -> Masked:
     """``x + other`` where masked terms count as 0; valid where either is (union).
 
-    Example:
+    Examples:
         >>> import torch
         >>> out = masked_add(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([True, False, False]),
         ...                  torch.tensor([10.0, float("nan"), 30.0]), torch.tensor([True, False, True]))
@@ -51,7 +51,7 @@ def masked_add(x: Tensor, mask: Tensor, other: Tensor, other_mask: Tensor) -> Ma
 def masked_mul(x: Tensor, mask: Tensor, other: Tensor, other_mask: Tensor) -> Masked:
     """``x * other`` where both are valid (intersection), exactly 0 elsewhere.
 
-    Example:
+    Examples:
         >>> import torch
         >>> out = masked_mul(torch.tensor([2.0, 2.0]), torch.tensor([True, True]),
         ...                  torch.tensor([3.0, float("inf")]), torch.tensor([True, False]))
@@ -69,7 +69,7 @@ def masked_cat(tensors: Sequence[Tensor], masks: Sequence[Tensor], dim: int = 1)
 
     A mask dimension other than ``dim`` stays 1 when it is 1 in every mask.
 
-    Example:
+    Examples:
         >>> import torch
         >>> out = masked_cat([torch.ones(1, 1, 2), torch.zeros(1, 2, 2)],
         ...                  [torch.tensor([[[True, False]]]), torch.ones(1, 1, 2, dtype=torch.bool)])

@@ -77,7 +77,8 @@ def lookup(
     scale_grad_by_freq: bool,
     sparse: bool,
 ) -> Masked:
-    """Core of :func:`masked_embedding` on validated ids and their bool mask (ids' shape);
+    """Core of [`masked_embedding`][masknn.functional.masked_embedding] on validated ids and their bool mask
+    (ids' shape);
     ``has_mask``: a mask was given with the ids (not only ``padding_idx``/``mask_zero``)."""
     # Masked positions are looked up at a fixed row, whatever id they hold (an id out of
     # range there is no error): the padding row if there is one, else row 0. Their output
@@ -108,7 +109,7 @@ def masked_embedding(
     scale_grad_by_freq: bool = False,
     sparse: bool = False,
 ) -> Masked:
-    """:func:`torch.nn.functional.embedding` whose ids produce the mask.
+    """``torch.nn.functional.embedding`` whose ids produce the mask.
 
     A position is valid when ``mask`` (if given) says so, its id is not ``padding_idx``
     (if set) and, with ``mask_zero``, its id is not 0 (Keras' ``Embedding(mask_zero=True)``).
@@ -120,7 +121,10 @@ def masked_embedding(
         weight: ``(num_embeddings, embedding_dim)``.
         padding_idx: as in ``F.embedding`` (its row gets no gradient), and masked.
         mask_zero: mask the positions whose id is 0.
-        max_norm, norm_type, scale_grad_by_freq, sparse: as in ``F.embedding``.
+        max_norm: as in ``F.embedding``.
+        norm_type: as in ``F.embedding``.
+        scale_grad_by_freq: as in ``F.embedding``.
+        sparse: as in ``F.embedding``.
 
     Returns:
         ``Masked`` with data ``(*, embedding_dim)`` and mask ``(*, 1)``. Masked positions
@@ -131,7 +135,7 @@ def masked_embedding(
         with a ``mask`` needs ``padding_idx`` or ``mask_zero`` (a ``ValueError``
         otherwise), so that masked positions never count in a valid id's frequency.
 
-    Example:
+    Examples:
         >>> import torch
         >>> ids = torch.tensor([[3, 1, 0, 0]])
         >>> out = masked_embedding(ids, None, torch.arange(8.0).view(4, 2), mask_zero=True)

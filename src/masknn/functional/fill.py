@@ -15,7 +15,7 @@ from masknn.functional.reductions import masked_mean
 
 __all__ = ["FILL_STRATEGIES", "fill", "mask_channel"]
 
-#: Strategies understood by :func:`fill`.
+#: Strategies understood by [`fill`][masknn.functional.fill.fill].
 FILL_STRATEGIES = ("zero", "constant", "mean")
 
 

@@ -31,7 +31,7 @@ def masked_linear(
     where at least one input feature is; its mask is ``(*, 1)`` and the output is
     exactly 0 elsewhere.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([[1.0, float("nan")]])
         >>> w = torch.ones(1, 2)
@@ -78,12 +78,12 @@ def masked_linear(
 
 
 def masked_flatten(x: Tensor, mask: Tensor, start_dim: int = 1, end_dim: int = -1) -> Masked:
-    """Flatten ``x`` like :func:`torch.flatten`; the mask is flattened with it.
+    """Flatten ``x`` like ``torch.flatten``; the mask is flattened with it.
 
     A mask of size 1 over every flattened dimension stays size 1 (still broadcasting);
     otherwise it is expanded over the flattened dimensions first.
 
-    Example:
+    Examples:
         >>> import torch
         >>> out = masked_flatten(torch.ones(2, 3, 4), torch.ones(2, 1, 4, dtype=torch.bool))
         >>> out.data.shape, out.mask.shape

@@ -1,7 +1,7 @@
 """Masked losses: reduced over valid elements only.
 
 Each loss takes ``(input, target, mask, reduction="mean")``. ``input`` and
-``target`` may also be :class:`~masknn.Masked` (their masks are combined with
+``target`` may also be [`Masked`][masknn.Masked] (their masks are combined with
 ``mask`` by logical and). Masked elements of either (NaN, Inf, garbage class
 indices included) never reach the loss nor receive a gradient. With
 ``reduction="mean"`` the sum is divided by the number of valid elements; a batch
@@ -200,7 +200,7 @@ class _FusedLoss(torch.autograd.Function):
     and reduced while it is in cache. Backward: one or two passes writing the gradient,
     selected again when the cotangent is per element (``reduction="none"``), so a NaN or
     Inf cotangent at a masked element reaches nothing. With ``create_graph=True`` the
-    backward re-runs the plain composite (:func:`differentiable_backward`).
+    backward re-runs the plain composite (``differentiable_backward``).
     """
 
     @staticmethod

@@ -11,7 +11,7 @@ The moments are computed in two passes over the zero-filled data: the mean over
 the ``n`` valid elements, then the sum of squares of the valid deviations from it
 (a one-pass ``Σx²/n - mean²`` loses all precision in float32 when ``|mean| >> std``).
 
-Two implementations of one function (see :mod:`masknn.functional._select`):
+Two implementations of one function (see ``masknn.functional._select``):
 
 * the **composable path**: plain differentiable torch ops (``select``, sums,
   ``rsqrt``), taken under ``torch.compile``, ``torch.export``, ONNX export, every
@@ -104,7 +104,7 @@ def batch_norm_moments(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]
     ranks) combine exactly with Chan's formula:
     ``n = Σ n_i``, ``mean = Σ n_i·mean_i / n``, ``M2 = Σ M2_i + Σ n_i·(mean_i - mean)²``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([[[1.0, 3.0, float("nan")]], [[5.0, float("nan"), float("nan")]]])
         >>> batch_norm_moments(x, ~x.isnan())
@@ -363,7 +363,7 @@ def masked_batch_norm(
     one with a single valid element updates its mean only). Otherwise the running
     statistics are used.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([[[1.0, 3.0, 1e6]]])
         >>> m = torch.tensor([[[True, True, False]]])
@@ -427,11 +427,11 @@ def masked_instance_norm(
 ) -> Masked:
     """Instance normalization of ``x`` ``(N, C, *)`` over the valid elements of each (sample, channel).
 
-    As :func:`torch.nn.functional.instance_norm`. With ``use_input_stats`` and running
+    As ``torch.nn.functional.instance_norm``. With ``use_input_stats`` and running
     statistics, these are updated with the mean over the instances that have a valid
     element (the variance of each instance unbiased by ``n / (n - 1)``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([[[1.0, 3.0, float("nan")]]])
         >>> masked_instance_norm(x, ~x.isnan(), eps=0.0).data
@@ -475,9 +475,9 @@ def masked_group_norm(
 ) -> Masked:
     """Group normalization of ``x`` ``(N, C, *)`` over the valid elements of each (sample, group).
 
-    As :func:`torch.nn.functional.group_norm`.
+    As ``torch.nn.functional.group_norm``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([[[1.0], [3.0], [float("nan")], [5.0]]])
         >>> masked_group_norm(x, ~x.isnan(), 1, eps=0.0).data.flatten()
@@ -513,10 +513,10 @@ def masked_layer_norm(
 ) -> Masked:
     """Layer normalization over the valid elements of the last ``len(normalized_shape)`` dimensions.
 
-    As :func:`torch.nn.functional.layer_norm`. A sequence mask ``(N, T)`` for data
+    As ``torch.nn.functional.layer_norm``. A sequence mask ``(N, T)`` for data
     ``(N, T, F)`` is taken as ``(N, T, 1)``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([[1.0, 3.0, float("nan")]])
         >>> masked_layer_norm(x, ~x.isnan(), 3, eps=0.0).data

@@ -67,7 +67,7 @@ def prepare(op: str, x: object, mask: object, spatial: int | None) -> tuple[Tens
 
 
 class _FillNegInf(torch.autograd.Function):
-    """``torch.where(m, x, -inf)`` bit by bit (eager CPU); its backward is :func:`select` of the gradient.
+    """``torch.where(m, x, -inf)`` bit by bit (eager CPU); its backward is ``select`` of the gradient.
 
     ``(x_bits & valid_bits) | fill_bits`` with ``fill_bits`` the bits of -inf where masked:
     two passes over ``x`` where ``torch.where`` with a broadcast mask costs about three
@@ -145,9 +145,10 @@ def masked_max_pool1d(
     dilation: IntOrSeq = 1,
     ceil_mode: bool = False,
 ) -> Masked:
-    """Max over the valid inputs of each window of ``x`` ``(N, C, L)``; see :func:`masked_max_pool2d`.
+    """Max over the valid inputs of each window of ``x`` ``(N, C, L)``; see
+    [`masked_max_pool2d`][masknn.functional.masked_max_pool2d].
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([[[5.0, 1.0, float("nan"), float("nan")]]])
         >>> out = masked_max_pool1d(x, ~x.isnan(), 2)
@@ -166,11 +167,11 @@ def masked_max_pool2d(
     dilation: IntOrSeq = 1,
     ceil_mode: bool = False,
 ) -> Masked:
-    """Max over the valid inputs of each window (arguments as :func:`torch.nn.functional.max_pool2d`).
+    """Max over the valid inputs of each window (arguments as ``torch.nn.functional.max_pool2d``).
 
     Valid where the window holds a valid input; empty windows give exactly 0.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([[[[1.0, 9.0], [3.0, 4.0]]]])
         >>> m = torch.tensor([[[[True, False], [True, True]]]])
@@ -189,9 +190,10 @@ def masked_max_pool3d(
     dilation: IntOrSeq = 1,
     ceil_mode: bool = False,
 ) -> Masked:
-    """Max over the valid inputs of each window of ``x`` ``(N, C, D, H, W)``; see :func:`masked_max_pool2d`.
+    """Max over the valid inputs of each window of ``x`` ``(N, C, D, H, W)``; see
+    [`masked_max_pool2d`][masknn.functional.masked_max_pool2d].
 
-    Example:
+    Examples:
         >>> import torch
         >>> masked_max_pool3d(torch.ones(1, 1, 2, 2, 2), torch.ones(1, 1, 2, 2, 2), 2).data.shape
         torch.Size([1, 1, 1, 1, 1])
@@ -240,9 +242,10 @@ def masked_avg_pool1d(
     padding: IntOrSeq = 0,
     ceil_mode: bool = False,
 ) -> Masked:
-    """Mean over the valid inputs of each window of ``x`` ``(N, C, L)``; see :func:`masked_avg_pool2d`.
+    """Mean over the valid inputs of each window of ``x`` ``(N, C, L)``; see
+    [`masked_avg_pool2d`][masknn.functional.masked_avg_pool2d].
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([[[2.0, float("nan"), 3.0, 5.0]]])
         >>> masked_avg_pool1d(x, ~x.isnan(), 2).data
@@ -259,12 +262,12 @@ def masked_avg_pool2d(
     padding: IntOrSeq = 0,
     ceil_mode: bool = False,
 ) -> Masked:
-    """Mean over the valid inputs of each window (arguments as :func:`torch.nn.functional.avg_pool2d`).
+    """Mean over the valid inputs of each window (arguments as ``torch.nn.functional.avg_pool2d``).
 
     Padding counts as masked (so ``count_include_pad`` has no meaning here). Valid where
     the window holds a valid input; empty windows give exactly 0.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([[[[1.0, 9.0], [3.0, 5.0]]]])
         >>> m = torch.tensor([[[[True, False], [True, True]]]])
@@ -282,9 +285,10 @@ def masked_avg_pool3d(
     padding: IntOrSeq = 0,
     ceil_mode: bool = False,
 ) -> Masked:
-    """Mean over the valid inputs of each window of ``x`` ``(N, C, D, H, W)``; see :func:`masked_avg_pool2d`.
+    """Mean over the valid inputs of each window of ``x`` ``(N, C, D, H, W)``; see
+    [`masked_avg_pool2d`][masknn.functional.masked_avg_pool2d].
 
-    Example:
+    Examples:
         >>> import torch
         >>> masked_avg_pool3d(torch.ones(1, 1, 2, 2, 2), torch.ones(1, 1, 2, 2, 2), 2).data.flatten()
         tensor([1.])
@@ -331,9 +335,10 @@ def _adaptive_max(op: str, nd: int, x: Tensor, mask: Tensor, output_size: IntOrS
 
 
 def masked_adaptive_avg_pool1d(x: Tensor, mask: Tensor, output_size: IntOrSeq) -> Masked:
-    """Adaptive mean over valid inputs of ``x`` ``(N, C, L)``; see :func:`masked_adaptive_avg_pool2d`.
+    """Adaptive mean over valid inputs of ``x`` ``(N, C, L)``; see
+    [`masked_adaptive_avg_pool2d`][masknn.functional.masked_adaptive_avg_pool2d].
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([[[1.0, float("nan"), 3.0, 5.0]]])
         >>> masked_adaptive_avg_pool1d(x, ~x.isnan(), 1).data
@@ -343,9 +348,9 @@ def masked_adaptive_avg_pool1d(x: Tensor, mask: Tensor, output_size: IntOrSeq) -
 
 
 def masked_adaptive_avg_pool2d(x: Tensor, mask: Tensor, output_size: IntOrSeq) -> Masked:
-    """Adaptive average pooling over valid inputs (as :func:`torch.nn.functional.adaptive_avg_pool2d`).
+    """Adaptive average pooling over valid inputs (as ``torch.nn.functional.adaptive_avg_pool2d``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([[[[1.0, 9.0], [3.0, 5.0]]]])
         >>> m = torch.tensor([[[[True, False], [True, True]]]])
@@ -356,9 +361,10 @@ def masked_adaptive_avg_pool2d(x: Tensor, mask: Tensor, output_size: IntOrSeq) -
 
 
 def masked_adaptive_avg_pool3d(x: Tensor, mask: Tensor, output_size: IntOrSeq) -> Masked:
-    """Adaptive mean over valid inputs of ``x`` ``(N, C, D, H, W)``; see :func:`masked_adaptive_avg_pool2d`.
+    """Adaptive mean over valid inputs of ``x`` ``(N, C, D, H, W)``; see
+    [`masked_adaptive_avg_pool2d`][masknn.functional.masked_adaptive_avg_pool2d].
 
-    Example:
+    Examples:
         >>> import torch
         >>> masked_adaptive_avg_pool3d(torch.ones(1, 2, 4, 4, 4), torch.ones(1, 1, 4, 4, 4), 2).data.shape
         torch.Size([1, 2, 2, 2, 2])
@@ -367,9 +373,10 @@ def masked_adaptive_avg_pool3d(x: Tensor, mask: Tensor, output_size: IntOrSeq) -
 
 
 def masked_adaptive_max_pool1d(x: Tensor, mask: Tensor, output_size: IntOrSeq) -> Masked:
-    """Adaptive max over valid inputs of ``x`` ``(N, C, L)``; see :func:`masked_adaptive_max_pool2d`.
+    """Adaptive max over valid inputs of ``x`` ``(N, C, L)``; see
+    [`masked_adaptive_max_pool2d`][masknn.functional.masked_adaptive_max_pool2d].
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([[[1.0, float("nan"), 3.0, 5.0]]])
         >>> masked_adaptive_max_pool1d(x, ~x.isnan(), 2).data
@@ -379,9 +386,9 @@ def masked_adaptive_max_pool1d(x: Tensor, mask: Tensor, output_size: IntOrSeq) -
 
 
 def masked_adaptive_max_pool2d(x: Tensor, mask: Tensor, output_size: IntOrSeq) -> Masked:
-    """Adaptive max pooling over valid inputs (as :func:`torch.nn.functional.adaptive_max_pool2d`).
+    """Adaptive max pooling over valid inputs (as ``torch.nn.functional.adaptive_max_pool2d``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([[[[1.0, 9.0], [3.0, 5.0]]]])
         >>> m = torch.tensor([[[[True, False], [True, True]]]])
@@ -392,9 +399,10 @@ def masked_adaptive_max_pool2d(x: Tensor, mask: Tensor, output_size: IntOrSeq) -
 
 
 def masked_adaptive_max_pool3d(x: Tensor, mask: Tensor, output_size: IntOrSeq) -> Masked:
-    """Adaptive max over valid inputs of ``x`` ``(N, C, D, H, W)``; see :func:`masked_adaptive_max_pool2d`.
+    """Adaptive max over valid inputs of ``x`` ``(N, C, D, H, W)``; see
+    [`masked_adaptive_max_pool2d`][masknn.functional.masked_adaptive_max_pool2d].
 
-    Example:
+    Examples:
         >>> import torch
         >>> masked_adaptive_max_pool3d(torch.ones(1, 2, 4, 4, 4), torch.ones(1, 1, 4, 4, 4), 1).data.shape
         torch.Size([1, 2, 1, 1, 1])
@@ -412,7 +420,7 @@ def _global(op: str, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, tuple[int
 def masked_global_avg_pool(x: Tensor, mask: Tensor) -> Masked:
     """Mean over every dimension after the channel dimension: ``(N, C, ...) -> Masked (N, C)``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([[[1.0, float("nan"), 3.0]]])
         >>> out = masked_global_avg_pool(x, ~x.isnan())
@@ -436,7 +444,7 @@ def masked_global_max_pool(x: Tensor, mask: Tensor) -> Masked:
 
     As ``amax``, the gradient is shared evenly between tied maxima.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([[[1.0, float("nan"), 3.0]]])
         >>> masked_global_max_pool(x, ~x.isnan()).data

@@ -42,7 +42,7 @@ How it runs without a Python loop over time:
 
 Three paths, one function (tests compare them):
 
-* **eager fast path** on CPU (:func:`masknn.functional._select.fast_path`): the
+* **eager fast path** on CPU (``masknn.functional._select.fast_path``): the
   kernels run only ``max_i L_i`` steps (fewer than ``T`` when there are holes);
   a batch with no masked step runs the plain multi-layer kernel exactly as
   ``nn.LSTM`` does; GRU and RNN inference (no gradient recorded) run PyTorch's
@@ -117,12 +117,13 @@ def masked_recurrent(
     proj_size: int = 0,
     op: str = "masked_recurrent",
 ) -> tuple[Masked, Tensor, Tensor | None]:
-    """Shared engine of :func:`masked_lstm`, :func:`masked_gru` and :func:`masked_rnn`.
+    """Shared engine of [`masked_lstm`][masknn.functional.masked_lstm],
+    [`masked_gru`][masknn.functional.masked_gru] and [`masked_rnn`][masknn.functional.masked_rnn].
 
     ``mode`` is ``"LSTM"``, ``"GRU"``, ``"RNN_TANH"`` or ``"RNN_RELU"``. Returns
     ``(output, h_n, c_n)`` with ``c_n`` ``None`` except for LSTM.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> gru = nn.GRU(3, 4, batch_first=True)
@@ -397,7 +398,7 @@ def _zero_where_not(x: Tensor, keep: Tensor, fast: bool) -> Tensor:
     """``x`` (A, B, W) with exact zeros where ``keep`` (A, B) is False; a select, never a product.
 
     On the fast path the zeros are written in place into ``x`` (a fresh gather), and only
-    into the rows to drop; elsewhere it is :func:`select` (``torch.where``).
+    into the rows to drop; elsewhere it is ``select`` (``torch.where``).
     """
     if not fast:
         return select(x, keep.unsqueeze(-1))
@@ -642,7 +643,7 @@ def masked_lstm(
         ``(Masked output, (h_n, c_n))``: the output is 0 and masked at masked
         steps; ``h_n``/``c_n`` hold the state after each sequence's last valid step.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> lstm = nn.LSTM(3, 4, batch_first=True)
@@ -688,9 +689,10 @@ def masked_gru(
     training: bool = False,
     bidirectional: bool = False,
 ) -> tuple[Masked, Tensor]:
-    """Masked GRU with Keras semantics; arguments as :func:`masked_lstm`, ``params`` as ``nn.GRU``.
+    """Masked GRU with Keras semantics; arguments as [`masked_lstm`][masknn.functional.masked_lstm],
+    ``params`` as ``nn.GRU``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> gru = nn.GRU(3, 4)
@@ -735,7 +737,7 @@ def masked_rnn(
 ) -> tuple[Masked, Tensor]:
     """Masked Elman RNN (``tanh`` or ``relu``) with Keras semantics; ``params`` as ``nn.RNN``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> rnn = nn.RNN(3, 4, batch_first=True)

@@ -1,7 +1,7 @@
 """Masked reductions: sum, mean, var/std, max/min, logsumexp, softmax, log-softmax.
 
 Each takes ``(x, mask, dim=None, keepdim=False)`` and returns a
-:class:`~masknn.Masked` whose mask tells where at least one element was valid
+[`Masked`][masknn.Masked] whose mask tells where at least one element was valid
 (for var/std: more valid elements than ``correction``). A reduction over no
 valid element gives exactly 0 there (never NaN), and masked values (NaN, Inf
 included) never reach the result or receive a gradient.
@@ -14,7 +14,7 @@ sums and means accumulate in float32 and return the input's dtype.
 Every op is written with plain differentiable torch ops (``torch.compile`` with
 dynamic shapes, ``torch.export``, ONNX, ``torch.func`` and double backward all see
 them), except one eager-CPU fast kernel: the masked sum (hence the mean) selects and
-sums in cache-sized chunks (:func:`masknn.functional._select.fast_path` decides).
+sums in cache-sized chunks (``masknn.functional._select.fast_path`` decides).
 The mask is never expanded to the data's size: counts are taken on the mask as given
 and scaled by the sizes it broadcasts over.
 """
@@ -110,7 +110,7 @@ class _SelectSum(torch.autograd.Function):
 
     The bitwise select writes one chunk of the batch at a time into a small buffer that
     stays in cache and is summed at once: the data is read from memory once, as by a
-    plain ``sum``. The backward is :func:`select` of the expanded gradient (itself
+    plain ``sum``. The backward is ``select`` of the expanded gradient (itself
     differentiable, so double backward works).
     """
 
@@ -283,7 +283,7 @@ def masked_var(
 def masked_std(
     x: Tensor, mask: Tensor, dim: Dims = None, keepdim: bool = False, correction: int = 1
 ) -> Masked:
-    """Standard deviation of the valid elements (see :func:`masked_var`).
+    """Standard deviation of the valid elements (see [`masked_var`][masknn.functional.masked_var]).
 
     The gradient stays finite where the variance is 0.
 

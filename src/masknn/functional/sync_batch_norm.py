@@ -8,7 +8,7 @@ loses every digit in float32 when ``|mean| >> std``):
 * composable path, two all-reduces: the valid counts and sums give the global mean;
   each rank then sums the squared deviations of its valid values from that mean, and
   a second all-reduce gives the centred second moment ``M2``; ``var = M2 / n``. This
-  is the two-pass computation of :func:`masknn.functional.masked_batch_norm` on the
+  is the two-pass computation of [`masknn.functional.masked_batch_norm`][] on the
   concatenated batch (only the order of the float additions differs);
 * eager fast path, one all-gather: each rank's count ``n_r``, sum and centred moment
   ``M2_r`` (two local passes) are gathered and merged exactly (Chan, Golub and
@@ -22,9 +22,9 @@ elements only); each rank computes its part and they are all-reduced, as torch's
 ``SyncBatchNorm`` does. The weight and bias gradients stay per rank (local sums):
 ``DistributedDataParallel`` averages them like every other parameter gradient.
 
-Two implementations, one function (see :mod:`masknn.functional._select`):
+Two implementations, one function (see ``masknn.functional._select``):
 
-* eager CPU (:func:`~masknn.functional._select.fast_path`): one autograd node that
+* eager CPU (``fast_path``): one autograd node that
   selects bit by bit, normalizes with torch's batch-norm kernel and all-reduces the
   two gradient sums in one call (1 all-gather forward, 1 all-reduce backward);
 * everywhere else (other devices, ``torch.compile``, ``torch.func`` transforms, a
@@ -61,7 +61,7 @@ def _check_process_group(name: str, process_group: Any) -> None:
     """Raise a ``TypeError`` naming ``name`` unless ``process_group`` is ``None`` or a
     ``torch.distributed.ProcessGroup`` (a list of ranks or a device mesh is not).
 
-    Example:
+    Examples:
         >>> _check_process_group("MyLayer", None)
     """
     if process_group is None:
@@ -83,7 +83,7 @@ def _sync_world_size(process_group: Any = None) -> int:
     ``process_group`` ``None`` means the default (world) group. Raises a ``ValueError``
     when this process is not a member of ``process_group``.
 
-    Example:
+    Examples:
         >>> _sync_world_size()  # no torch.distributed process group in this process
         1
     """
@@ -263,7 +263,7 @@ def masked_sync_batch_norm(
     the global batch, the union of the batches of every rank in ``process_group``.
 
     Each channel's mean and biased variance are those of
-    :func:`masknn.functional.masked_batch_norm` on the concatenation of every rank's
+    [`masknn.functional.masked_batch_norm`][] on the concatenation of every rank's
     batch. ``running_mean``/``running_var`` (when given) are updated in place from the
     global statistics, identically on every rank: the variance unbiased by
     ``n / (n - 1)`` with the global ``n``; a channel with no valid element on any rank
@@ -274,12 +274,12 @@ def masked_sync_batch_norm(
     group, or with a group of one process, this is
     ``masked_batch_norm(..., training=True)`` and communicates nothing. Inference with
     running statistics needs no communication: call
-    :func:`masknn.functional.masked_batch_norm` with ``training=False``.
+    [`masknn.functional.masked_batch_norm`][] with ``training=False``.
 
     Every rank of the group must call it (collectives), with the same ``C``, dtype and
     ``requires_grad`` on ``x``; the input gradient accounts for the losses of every rank.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([[[1.0, 3.0, float("nan")]]])
         >>> masked_sync_batch_norm(x, ~x.isnan(), eps=0.0).data  # one process: as masked_batch_norm

@@ -16,7 +16,7 @@ POOL_MODES = ("mean", "max", "last")
 
 
 def temporal_pool(op: str, x: Tensor, mask: object, mode: str, time_dim: int) -> Masked:
-    """:func:`masked_temporal_pool` with errors naming ``op``."""
+    """[`masked_temporal_pool`][masknn.functional.masked_temporal_pool] with errors naming ``op``."""
     x = check_data(op, x)
     if mode not in POOL_MODES:
         raise ValueError(f"{op}: mode must be one of {POOL_MODES}, got {mode!r}")
@@ -58,7 +58,7 @@ def masked_temporal_pool(x: Tensor, mask: object, mode: str = "mean", time_dim: 
     Keras-masked RNN); its gradient reaches that step only. With no time step at all
     (``T = 0``) every mode gives zeros with a False mask.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([[[1.0], [5.0], [3.0]], [[2.0], [4.0], [6.0]]])
         >>> m = torch.tensor([[1, 1, 0], [0, 0, 0]])

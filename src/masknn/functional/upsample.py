@@ -29,7 +29,7 @@ def masked_interpolate(
     mode: str = "nearest",
     align_corners: bool | None = None,
 ) -> Masked:
-    """Resize ``x`` ``(N, C, *spatial)`` like :func:`torch.nn.functional.interpolate`, ignoring masked inputs.
+    """Resize ``x`` ``(N, C, *spatial)`` like ``torch.nn.functional.interpolate``, ignoring masked inputs.
 
     * ``"nearest"``/``"nearest-exact"``: data and mask are resized alike;
     * ``"linear"``, ``"bilinear"``, ``"trilinear"``, ``"area"`` (normalized): the
@@ -46,7 +46,7 @@ def masked_interpolate(
     (invalid). Both are the definition up to rounding; scale factors 2 and 4 have no
     such outputs.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([[[1.0, float("nan"), 3.0]]])
         >>> out = masked_interpolate(x, ~x.isnan(), size=5, mode="linear", align_corners=True)

@@ -13,9 +13,9 @@ __all__ = ["MaskedMultiheadAttention"]
 
 
 class MaskedMultiheadAttention(nn.MultiheadAttention):
-    """``nn.MultiheadAttention`` that takes and returns :class:`masknn.Masked`.
+    """``nn.MultiheadAttention`` that takes and returns [`masknn.Masked`][].
 
-    Constructor and parameters as :class:`torch.nn.MultiheadAttention` (its
+    Constructor and parameters as ``torch.nn.MultiheadAttention`` (its
     ``state_dict`` loads unchanged; note ``batch_first=False`` by default, as in
     torch). ``forward(query, key=None, value=None, need_weights=True,
     attn_mask=None, average_attn_weights=True, is_causal=False)`` returns
@@ -38,7 +38,7 @@ class MaskedMultiheadAttention(nn.MultiheadAttention):
     mask is the query mask, minus such queries. Masked positions receive no
     gradient (inputs are zero-filled with ``torch.where`` before projection).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> mha = MaskedMultiheadAttention(8, 2, batch_first=True)

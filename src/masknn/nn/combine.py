@@ -13,7 +13,7 @@ __all__ = ["MaskedAdd", "MaskedCat", "MaskedMul"]
 class MaskedAdd(nn.Module):
     """``a + b`` for two ``Masked``: masked terms count as 0, valid where either is valid.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> a = Masked(torch.ones(1, 2), torch.tensor([[True, False]]))
@@ -29,7 +29,7 @@ class MaskedAdd(nn.Module):
 class MaskedMul(nn.Module):
     """``a * b`` for two ``Masked``: valid where both are valid, exactly 0 elsewhere.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> a = Masked(torch.full((1, 2), 3.0), torch.tensor([[True, False]]))
@@ -45,7 +45,7 @@ class MaskedMul(nn.Module):
 class MaskedCat(nn.Module):
     """Concatenate ``Masked`` inputs along ``dim``: ``MaskedCat(1)(a, b, c)`` or ``MaskedCat(1)([a, b, c])``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> a = Masked(torch.randn(2, 3, 4, 4), torch.rand(2, 1, 4, 4) > 0.5)

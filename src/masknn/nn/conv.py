@@ -105,11 +105,11 @@ class _PartialConvTransposeNd(_PartialConvMixin):
 
 
 class PartialConv1d(_PartialConvNd, nn.Conv1d):  # type: ignore[misc]
-    """1-d partial convolution: :class:`torch.nn.Conv1d`'s arguments plus ``padding_valid``.
+    """1-d partial convolution: ``torch.nn.Conv1d``'s arguments plus ``padding_valid``.
 
-    See :class:`PartialConv2d`.
+    See [`PartialConv2d`][masknn.nn.PartialConv2d].
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> conv = PartialConv1d(2, 3, 3, padding=1)
@@ -121,9 +121,9 @@ class PartialConv1d(_PartialConvNd, nn.Conv1d):  # type: ignore[misc]
 
 
 class PartialConv2d(_PartialConvNd, nn.Conv2d):  # type: ignore[misc]
-    """2-d partial convolution (Liu et al. 2018): :class:`torch.nn.Conv2d`'s arguments plus ``padding_valid``.
+    """2-d partial convolution (Liu et al. 2018): ``torch.nn.Conv2d``'s arguments plus ``padding_valid``.
 
-    Takes and returns :class:`masknn.Masked`; a plain tensor is taken as fully valid.
+    Takes and returns [`masknn.Masked`][]; a plain tensor is taken as fully valid.
     ``out = W·(x⊙m) · (window size / valid count) + b`` where the window holds a valid
     input, exactly 0 with a False mask elsewhere. Channel-shared masks ``(N, 1, H, W)``
     give an ``(N, 1, H_out, W_out)`` output mask; per-channel masks ``(N, C_in, H, W)``
@@ -135,11 +135,11 @@ class PartialConv2d(_PartialConvNd, nn.Conv2d):  # type: ignore[misc]
     it never makes an output valid: an output still needs a valid input in its window (a
     window that reaches only padding is the bias alone, as in ``nn.Conv2d``, and valid
     when the sample has any valid input), so a fully masked sample gives zeros and an
-    all-False mask in both modes (:func:`masknn.functional.partial_conv2d`). Only
+    all-False mask in both modes ([`masknn.functional.partial_conv2d`][]). Only
     ``padding_mode='zeros'`` exists. The weights and ``state_dict`` are ``nn.Conv2d``'s;
     no state is kept between calls.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> conv = PartialConv2d(3, 8, 3, padding=1)
@@ -155,11 +155,11 @@ class PartialConv2d(_PartialConvNd, nn.Conv2d):  # type: ignore[misc]
 
 
 class PartialConv3d(_PartialConvNd, nn.Conv3d):  # type: ignore[misc]
-    """3-d partial convolution: :class:`torch.nn.Conv3d`'s arguments plus ``padding_valid``.
+    """3-d partial convolution: ``torch.nn.Conv3d``'s arguments plus ``padding_valid``.
 
-    See :class:`PartialConv2d`.
+    See [`PartialConv2d`][masknn.nn.PartialConv2d].
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> conv = PartialConv3d(2, 3, 3, padding=1)
@@ -171,9 +171,9 @@ class PartialConv3d(_PartialConvNd, nn.Conv3d):  # type: ignore[misc]
 
 
 class PartialConvTranspose1d(_PartialConvTransposeNd, nn.ConvTranspose1d):  # type: ignore[misc]
-    """1-d partial transposed convolution; see :class:`PartialConvTranspose2d`.
+    """1-d partial transposed convolution; see [`PartialConvTranspose2d`][masknn.nn.PartialConvTranspose2d].
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> up = PartialConvTranspose1d(2, 3, 2, stride=2)
@@ -195,10 +195,10 @@ class PartialConvTranspose2d(_PartialConvTransposeNd, nn.ConvTranspose2d):  # ty
     ``nn.ConvTranspose2d`` on all-valid input at every position (positions that no
     input reaches, between strided taps or in ``output_padding`` rows, hold the bias,
     valid when the sample has any valid input). A fully masked sample gives zeros and an
-    all-False mask in both modes (:func:`masknn.functional.partial_conv_transpose2d`).
-    Masks as in :class:`PartialConv2d`.
+    all-False mask in both modes ([`masknn.functional.partial_conv_transpose2d`][]).
+    Masks as in [`PartialConv2d`][masknn.nn.PartialConv2d].
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> up = PartialConvTranspose2d(4, 2, 2, stride=2)
@@ -212,9 +212,9 @@ class PartialConvTranspose2d(_PartialConvTransposeNd, nn.ConvTranspose2d):  # ty
 
 
 class PartialConvTranspose3d(_PartialConvTransposeNd, nn.ConvTranspose3d):  # type: ignore[misc]
-    """3-d partial transposed convolution; see :class:`PartialConvTranspose2d`.
+    """3-d partial transposed convolution; see [`PartialConvTranspose2d`][masknn.nn.PartialConvTranspose2d].
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> up = PartialConvTranspose3d(2, 2, 2, stride=2)

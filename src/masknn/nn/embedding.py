@@ -13,9 +13,9 @@ __all__ = ["MaskedEmbedding"]
 
 
 class MaskedEmbedding(nn.Embedding):
-    """``nn.Embedding`` that returns a :class:`masknn.Masked`: the ids produce the mask.
+    """``nn.Embedding`` that returns a [`masknn.Masked`][]: the ids produce the mask.
 
-    Arguments and parameters as :class:`torch.nn.Embedding` (its ``state_dict`` loads
+    Arguments and parameters as ``torch.nn.Embedding`` (its ``state_dict`` loads
     unchanged, both ways), plus ``mask_zero`` (keyword): like Keras'
     ``Embedding(mask_zero=True)``, id 0 is padding and masked. A position is masked when
     its id is ``padding_idx`` (if set), or 0 with ``mask_zero``, or when the input is a
@@ -36,7 +36,7 @@ class MaskedEmbedding(nn.Embedding):
     every row it looks up. ``scale_grad_by_freq=True`` with a ``Masked`` input needs
     ``padding_idx`` or ``mask_zero`` (a ``ValueError`` otherwise).
 
-    Example:
+    Examples:
         >>> import torch
         >>> emb = MaskedEmbedding(10, 4, mask_zero=True)
         >>> out = emb(torch.tensor([[5, 2, 0, 0], [7, 0, 0, 0]]))
@@ -98,9 +98,9 @@ class MaskedEmbedding(nn.Embedding):
         *,
         mask_zero: bool = False,
     ) -> MaskedEmbedding:
-        """As :meth:`torch.nn.Embedding.from_pretrained`, plus ``mask_zero``.
+        """As ``torch.nn.Embedding.from_pretrained``, plus ``mask_zero``.
 
-        Example:
+        Examples:
             >>> import torch
             >>> emb = MaskedEmbedding.from_pretrained(torch.eye(3), padding_idx=0)
             >>> emb(torch.tensor([[2, 0]])).mask[..., 0]

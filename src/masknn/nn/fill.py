@@ -24,11 +24,11 @@ class Fill(nn.Module):
     """Fill masked positions with zero, a constant, per-sample means or running means.
 
     After filling every position holds a defined value, so the output mask is
-    all True: put :class:`MaskChannel` *before* a fill to keep the mask as input.
+    all True: put [`MaskChannel`][masknn.nn.MaskChannel] *before* a fill to keep the mask as input.
 
     Args:
         strategy: ``"zero"``, ``"constant"``, ``"mean"`` (per sample and
-            channel, see :func:`masknn.functional.fill`) or ``"running_mean"``: a
+            channel, see [`masknn.functional.fill`][masknn.functional.fill.fill]) or ``"running_mean"``: a
             per-channel mean of the valid values over the training data, kept
             as a buffer (batch statistics in training, the running mean in eval,
             like BatchNorm).
@@ -165,7 +165,7 @@ class LearnedFill(nn.Module):
 
 
 class MaskChannel(nn.Module):
-    """Append the mask as input channel(s); see :func:`masknn.functional.mask_channel`.
+    """Append the mask as input channel(s); see [`masknn.functional.mask_channel`][].
 
     The data is zero-filled; the new channels are marked valid everywhere. A
     channel-shared mask adds one channel, a per-channel mask C channels.

@@ -13,16 +13,19 @@ __all__ = ["MaskedFlatten", "MaskedLinear"]
 
 
 class MaskedLinear(nn.Linear):
-    """A :class:`torch.nn.Linear` on the valid input features; see :func:`masknn.functional.masked_linear`.
+    """A ``torch.nn.Linear`` on the valid input features; see [`masknn.functional.masked_linear`][].
 
     Args:
-        in_features, out_features, bias, device, dtype: as ``nn.Linear``.
+        in_features: as ``nn.Linear``.
+        out_features: as ``nn.Linear``.
+        bias: as ``nn.Linear``.
         mode: ``"zero"`` (pre-masking: masked features count as 0) or ``"partial"``
             (the product rescaled by ``in_features / valid count``).
+        **kwargs: ``device`` and ``dtype``, as ``nn.Linear``.
 
     The output mask is ``(*, 1)``: valid where at least one input feature is.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> layer = MaskedLinear(4, 2, mode="partial")
@@ -48,9 +51,9 @@ class MaskedLinear(nn.Linear):
 
 
 class MaskedFlatten(nn.Flatten):
-    """:class:`torch.nn.Flatten` for ``Masked``: the mask is flattened with the data.
+    """``torch.nn.Flatten`` for ``Masked``: the mask is flattened with the data.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> out = MaskedFlatten()(Masked(torch.randn(2, 3, 4, 4), torch.rand(2, 1, 4, 4) > 0.5))

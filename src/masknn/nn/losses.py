@@ -1,4 +1,4 @@
-"""Masked loss Modules, thin wrappers of :mod:`masknn.functional.losses`."""
+"""Masked loss Modules, thin wrappers of ``masknn.functional.losses``."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class _MaskedLoss(nn.Module):
 
 
 class MaskedMSELoss(_MaskedLoss):
-    """Mean squared error over valid elements; see :func:`masknn.functional.masked_mse_loss`.
+    """Mean squared error over valid elements; see [`masknn.functional.masked_mse_loss`][].
 
     Examples:
         >>> import torch
@@ -45,14 +45,14 @@ class MaskedMSELoss(_MaskedLoss):
 
 
 class MaskedL1Loss(_MaskedLoss):
-    """Mean absolute error over valid elements; see :func:`masknn.functional.masked_l1_loss`."""
+    """Mean absolute error over valid elements; see [`masknn.functional.masked_l1_loss`][]."""
 
     def forward(self, input: Tensor | Masked, target: Tensor | Masked, mask: Tensor | None = None) -> Tensor:
         return L.masked_l1_loss(input, target, mask, self.reduction)
 
 
 class MaskedSmoothL1Loss(_MaskedLoss):
-    """Smooth L1 loss over valid elements; see :func:`masknn.functional.masked_smooth_l1_loss`."""
+    """Smooth L1 loss over valid elements; see [`masknn.functional.masked_smooth_l1_loss`][]."""
 
     def __init__(self, reduction: str = "mean", beta: float = 1.0) -> None:
         super().__init__(reduction)
@@ -65,7 +65,7 @@ class MaskedSmoothL1Loss(_MaskedLoss):
 class MaskedBCEWithLogitsLoss(_MaskedLoss):
     """BCE on logits over valid elements.
 
-    See :func:`masknn.functional.masked_binary_cross_entropy_with_logits`.
+    See [`masknn.functional.masked_binary_cross_entropy_with_logits`][].
     """
 
     pos_weight: Tensor | None
@@ -79,10 +79,12 @@ class MaskedBCEWithLogitsLoss(_MaskedLoss):
 
 
 class MaskedCrossEntropyLoss(_MaskedLoss):
-    """Cross-entropy at valid positions; see :func:`masknn.functional.masked_cross_entropy`.
+    """Cross-entropy at valid positions; see [`masknn.functional.masked_cross_entropy`][].
 
     Args:
-        reduction, label_smoothing, ignore_index: as ``nn.CrossEntropyLoss``.
+        reduction: as ``nn.CrossEntropyLoss``.
+        label_smoothing: as ``nn.CrossEntropyLoss``.
+        ignore_index: as ``nn.CrossEntropyLoss``.
         class_dim: where the classes are: ``1`` for ``(N, C, *)`` logits (torch's layout,
             the default) or ``-1`` for ``(N, *, C)`` (Keras' layout, e.g. ``(N, T, C)``
             from a per-timestep ``Linear``); the target is ``(N, *)`` either way.

@@ -86,10 +86,10 @@ class MaskedBatchNorm1d(_MaskedBatchNorm, nn.BatchNorm1d):
     """Batch normalization of ``(N, C)`` or ``(N, C, L)`` over valid elements (as ``nn.BatchNorm1d``).
 
     Running statistics are updated from valid values only (see
-    :func:`masknn.functional.masked_batch_norm`); ``momentum=None``, eval mode and
+    [`masknn.functional.masked_batch_norm`][]); ``momentum=None``, eval mode and
     ``track_running_stats`` behave as in torch.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> bn = MaskedBatchNorm1d(3)
@@ -102,14 +102,14 @@ class MaskedBatchNorm1d(_MaskedBatchNorm, nn.BatchNorm1d):
 
 
 class MaskedBatchNorm2d(_MaskedBatchNorm, nn.BatchNorm2d):
-    """Batch normalization of ``(N, C, H, W)`` over valid elements (as :class:`torch.nn.BatchNorm2d`).
+    """Batch normalization of ``(N, C, H, W)`` over valid elements (as ``torch.nn.BatchNorm2d``).
 
     Each channel's statistics are taken over the valid elements of the batch; running
     statistics are updated from valid values only, with torch's momentum, unbiased
     running variance, ``num_batches_tracked`` and eval-mode behaviour. A
     ``nn.BatchNorm2d`` ``state_dict`` loads unchanged.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> bn = MaskedBatchNorm2d(3)
@@ -123,9 +123,9 @@ class MaskedBatchNorm2d(_MaskedBatchNorm, nn.BatchNorm2d):
 
 
 class MaskedBatchNorm3d(_MaskedBatchNorm, nn.BatchNorm3d):
-    """Batch normalization of ``(N, C, D, H, W)`` over valid elements (as :class:`torch.nn.BatchNorm3d`).
+    """Batch normalization of ``(N, C, D, H, W)`` over valid elements (as ``torch.nn.BatchNorm3d``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> x = Masked(torch.randn(2, 2, 3, 3, 3), torch.rand(2, 1, 3, 3, 3) > 0.3)
@@ -169,9 +169,9 @@ class _MaskedInstanceNorm(nn.modules.instancenorm._InstanceNorm):
 
 
 class MaskedInstanceNorm1d(_MaskedInstanceNorm, nn.InstanceNorm1d):
-    """Instance normalization of ``(N, C, L)`` over valid elements (as :class:`torch.nn.InstanceNorm1d`).
+    """Instance normalization of ``(N, C, L)`` over valid elements (as ``torch.nn.InstanceNorm1d``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> MaskedInstanceNorm1d(3)(Masked(torch.randn(2, 3, 8), torch.rand(2, 1, 8) > 0.3)).data.shape
@@ -185,10 +185,10 @@ class MaskedInstanceNorm1d(_MaskedInstanceNorm, nn.InstanceNorm1d):
 class MaskedInstanceNorm2d(_MaskedInstanceNorm, nn.InstanceNorm2d):
     """Instance normalization of ``(N, C, H, W)`` over the valid elements of each (sample, channel).
 
-    As :class:`torch.nn.InstanceNorm2d` (``affine``, ``track_running_stats``; running
+    As ``torch.nn.InstanceNorm2d`` (``affine``, ``track_running_stats``; running
     statistics from valid values only).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> x = Masked(torch.randn(2, 3, 4, 4), torch.rand(2, 1, 4, 4) > 0.3)
@@ -203,7 +203,7 @@ class MaskedInstanceNorm2d(_MaskedInstanceNorm, nn.InstanceNorm2d):
 class MaskedInstanceNorm3d(_MaskedInstanceNorm, nn.InstanceNorm3d):
     """Instance normalization of ``(N, C, D, H, W)`` over valid elements (as ``nn.InstanceNorm3d``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> x = Masked(torch.randn(2, 2, 3, 3, 3), torch.rand(2, 1, 3, 3, 3) > 0.3)
@@ -216,9 +216,9 @@ class MaskedInstanceNorm3d(_MaskedInstanceNorm, nn.InstanceNorm3d):
 
 
 class MaskedGroupNorm(nn.GroupNorm):
-    """Group normalization over the valid elements of each (sample, group) (as :class:`torch.nn.GroupNorm`).
+    """Group normalization over the valid elements of each (sample, group) (as ``torch.nn.GroupNorm``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> MaskedGroupNorm(2, 4)(Masked(torch.randn(2, 4, 5, 5), torch.rand(2, 1, 5, 5) > 0.3)).data.shape
@@ -237,9 +237,9 @@ class MaskedGroupNorm(nn.GroupNorm):
 
 
 class MaskedLayerNorm(nn.LayerNorm):
-    """Layer normalization over the valid elements of the last dimensions (as :class:`torch.nn.LayerNorm`).
+    """Layer normalization over the valid elements of the last dimensions (as ``torch.nn.LayerNorm``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> x = Masked(torch.randn(2, 5, 8), torch.rand(2, 5, 8) > 0.3)

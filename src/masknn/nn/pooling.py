@@ -48,9 +48,9 @@ class _MaxPool:
 
 
 class MaskedMaxPool1d(_MaxPool, nn.MaxPool1d):
-    """Max over the valid inputs of each window (arguments as :class:`torch.nn.MaxPool1d`).
+    """Max over the valid inputs of each window (arguments as ``torch.nn.MaxPool1d``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> MaskedMaxPool1d(2)(Masked(torch.tensor([[[1.0, 7.0, 3.0, 4.0]]]),
@@ -66,12 +66,12 @@ class MaskedMaxPool1d(_MaxPool, nn.MaxPool1d):
 
 
 class MaskedMaxPool2d(_MaxPool, nn.MaxPool2d):
-    """Max over the valid inputs of each window (arguments as :class:`torch.nn.MaxPool2d`).
+    """Max over the valid inputs of each window (arguments as ``torch.nn.MaxPool2d``).
 
     Valid where the window holds a valid input (padding counts as masked); exactly 0
     elsewhere. A channel-shared mask stays channel-shared.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> out = MaskedMaxPool2d(2)(Masked(torch.randn(2, 3, 8, 8), torch.rand(2, 1, 8, 8) > 0.5))
@@ -87,9 +87,9 @@ class MaskedMaxPool2d(_MaxPool, nn.MaxPool2d):
 
 
 class MaskedMaxPool3d(_MaxPool, nn.MaxPool3d):
-    """Max over the valid inputs of each window (arguments as :class:`torch.nn.MaxPool3d`).
+    """Max over the valid inputs of each window (arguments as ``torch.nn.MaxPool3d``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> MaskedMaxPool3d(2)(Masked(torch.randn(1, 2, 4, 4, 4), torch.rand(1, 1, 4, 4, 4) > 0.5)).data.shape
@@ -121,11 +121,11 @@ def _no_divisor(layer: str, module: nn.Module) -> None:
 
 
 class MaskedAvgPool1d(_AvgPool, nn.AvgPool1d):  # type: ignore[misc]
-    """Mean over the valid inputs of each window (arguments as :class:`torch.nn.AvgPool1d`).
+    """Mean over the valid inputs of each window (arguments as ``torch.nn.AvgPool1d``).
 
     Padding always counts as masked; ``count_include_pad`` is accepted and ignored.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> MaskedAvgPool1d(2)(Masked(torch.tensor([[[1.0, 7.0, 3.0, 5.0]]]),
@@ -137,12 +137,12 @@ class MaskedAvgPool1d(_AvgPool, nn.AvgPool1d):  # type: ignore[misc]
 
 
 class MaskedAvgPool2d(_AvgPool, nn.AvgPool2d):  # type: ignore[misc]
-    """Mean over the valid inputs of each window (arguments as :class:`torch.nn.AvgPool2d`).
+    """Mean over the valid inputs of each window (arguments as ``torch.nn.AvgPool2d``).
 
     Padding always counts as masked; ``count_include_pad`` is accepted and ignored;
     ``divisor_override`` is refused.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> out = MaskedAvgPool2d(2)(Masked(torch.randn(2, 3, 8, 8), torch.rand(2, 1, 8, 8) > 0.5))
@@ -158,9 +158,9 @@ class MaskedAvgPool2d(_AvgPool, nn.AvgPool2d):  # type: ignore[misc]
 
 
 class MaskedAvgPool3d(_AvgPool, nn.AvgPool3d):  # type: ignore[misc]
-    """Mean over the valid inputs of each window (arguments as :class:`torch.nn.AvgPool3d`).
+    """Mean over the valid inputs of each window (arguments as ``torch.nn.AvgPool3d``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> MaskedAvgPool3d(2)(Masked(torch.randn(1, 2, 4, 4, 4), torch.rand(1, 1, 4, 4, 4) > 0.5)).data.shape
@@ -184,9 +184,9 @@ class _Adaptive:
 
 
 class MaskedAdaptiveAvgPool1d(_Adaptive, nn.AdaptiveAvgPool1d):  # type: ignore[misc]
-    """Adaptive mean over valid inputs (as :class:`torch.nn.AdaptiveAvgPool1d`).
+    """Adaptive mean over valid inputs (as ``torch.nn.AdaptiveAvgPool1d``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> MaskedAdaptiveAvgPool1d(1)(Masked(torch.tensor([[[1.0, 7.0, 3.0]]]),
@@ -198,9 +198,9 @@ class MaskedAdaptiveAvgPool1d(_Adaptive, nn.AdaptiveAvgPool1d):  # type: ignore[
 
 
 class MaskedAdaptiveAvgPool2d(_Adaptive, nn.AdaptiveAvgPool2d):  # type: ignore[misc]
-    """Adaptive mean over valid inputs (as :class:`torch.nn.AdaptiveAvgPool2d`).
+    """Adaptive mean over valid inputs (as ``torch.nn.AdaptiveAvgPool2d``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> x = Masked(torch.randn(2, 3, 7, 7), torch.rand(2, 1, 7, 7) > 0.5)
@@ -213,9 +213,9 @@ class MaskedAdaptiveAvgPool2d(_Adaptive, nn.AdaptiveAvgPool2d):  # type: ignore[
 
 
 class MaskedAdaptiveAvgPool3d(_Adaptive, nn.AdaptiveAvgPool3d):  # type: ignore[misc]
-    """Adaptive mean over valid inputs (as :class:`torch.nn.AdaptiveAvgPool3d`).
+    """Adaptive mean over valid inputs (as ``torch.nn.AdaptiveAvgPool3d``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> x = Masked(torch.randn(1, 2, 3, 3, 3), torch.ones(1, 1, 3, 3, 3))
@@ -227,9 +227,9 @@ class MaskedAdaptiveAvgPool3d(_Adaptive, nn.AdaptiveAvgPool3d):  # type: ignore[
 
 
 class MaskedAdaptiveMaxPool1d(_Adaptive, nn.AdaptiveMaxPool1d):
-    """Adaptive max over valid inputs (as :class:`torch.nn.AdaptiveMaxPool1d`).
+    """Adaptive max over valid inputs (as ``torch.nn.AdaptiveMaxPool1d``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> MaskedAdaptiveMaxPool1d(1)(Masked(torch.tensor([[[1.0, 7.0, 3.0]]]),
@@ -245,9 +245,9 @@ class MaskedAdaptiveMaxPool1d(_Adaptive, nn.AdaptiveMaxPool1d):
 
 
 class MaskedAdaptiveMaxPool2d(_Adaptive, nn.AdaptiveMaxPool2d):
-    """Adaptive max over valid inputs (as :class:`torch.nn.AdaptiveMaxPool2d`).
+    """Adaptive max over valid inputs (as ``torch.nn.AdaptiveMaxPool2d``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> x = Masked(torch.randn(2, 3, 5, 5), torch.rand(2, 1, 5, 5) > 0.5)
@@ -263,9 +263,9 @@ class MaskedAdaptiveMaxPool2d(_Adaptive, nn.AdaptiveMaxPool2d):
 
 
 class MaskedAdaptiveMaxPool3d(_Adaptive, nn.AdaptiveMaxPool3d):
-    """Adaptive max over valid inputs (as :class:`torch.nn.AdaptiveMaxPool3d`).
+    """Adaptive max over valid inputs (as ``torch.nn.AdaptiveMaxPool3d``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> x = Masked(torch.randn(1, 2, 3, 3, 3), torch.ones(1, 1, 3, 3, 3))
@@ -283,7 +283,7 @@ class MaskedAdaptiveMaxPool3d(_Adaptive, nn.AdaptiveMaxPool3d):
 class MaskedGlobalAvgPool(nn.Module):
     """Mean over every dimension after the channel dimension: ``(N, C, ...) -> Masked (N, C)``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> out = MaskedGlobalAvgPool()(Masked(torch.randn(2, 3, 5, 5), torch.rand(2, 1, 5, 5) > 0.5))
@@ -299,7 +299,7 @@ class MaskedGlobalAvgPool(nn.Module):
 class MaskedGlobalMaxPool(nn.Module):
     """Max over every dimension after the channel dimension: ``(N, C, ...) -> Masked (N, C)``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> MaskedGlobalMaxPool()(Masked(torch.randn(2, 3, 5, 5), torch.rand(2, 1, 5, 5) > 0.5)).data.shape

@@ -2,7 +2,7 @@
 
 Each subclasses its ``torch.nn`` twin (same constructor, same parameter names), so
 a plain layer's ``state_dict`` loads unchanged, and runs
-:func:`masknn.functional.masked_lstm` (resp. ``masked_gru``, ``masked_rnn``).
+[`masknn.functional.masked_lstm`][] (resp. ``masked_gru``, ``masked_rnn``).
 
 ``return_state=False`` (keyword only, a masknn addition) makes ``forward`` return
 only the ``Masked`` output, so that the layer can sit inside ``nn.Sequential``
@@ -70,7 +70,7 @@ class _ReturnStateMixin(nn.Module):
 class MaskedLSTM(_ReturnStateMixin, nn.LSTM):
     """``nn.LSTM`` that skips masked timesteps (Keras ``Masking`` + ``LSTM`` semantics).
 
-    Arguments as :class:`torch.nn.LSTM` (``input_size``, ``hidden_size``,
+    Arguments as ``torch.nn.LSTM`` (``input_size``, ``hidden_size``,
     ``num_layers``, ``bias``, ``batch_first``, ``dropout``, ``bidirectional``,
     ``proj_size``, ``device``, ``dtype``); the parameters have the same names, so
     ``MaskedLSTM(...).load_state_dict(plain_lstm.state_dict())`` works. One more
@@ -82,7 +82,7 @@ class MaskedLSTM(_ReturnStateMixin, nn.LSTM):
     ``forward(input, hx=None) -> (Masked output, (h_n, c_n))`` (``Masked output``
     alone with ``return_state=False``):
 
-    * ``input`` is a :class:`masknn.Masked` with data ``(N, T, F)`` (``(T, N, F)``
+    * ``input`` is a [`masknn.Masked`][] with data ``(N, T, F)`` (``(T, N, F)``
       with ``batch_first=False``, or unbatched ``(T, F)``) and a per-step mask
       ``(N, T)`` or ``(N, T, 1)``, True = valid (a plain tensor is all valid);
     * any mask works (right or left padding, holes): a masked step is skipped and
@@ -96,10 +96,10 @@ class MaskedLSTM(_ReturnStateMixin, nn.LSTM):
     With an all-True mask it equals ``nn.LSTM`` (same weights) up to float
     rounding; with right padding it equals ``nn.LSTM`` on
     ``pack_padded_sequence``. It runs one fused kernel call per layer and
-    direction, no Python loop over time (see :mod:`masknn.functional.recurrent`,
+    direction, no Python loop over time (see ``masknn.functional.recurrent``,
     also for ``torch.compile``, ``torch.export``, ONNX and ``torch.func``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> lstm = MaskedLSTM(3, 4, batch_first=True)
@@ -142,12 +142,12 @@ class MaskedLSTM(_ReturnStateMixin, nn.LSTM):
 class MaskedGRU(_ReturnStateMixin, nn.GRU):
     """``nn.GRU`` that skips masked timesteps (Keras ``Masking`` + ``GRU(reset_after=True)``).
 
-    Arguments and parameter names as :class:`torch.nn.GRU`, plus ``return_state``
-    as :class:`MaskedLSTM`; ``forward(input, hx=None) -> (Masked output, h_n)``
+    Arguments and parameter names as ``torch.nn.GRU``, plus ``return_state``
+    as [`MaskedLSTM`][masknn.nn.MaskedLSTM]; ``forward(input, hx=None) -> (Masked output, h_n)``
     (the ``Masked`` output alone with ``return_state=False``) with the semantics
-    of :class:`MaskedLSTM`.
+    of [`MaskedLSTM`][masknn.nn.MaskedLSTM].
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> gru = MaskedGRU(3, 4, num_layers=2, bidirectional=True)
@@ -173,12 +173,12 @@ class MaskedGRU(_ReturnStateMixin, nn.GRU):
 class MaskedRNN(_ReturnStateMixin, nn.RNN):
     """``nn.RNN`` (tanh or relu) that skips masked timesteps (Keras ``SimpleRNN`` masking).
 
-    Arguments and parameter names as :class:`torch.nn.RNN`, plus ``return_state``
-    as :class:`MaskedLSTM`; ``forward(input, hx=None) -> (Masked output, h_n)``
+    Arguments and parameter names as ``torch.nn.RNN``, plus ``return_state``
+    as [`MaskedLSTM`][masknn.nn.MaskedLSTM]; ``forward(input, hx=None) -> (Masked output, h_n)``
     (the ``Masked`` output alone with ``return_state=False``) with the semantics
-    of :class:`MaskedLSTM`.
+    of [`MaskedLSTM`][masknn.nn.MaskedLSTM].
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> rnn = MaskedRNN(3, 4, nonlinearity="relu", batch_first=True)

@@ -20,23 +20,24 @@ _LAYER = "MaskedSyncBatchNorm"
 
 class MaskedSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     """Batch normalization over the valid elements of the global batch of every process
-    (as :class:`torch.nn.SyncBatchNorm`, for data with a mask).
+    (as ``torch.nn.SyncBatchNorm``, for data with a mask).
 
     In training, each channel's mean and variance are taken over the valid elements of
     the union of the batches of all processes in ``process_group`` (default: the whole
     world), so every rank normalizes with the same statistics and updates its running
     statistics identically; the gradient through those statistics is all-reduced in
-    backward (see :func:`masknn.functional.masked_sync_batch_norm`). A channel with no
+    backward (see [`masknn.functional.masked_sync_batch_norm`][]). A channel with no
     valid element on any rank keeps its running statistics; a rank whose batch has no
     valid element still takes part.
 
     In eval mode it uses the running statistics and communicates nothing. Without an
     initialized process group (or with a group of one process) it is
-    :class:`MaskedBatchNorm2d` (any number of dimensions ``(N, C, *)``, like
+    [`MaskedBatchNorm2d`][masknn.nn.MaskedBatchNorm2d] (any number of dimensions ``(N, C, *)``, like
     ``nn.SyncBatchNorm``). Works with any ``torch.distributed`` backend, gloo on CPU
     included (torch's own ``SyncBatchNorm`` refuses CPU tensors).
 
-    Convert a model's ``MaskedBatchNorm1d/2d/3d`` with :meth:`convert_sync_batchnorm`,
+    Convert a model's ``MaskedBatchNorm1d/2d/3d`` with
+    [`convert_sync_batchnorm`][masknn.nn.MaskedSyncBatchNorm.convert_sync_batchnorm],
     **not** ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``: torch's converter turns
     them (they are ``_BatchNorm`` subclasses) into unmasked ``nn.SyncBatchNorm``
     layers, which refuse a ``Masked`` with an error pointing here.
@@ -45,7 +46,7 @@ class MaskedSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     refuses CPU models that hold one. ``state_dict`` keys are those of the batch-norm
     layers, so checkpoints load both ways.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> bn = MaskedSyncBatchNorm(3)  # no process group here: a MaskedBatchNorm
@@ -112,7 +113,7 @@ class MaskedSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     def convert_sync_batchnorm(cls, module: nn.Module, process_group: Any = None) -> nn.Module:
         """Replace every ``MaskedBatchNorm1d/2d/3d`` in ``module`` by a ``MaskedSyncBatchNorm``.
 
-        Mirrors :meth:`torch.nn.SyncBatchNorm.convert_sync_batchnorm`: the new layers take
+        Mirrors ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``: the new layers take
         over the very parameter and buffer tensors (an optimizer built before still
         updates them; ``state_dict`` keys are unchanged, so checkpoints load into the
         converted model and back), the configuration (``eps``, ``momentum``, ``affine``,
@@ -121,7 +122,7 @@ class MaskedSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         ``nn.BatchNorm*d`` layers are left as they are (they take plain tensors; convert
         them with torch's converter on their own submodules if needed).
 
-        Example:
+        Examples:
             >>> import torch
             >>> from masknn import nn as mnn
             >>> model = torch.nn.Sequential(mnn.PartialConv2d(1, 4, 3), mnn.MaskedBatchNorm2d(4))

@@ -23,7 +23,7 @@ class MaskedTemporalPool(nn.Module):
     a per-feature mask; output ``Masked`` ``(N, F)``, valid where at least one
     step was valid; a sequence with no valid step gives 0, never NaN.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> pool = MaskedTemporalPool("last")

@@ -13,8 +13,8 @@ __all__ = ["TimeDistributedLinear"]
 class TimeDistributedLinear(nn.Linear):
     """``nn.Linear`` applied to the valid rows only (gather, matmul, scatter).
 
-    Arguments and parameters as :class:`torch.nn.Linear`, so its ``state_dict``
-    loads unchanged. The input is a :class:`masknn.Masked` with data
+    Arguments and parameters as ``torch.nn.Linear``, so its ``state_dict``
+    loads unchanged. The input is a [`masknn.Masked`][] with data
     ``(*, in_features)`` (any leading shape) and a **row** mask ``(*, 1)``
     (``(N, T)`` accepted for ``(N, T, F)``). Masked rows cost nothing, output
     exactly 0 and keep their mask; the output mask is the input mask. With 50 %
@@ -23,7 +23,7 @@ class TimeDistributedLinear(nn.Linear):
     A per-feature mask (last dimension ``> 1``) is an error pointing to
     ``masknn.nn.MaskedLinear``, the layer for masked *features*.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> layer = TimeDistributedLinear(4, 3)

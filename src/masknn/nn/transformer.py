@@ -87,11 +87,11 @@ def _check_layer(name: str, layer: nn.Module) -> nn.TransformerEncoderLayer:
 
 
 class MaskedTransformerEncoderLayer(nn.TransformerEncoderLayer):
-    """``nn.TransformerEncoderLayer`` that takes and returns :class:`masknn.Masked`.
+    """``nn.TransformerEncoderLayer`` that takes and returns [`masknn.Masked`][].
 
     Constructor, arguments (``d_model, nhead, dim_feedforward, dropout, activation``
     (``"relu"``, ``"gelu"`` or a callable), ``layer_norm_eps, batch_first, norm_first,
-    bias, device, dtype``) and parameters as :class:`torch.nn.TransformerEncoderLayer`:
+    bias, device, dtype``) and parameters as ``torch.nn.TransformerEncoderLayer``:
     the same ``state_dict`` keys, so checkpoints load both ways. Note
     ``batch_first=False`` by default, as in torch.
 
@@ -123,7 +123,7 @@ class MaskedTransformerEncoderLayer(nn.TransformerEncoderLayer):
     this costs what PyTorch's own layer costs with ``src_key_padding_mask`` (whose fused
     inference kernel is not faster there; see ``benchmarks/RESULTS.md``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> layer = MaskedTransformerEncoderLayer(8, 2, dim_feedforward=16, batch_first=True)
@@ -158,10 +158,11 @@ class MaskedTransformerEncoderLayer(nn.TransformerEncoderLayer):
 
 
 class MaskedTransformerEncoder(nn.TransformerEncoder):
-    """``nn.TransformerEncoder`` (a stack of encoder layers) on :class:`masknn.Masked`.
+    """``nn.TransformerEncoder`` (a stack of encoder layers) on [`masknn.Masked`][].
 
-    Arguments and parameters as :class:`torch.nn.TransformerEncoder`:
-    ``encoder_layer`` (a :class:`MaskedTransformerEncoderLayer`, or a plain
+    Arguments and parameters as ``torch.nn.TransformerEncoder``:
+    ``encoder_layer`` (a [`MaskedTransformerEncoderLayer`][masknn.nn.MaskedTransformerEncoderLayer], or a
+    plain
     ``nn.TransformerEncoderLayer``, run the same masked way), ``num_layers``, ``norm``
     (optional, applied to each position: ``nn.LayerNorm``, ``nn.RMSNorm``), and
     ``enable_nested_tensor``, ``mask_check`` (kept for compatibility; see Speed). The
@@ -169,7 +170,8 @@ class MaskedTransformerEncoder(nn.TransformerEncoder):
     both ways.
 
     ``forward(src, mask=None, is_causal=None)``: ``src`` is a ``Masked`` as for
-    :class:`MaskedTransformerEncoderLayer` (True = valid); ``mask`` is the attention
+    [`MaskedTransformerEncoderLayer`][masknn.nn.MaskedTransformerEncoderLayer] (True = valid); ``mask`` is the
+    attention
     mask in PyTorch's sense (True = may *not* attend), not the validity mask, and
     ``src_key_padding_mask`` is refused: pass ``Masked(src, ~src_key_padding_mask)``.
     ``is_causal=True`` without ``mask`` builds a causal mask.
@@ -178,7 +180,8 @@ class MaskedTransformerEncoder(nn.TransformerEncoder):
     ``src_key_padding_mask=~mask``; masked positions hold exactly 0 and receive no
     gradient, and a fully masked sequence gives zeros, not NaN.
 
-    Speed: plain differentiable ops, as in :class:`MaskedTransformerEncoderLayer`; the
+    Speed: plain differentiable ops, as in
+        [`MaskedTransformerEncoderLayer`][masknn.nn.MaskedTransformerEncoderLayer]; the
     masked positions are zeroed once before the first layer and once after the last
     (the layers in between never let them reach a valid position). One exception, in
     eager mode on CPU without gradients, in eval, without ``mask``, when
@@ -188,7 +191,7 @@ class MaskedTransformerEncoder(nn.TransformerEncoder):
     ``nn.TransformerEncoder`` does. The encoder runs its layers' computation itself:
     forward hooks registered on the layers or their submodules do not run.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> layer = MaskedTransformerEncoderLayer(8, 2, dim_feedforward=16, batch_first=True)

@@ -13,13 +13,13 @@ __all__ = ["MaskedUpsample"]
 
 
 class MaskedUpsample(nn.Upsample):
-    """:class:`torch.nn.Upsample` for ``Masked``: nearest, or normalized (bi/tri)linear.
+    """``torch.nn.Upsample`` for ``Masked``: nearest, or normalized (bi/tri)linear.
 
-    See :func:`masknn.functional.masked_interpolate`: linear modes interpolate the
+    See [`masknn.functional.masked_interpolate`][]: linear modes interpolate the
     zero-filled data and the mask with the same weights and divide, valid where the
     mask weight is positive.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> up = MaskedUpsample(scale_factor=2, mode="bilinear")

@@ -17,7 +17,7 @@ def bind(
 ) -> list[Any]:
     """The values of ``names`` (in order) from ``args``/``kwargs``, ``defaults`` for the rest.
 
-    ``defaults`` has one entry per name (:data:`REQUIRED` for required ones). An unknown
+    ``defaults`` has one entry per name (``REQUIRED`` for required ones). An unknown
     keyword or a missing required argument raises the conversion error for ``func``.
     """
     if len(args) > len(names):

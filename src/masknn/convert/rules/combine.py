@@ -1,6 +1,6 @@
 """Joining rules: ``torch.cat`` and ``torch.stack`` of data tensors.
 
-The masks are joined like the data (masknn's :func:`~masknn.functional.masked_cat`):
+The masks are joined like the data (masknn's [`masked_cat`][masknn.functional.masked_cat]):
 tensors with different masks give a per-channel mask after a channel concatenation
 (a U-Net's skip connection, DenseNet's feature concatenation). When every tensor
 carries the very same mask and it has size 1 along the joined dimension, it is kept as

@@ -2,7 +2,7 @@
 and ``F.pad`` keeps track of the zeros it writes.
 
 A converted model must equal the original on complete data, so its convolutions run
-:func:`masknn.functional.partial_conv2d` (and the 1d/3d/transposed twins) with
+[`masknn.functional.partial_conv2d`][] (and the 1d/3d/transposed twins) with
 ``padding_valid=True``: zero padding counts in the window as in the plain convolution
 (an all-valid window is not rescaled) but never makes an output valid (an output is
 valid only when its window holds a real valid input).

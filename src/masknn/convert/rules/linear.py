@@ -1,6 +1,6 @@
 """The ``F.linear`` rule: masknn's masked linear layer on the valid input features.
 
-The mode comes from :func:`masknn.convert.convert`'s ``linear_mode``: ``"zero"`` (the
+The mode comes from [`masknn.convert.convert`][]'s ``linear_mode``: ``"zero"`` (the
 default: masked features count as 0, the plain layer's result on zero-filled input) or
 ``"partial"`` (rescaled by ``in_features / valid count``). Either way an output row is
 valid where at least one of its input features is, and equals the plain layer's on

@@ -6,7 +6,7 @@ Two kinds:
   ``roll``, ``narrow``, ``select``, indexing, ``expand``, ``repeat``, ``chunk``/``split``/
   ``unbind``, ``channel_shuffle``, ``pixel_shuffle``: the same function with the same
   arguments is applied to the mask expanded (as a stride-0 view, no copy) to the data's
-  shape, and the result is :func:`~masknn.convert._carrier.compress`-ed back, so a
+  shape, and the result is ``compress``-ed back, so a
   channel-shared mask stays channel-shared;
 * *reshape*: ``view``, ``reshape``, ``flatten``, ``unflatten``, ``view_as``/``reshape_as``:
   the old and new shapes are split into the smallest blocks of dimensions with equal
@@ -134,7 +134,7 @@ def reshape_mask(mask: Tensor, old: Sequence[int], new: Sequence[int]) -> Tensor
 
     Size-1 mask dimensions stay size 1 where a whole block of dimensions has them.
 
-    Example:
+    Examples:
         >>> import torch
         >>> m = torch.ones(2, 1, 3, 3, dtype=torch.bool)
         >>> reshape_mask(m, (2, 4, 3, 3), (2, 2, 2, 3, 3)).shape  # channel split (channel shuffle)
