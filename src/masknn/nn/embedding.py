@@ -146,6 +146,8 @@ class MaskedEmbedding(nn.Embedding):
     def forward(self, input: Masked | Tensor) -> Masked:  # type: ignore[override]
         name = "MaskedEmbedding"
         ids, mask = (input.data, input.mask) if isinstance(input, Masked) else (input, None)
+        if isinstance(input, tuple) and not isinstance(input, Masked) and len(input) == 2:
+            ids, mask = input  # a Masked rebuilt as a plain tuple: (ids, mask), validated below
         ids, padding_idx = check_embedding_args(name, ids, self.weight, self.padding_idx)
         valid = id_mask(name, ids, mask, padding_idx, self.mask_zero)
         return lookup(

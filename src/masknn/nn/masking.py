@@ -56,6 +56,8 @@ class MaskFromValue(nn.Module):
 
     def forward(self, x: Masked | Tensor) -> Masked:
         layer = "MaskFromValue"
+        if not isinstance(x, Tensor):  # a Masked, or a plain (data, mask) tuple: validated
+            x = as_masked(layer, x)
         prior = x.mask if isinstance(x, Masked) else None
         data = check_data(layer, x.data if isinstance(x, Masked) else x)
         d = check_dim(layer, "feature_dim", self.feature_dim, data.dim())
