@@ -435,7 +435,7 @@ def count_batch(num_batches_tracked: Tensor | None, n: Tensor, momentum: float |
         (tensor(0.2500), tensor(4))
     """
     if num_batches_tracked is not None:
-        num_batches_tracked.add_((n > 0).any().to(num_batches_tracked.dtype))
+        num_batches_tracked.add_(n.any())  # counts are >= 0: any nonzero is a valid element
     if momentum is not None:
         return momentum
     if num_batches_tracked is None:

@@ -34,7 +34,8 @@ class Fill(nn.Module):
             like BatchNorm).
         value: the constant for ``"constant"``.
         num_channels: channels (dimension 1) for ``"running_mean"``.
-        momentum: update rate of the running mean.
+        momentum: update rate of the running mean, in [0, 1] (``None``, a cumulative
+            average, is refused: there is no batch counter).
 
     Examples:
         >>> import torch

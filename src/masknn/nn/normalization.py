@@ -102,8 +102,8 @@ class MaskedBatchNorm1d(_MaskedBatchNorm, nn.BatchNorm1d):
     """Batch normalization of ``(N, C)`` or ``(N, C, L)`` over valid elements (as ``nn.BatchNorm1d``).
 
     Running statistics are updated from valid values only (see
-    :func:`masknn.functional.masked_batch_norm`); ``momentum=None``, eval mode and
-    ``track_running_stats`` behave as in torch.
+    :func:`masknn.functional.masked_batch_norm`); eval mode and ``track_running_stats``
+    behave as in torch, ``momentum=None`` as explained in ``MaskedBatchNorm2d``.
 
     Example:
         >>> import torch
@@ -122,8 +122,17 @@ class MaskedBatchNorm2d(_MaskedBatchNorm, nn.BatchNorm2d):
 
     Each channel's statistics are taken over the valid elements of the batch; running
     statistics are updated from valid values only, with torch's momentum, unbiased
-    running variance, ``num_batches_tracked`` and eval-mode behaviour. A
-    ``nn.BatchNorm2d`` ``state_dict`` loads unchanged.
+    running variance and eval-mode behaviour. A ``nn.BatchNorm2d`` ``state_dict`` loads
+    unchanged.
+
+    A training batch with no valid element (fully masked, or no sample at all) changes
+    no state: ``num_batches_tracked`` counts the batches that hold a valid element, so
+    ``momentum=None`` (the cumulative average ``1 / num_batches_tracked``) averages over
+    the batches with data, equal to ``nn.BatchNorm2d`` fed only those. The count is per
+    batch, not per channel: a channel with no valid element in a batch that has some
+    elsewhere keeps its statistics for that batch, and its average then weighs its later
+    batches slightly more than a per-channel count would. A batch of 0 samples returns an
+    empty output, as ``nn.BatchNorm2d`` (which counts it in ``num_batches_tracked``).
 
     Example:
         >>> import torch

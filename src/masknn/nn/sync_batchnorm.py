@@ -29,7 +29,9 @@ class MaskedSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     statistics identically; the gradient through those statistics is all-reduced in
     backward (see :func:`masknn.functional.masked_sync_batch_norm`). A channel with no
     valid element on any rank keeps its running statistics; a rank whose batch has no
-    valid element still takes part.
+    valid element still takes part. ``num_batches_tracked`` counts the global batches
+    that hold a valid element on some rank, and ``momentum=None`` averages over those,
+    as in ``MaskedBatchNorm2d``.
 
     In eval mode it uses the running statistics and communicates nothing. Without an
     initialized process group (or with a group of one process) it is
