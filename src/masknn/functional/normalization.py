@@ -18,8 +18,9 @@ Two implementations of one function (see ``masknn.functional._select``):
   ``torch.func`` transform, for half precision and off the CPU. It is differentiable
   any number of times.
 * the **eager fast path** of batch norm (float32/float64 on CPU): one autograd node
-  per call (training and eval), with in-place bitwise selects and torch's
-  inference-form batch-norm kernel. Its backward is hand-written and in place; when a
+  per call (training and eval), with in-place bitwise selects (in training the
+  composable path's formula ``(x - mean)·rstd·w + b``, in eval torch's inference-form
+  batch-norm kernel). Its backward is hand-written and in place; when a
   graph of the backward is asked for (double backward) or the backward runs under a
   transform, it re-derives the gradient from the composable path instead.
 """
