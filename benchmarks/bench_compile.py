@@ -190,7 +190,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--modes", nargs="*", default=["train", "eval"], choices=["train", "eval"])
-    parser.add_argument("--masks", nargs="*", default=["shared", "per-channel"], choices=["shared", "per-channel"])
+    parser.add_argument(
+        "--masks", nargs="*", default=["shared", "per-channel"], choices=["shared", "per-channel"]
+    )
     parser.add_argument("--n", type=int, default=16, help="batch size")
     parser.add_argument("--size", type=int, default=64, help="image height and width")
     parser.add_argument("--c-in", type=int, default=8, help="input channels")
@@ -216,11 +218,11 @@ def main() -> None:
             base = med["plain"]
             cols = "  ".join(f"{k} {v:7.2f} ms ({v / base:4.2f}x)" for k, v in med.items() if k != "plain")
             print(f"{mode:<5} {mask:<11} plain {base:7.2f} ms  {cols}", flush=True)
+            mc = med["masked-compiled"]
             print(
-                f"      masked-compiled / plain-compiled {med['masked-compiled'] / med['plain-compiled']:4.2f}x"
-                f"   masked-compiled / masked {med['masked-compiled'] / med['masked']:4.2f}x"
-                f"   compile s: "
-                + ", ".join(f"{k} {v:5.1f}" for k, v in comp.items()),
+                f"      masked-compiled / plain-compiled {mc / med['plain-compiled']:4.2f}x"
+                f"   masked-compiled / masked {mc / med['masked']:4.2f}x"
+                f"   compile s: " + ", ".join(f"{k} {v:5.1f}" for k, v in comp.items()),
                 flush=True,
             )
     print(f"load average after: {os.getloadavg()}")
