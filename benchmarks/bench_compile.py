@@ -23,10 +23,13 @@ Masks: ``shared`` = one mask per pixel ``(N, 1, H, W)``; ``per-channel`` = ``(N,
 is channel-shared again). 50 % of the mask is False at random; masked data holds NaN.
 
 Compile time (the first call, which traces and compiles, minus the median step) is reported
-separately, per variant; it is not part of the step times.
+separately, per variant; it is not part of the step times. Inductor keeps compiled graphs in
+an on-disk cache, so a second run of this script reports a warm compile (seconds);
+``--cold`` disables the caches (``torch._inductor.config.force_disable_caches``) to report
+a compile from scratch.
 
 Run: python benchmarks/bench_compile.py [--repeats 21] [--threads 1] [--clock cpu]
-     [--modes train eval] [--masks shared per-channel] [--n 16] [--size 64] [--c-in 8]
+     [--modes train eval] [--masks shared per-channel] [--n 16] [--size 64] [--c-in 8] [--cold]
 """
 
 from __future__ import annotations
@@ -202,13 +205,21 @@ def main() -> None:
         default="wall",
         help="wall: perf_counter; cpu: this thread's CPU time (excludes time descheduled by other load)",
     )
+    parser.add_argument(
+        "--cold", action="store_true", help="disable inductor's caches (compile from scratch)"
+    )
     args = parser.parse_args()
+    if args.cold:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.force_disable_caches = True
     torch.set_num_threads(args.threads)
     clock = time.perf_counter if args.clock == "wall" else time.thread_time
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, load average {os.getloadavg()}")
     print(
         f"N={args.n}, c_in={args.c_in}, {args.size}x{args.size}, {C1}/{C2} channels, 50 % masked (NaN), "
         f"{args.repeats} repeats, interleaved medians, {args.clock} clock"
+        + (", inductor caches disabled" if args.cold else "")
     )
     for mask in args.masks:
         for mode in args.modes:
