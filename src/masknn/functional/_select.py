@@ -115,8 +115,9 @@ def fill_value(m: Tensor, like: Tensor, value: float) -> Tensor:
     every ``where`` beyond the model's first convolution (the ``ban_recompute_used_far_apart``
     heuristic): the backward then keeps full-size selected tensors and boolean masks instead
     of recomputing them from what a plain network keeps, and inductor's CPU kernels store and
-    load boolean tensors element by element. A masked CNN's compiled training step ran 2.9x
-    slower than with this filler (``benchmarks/bench_compile.py``).
+    load them as extra passes. A masked CNN's compiled training step took 2.71x the compiled
+    plain CNN's time with the constant and 1.24x with this filler (``benchmarks/bench_compile.py``,
+    ``--constant-filler``; see RESULTS.md).
 
     Example:
         >>> import torch
