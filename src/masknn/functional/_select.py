@@ -119,7 +119,7 @@ def fill_value(m: Tensor, like: Tensor, value: float) -> Tensor:
     plain CNN's time with the constant and 1.24x with this filler (``benchmarks/bench_compile.py``,
     ``--constant-filler``; see RESULTS.md).
 
-    Example:
+    Examples:
         >>> import torch
         >>> m = torch.tensor([True, False])
         >>> torch.where(m, torch.tensor([1.0, float("nan")]), fill_value(m, torch.ones(2), -float("inf")))
