@@ -532,6 +532,8 @@ def _finish(
     eager: bool,
 ) -> Masked:
     """Counts, rescale, the convolution on the path that ``eager`` picks, the output mask."""
+    if eager and x.shape[0] == 0:
+        eager = False  # torch's reference kernels of the counts refuse an empty batch; nothing to speed up
     acc = acc_dtype(x)
     groups = spec.groups
     is_sh = m.shape[1] == 1 or is_shared(m)

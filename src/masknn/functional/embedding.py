@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from masknn._masked import Masked
-from masknn._validation import check_data, shape_str, to_bool_mask
+from masknn._validation import OutOfRangeError, check_data, eager_checks, shape_str, to_bool_mask
 from masknn.functional._select import select
 
 __all__ = ["masked_embedding"]
@@ -93,6 +93,15 @@ def lookup(
         )
     if has_mask:  # otherwise the masked ids are padding_idx or 0: in range already
         ids = torch.where(valid, ids, torch.full((), safe, dtype=ids.dtype, device=ids.device))
+    if eager_checks(ids) and ids.numel() > 0:  # F.embedding raises IndexError without the layer
+        n = weight.shape[0]
+        lo, hi = torch.aminmax(ids)
+        if int(lo) < 0 or int(hi) >= n:
+            bad = int(lo) if int(lo) < 0 else int(hi)
+            raise OutOfRangeError(
+                f"{op}: token id {bad} at a valid position is out of range for {n} embeddings "
+                f"(num_embeddings); expected ids in [0, {n}) (torch raises IndexError: index out of range)"
+            )
     emb = F.embedding(ids, weight, padding_idx, max_norm, norm_type, scale_grad_by_freq, sparse)
     m = valid.unsqueeze(-1)
     return Masked._unchecked(select(emb, m), m)

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from masknn._masked import Masked
-from masknn._validation import check_data, to_bool_mask
+from masknn._validation import check_data, check_dim, to_bool_mask
 from masknn.functional._select import _BITS, differentiable_backward, fast_path, mask_bits, select
 
 __all__ = [
@@ -66,14 +66,10 @@ def _floating(op: str, x: Tensor) -> None:
 def _dims(op: str, x: Tensor, dim: Dims) -> tuple[int, ...]:
     """Normalized reduction dims; ``None`` and ``()`` mean every dimension (as torch)."""
     nd = x.dim()
+    if isinstance(dim, bool) or not (dim is None or isinstance(dim, (int, Sequence))):
+        raise TypeError(f"{op}: expected dim as int or a sequence of ints, got {dim!r}")
     dims = () if dim is None else (dim,) if isinstance(dim, int) else tuple(dim)
-    out = []
-    for d in dims:
-        if not isinstance(d, int) or isinstance(d, bool):
-            raise TypeError(f"{op}: expected dim as int or a sequence of ints, got {dim!r}")
-        if not -max(nd, 1) <= d < max(nd, 1):
-            raise ValueError(f"{op}: dim {d} is out of range for data with {nd} dimensions")
-        out.append(d % max(nd, 1))
+    out = [check_dim(op, "dim", d, nd) for d in dims]
     if len(set(out)) != len(out):
         raise ValueError(f"{op}: dims {dims} repeat a dimension")
     if nd == 0:

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from masknn._masked import Masked
-from masknn._validation import check_data, shape_str, to_bool_mask
+from masknn._validation import check_data, check_dim, shape_str, to_bool_mask
 from masknn.functional._select import select
 from masknn.functional.reductions import masked_max, masked_mean
 
@@ -22,9 +22,7 @@ def temporal_pool(op: str, x: Tensor, mask: object, mode: str, time_dim: int) ->
         raise ValueError(f"{op}: mode must be one of {POOL_MODES}, got {mode!r}")
     if x.dim() < 2:
         raise ValueError(f"{op}: expected data with a time dimension, got {shape_str(x.shape)}")
-    if not -x.dim() <= time_dim < x.dim():
-        raise ValueError(f"{op}: time_dim {time_dim} is out of range for data {shape_str(x.shape)}")
-    td = time_dim % x.dim()
+    td = check_dim(op, "time_dim", time_dim, x.dim())
     m = to_bool_mask(op, x, mask)
     if mode == "mean":
         return masked_mean(x, m, dim=td)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from masknn._masked import Masked, as_masked
-from masknn.functional.combine import masked_add, masked_cat, masked_mul
+from masknn._validation import check_int
+from masknn.functional.combine import add, cat, mul
 
 __all__ = ["MaskedAdd", "MaskedCat", "MaskedMul"]
 
@@ -23,7 +24,7 @@ class MaskedAdd(nn.Module):
 
     def forward(self, a: Masked | Tensor, b: Masked | Tensor) -> Masked:
         a, b = as_masked("MaskedAdd", a), as_masked("MaskedAdd", b)
-        return masked_add(a.data, a.mask, b.data, b.mask)
+        return add("MaskedAdd", a.data, a.mask, b.data, b.mask)
 
 
 class MaskedMul(nn.Module):
@@ -39,7 +40,7 @@ class MaskedMul(nn.Module):
 
     def forward(self, a: Masked | Tensor, b: Masked | Tensor) -> Masked:
         a, b = as_masked("MaskedMul", a), as_masked("MaskedMul", b)
-        return masked_mul(a.data, a.mask, b.data, b.mask)
+        return mul("MaskedMul", a.data, a.mask, b.data, b.mask)
 
 
 class MaskedCat(nn.Module):
@@ -56,6 +57,7 @@ class MaskedCat(nn.Module):
 
     def __init__(self, dim: int = 1) -> None:
         super().__init__()
+        check_int("MaskedCat", "dim", dim)
         self.dim = dim
 
     def extra_repr(self) -> str:
@@ -68,4 +70,4 @@ class MaskedCat(nn.Module):
         else:
             items = list(xs)  # type: ignore[arg-type]
         ms = [as_masked("MaskedCat", i) for i in items]
-        return masked_cat([m.data for m in ms], [m.mask for m in ms], self.dim)
+        return cat("MaskedCat", [m.data for m in ms], [m.mask for m in ms], self.dim)

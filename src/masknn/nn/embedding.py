@@ -7,7 +7,9 @@ from typing import Any
 from torch import Tensor, nn
 
 from masknn._masked import Masked
+from masknn._validation import OutOfRangeError, check_int, check_number
 from masknn.functional.embedding import check_embedding_args, id_mask, lookup
+from masknn.nn._checks import construct
 
 __all__ = ["MaskedEmbedding"]
 
@@ -68,7 +70,21 @@ class MaskedEmbedding(nn.Embedding):
         *,
         mask_zero: bool = False,
     ) -> None:
-        super().__init__(
+        layer = "MaskedEmbedding"
+        check_int(layer, "num_embeddings", num_embeddings, 0)
+        check_int(layer, "embedding_dim", embedding_dim, 0)
+        if padding_idx is not None:
+            check_int(layer, "padding_idx", padding_idx)
+            if not -num_embeddings <= padding_idx < num_embeddings:
+                raise OutOfRangeError(
+                    f"{layer}: padding_idx must lie in [-{num_embeddings}, {num_embeddings}) "
+                    f"(num_embeddings), got {padding_idx}"
+                )
+        if max_norm is not None:
+            check_number(layer, "max_norm", max_norm, 0.0, low_open=True)
+        construct(
+            layer,
+            super().__init__,
             num_embeddings,
             embedding_dim,
             padding_idx,
@@ -130,6 +146,8 @@ class MaskedEmbedding(nn.Embedding):
     def forward(self, input: Masked | Tensor) -> Masked:  # type: ignore[override]
         name = "MaskedEmbedding"
         ids, mask = (input.data, input.mask) if isinstance(input, Masked) else (input, None)
+        if isinstance(input, tuple) and not isinstance(input, Masked) and len(input) == 2:
+            ids, mask = input  # a Masked rebuilt as a plain tuple: (ids, mask), validated below
         ids, padding_idx = check_embedding_args(name, ids, self.weight, self.padding_idx)
         valid = id_mask(name, ids, mask, padding_idx, self.mask_zero)
         return lookup(

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from masknn._masked import Masked, as_masked
 from masknn.functional import pooling as P
+from masknn.nn._checks import construct
 
 __all__ = [
     "MaskedAdaptiveAvgPool1d",
@@ -33,17 +34,35 @@ def _no_indices(layer: str, return_indices: bool) -> None:
 
 
 class _MaxPool:
-    _fn: Any
+    _nd: int
     kernel_size: Any
     stride: Any
     padding: Any
     dilation: Any
     ceil_mode: bool
+    return_indices: bool
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        layer = type(self).__name__
+        construct(layer, super().__init__, *args, **kwargs)
+        _no_indices(layer, self.return_indices)
+        P.window_args(
+            layer, self._nd, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode, "max"
+        )
 
     def forward(self, x: Masked | Tensor) -> Masked:
-        x = as_masked(type(self).__name__, x)
-        return type(self)._fn(
-            x.data, x.mask, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode
+        layer = type(self).__name__
+        x = as_masked(layer, x)
+        return P.max_pool(
+            layer,
+            self._nd,
+            x.data,
+            x.mask,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.ceil_mode,
         )
 
 
@@ -58,11 +77,7 @@ class MaskedMaxPool1d(_MaxPool, nn.MaxPool1d):
         tensor([[[1., 0.]]])
     """
 
-    _fn = staticmethod(P.masked_max_pool1d)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _no_indices("MaskedMaxPool1d", self.return_indices)
+    _nd = 1
 
 
 class MaskedMaxPool2d(_MaxPool, nn.MaxPool2d):
@@ -79,11 +94,7 @@ class MaskedMaxPool2d(_MaxPool, nn.MaxPool2d):
         (torch.Size([2, 3, 4, 4]), torch.Size([2, 1, 4, 4]))
     """
 
-    _fn = staticmethod(P.masked_max_pool2d)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _no_indices("MaskedMaxPool2d", self.return_indices)
+    _nd = 2
 
 
 class MaskedMaxPool3d(_MaxPool, nn.MaxPool3d):
@@ -96,28 +107,29 @@ class MaskedMaxPool3d(_MaxPool, nn.MaxPool3d):
         torch.Size([1, 2, 2, 2, 2])
     """
 
-    _fn = staticmethod(P.masked_max_pool3d)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _no_indices("MaskedMaxPool3d", self.return_indices)
+    _nd = 3
 
 
 class _AvgPool:
-    _fn: Any
+    _nd: int
     kernel_size: Any
     stride: Any
     padding: Any
     ceil_mode: bool
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        layer = type(self).__name__
+        construct(layer, super().__init__, *args, **kwargs)
+        if getattr(self, "divisor_override", None) is not None:
+            raise ValueError(f"{layer}: divisor_override is not supported (the divisor is the valid count)")
+        P.window_args(layer, self._nd, self.kernel_size, self.stride, self.padding, 1, self.ceil_mode, "avg")
+
     def forward(self, x: Masked | Tensor) -> Masked:
-        x = as_masked(type(self).__name__, x)
-        return type(self)._fn(x.data, x.mask, self.kernel_size, self.stride, self.padding, self.ceil_mode)
-
-
-def _no_divisor(layer: str, module: nn.Module) -> None:
-    if getattr(module, "divisor_override", None) is not None:
-        raise ValueError(f"{layer}: divisor_override is not supported (the divisor is the valid count)")
+        layer = type(self).__name__
+        x = as_masked(layer, x)
+        return P.avg_pool(
+            layer, self._nd, x.data, x.mask, self.kernel_size, self.stride, self.padding, self.ceil_mode
+        )
 
 
 class MaskedAvgPool1d(_AvgPool, nn.AvgPool1d):  # type: ignore[misc]
@@ -133,7 +145,7 @@ class MaskedAvgPool1d(_AvgPool, nn.AvgPool1d):  # type: ignore[misc]
         tensor([[[1., 4.]]])
     """
 
-    _fn = staticmethod(P.masked_avg_pool1d)
+    _nd = 1
 
 
 class MaskedAvgPool2d(_AvgPool, nn.AvgPool2d):  # type: ignore[misc]
@@ -150,11 +162,7 @@ class MaskedAvgPool2d(_AvgPool, nn.AvgPool2d):  # type: ignore[misc]
         (torch.Size([2, 3, 4, 4]), torch.Size([2, 1, 4, 4]))
     """
 
-    _fn = staticmethod(P.masked_avg_pool2d)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _no_divisor("MaskedAvgPool2d", self)
+    _nd = 2
 
 
 class MaskedAvgPool3d(_AvgPool, nn.AvgPool3d):  # type: ignore[misc]
@@ -167,20 +175,26 @@ class MaskedAvgPool3d(_AvgPool, nn.AvgPool3d):  # type: ignore[misc]
         torch.Size([1, 2, 2, 2, 2])
     """
 
-    _fn = staticmethod(P.masked_avg_pool3d)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _no_divisor("MaskedAvgPool3d", self)
+    _nd = 3
 
 
 class _Adaptive:
-    _fn: Any
+    _nd: int
+    _max: bool = False
     output_size: Any
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        layer = type(self).__name__
+        construct(layer, super().__init__, *args, **kwargs)
+        if getattr(self, "return_indices", False):
+            _no_indices(layer, True)
+        P.check_output_size(layer, self._nd, self.output_size)
+
     def forward(self, x: Masked | Tensor) -> Masked:
-        x = as_masked(type(self).__name__, x)
-        return type(self)._fn(x.data, x.mask, self.output_size)
+        layer = type(self).__name__
+        x = as_masked(layer, x)
+        fn = P.adaptive_max if self._max else P.adaptive_avg
+        return fn(layer, self._nd, x.data, x.mask, self.output_size)
 
 
 class MaskedAdaptiveAvgPool1d(_Adaptive, nn.AdaptiveAvgPool1d):  # type: ignore[misc]
@@ -194,7 +208,7 @@ class MaskedAdaptiveAvgPool1d(_Adaptive, nn.AdaptiveAvgPool1d):  # type: ignore[
         tensor([[[2.]]])
     """
 
-    _fn = staticmethod(P.masked_adaptive_avg_pool1d)
+    _nd = 1
 
 
 class MaskedAdaptiveAvgPool2d(_Adaptive, nn.AdaptiveAvgPool2d):  # type: ignore[misc]
@@ -209,7 +223,7 @@ class MaskedAdaptiveAvgPool2d(_Adaptive, nn.AdaptiveAvgPool2d):  # type: ignore[
         torch.Size([2, 3, 2, 2])
     """
 
-    _fn = staticmethod(P.masked_adaptive_avg_pool2d)
+    _nd = 2
 
 
 class MaskedAdaptiveAvgPool3d(_Adaptive, nn.AdaptiveAvgPool3d):  # type: ignore[misc]
@@ -223,7 +237,7 @@ class MaskedAdaptiveAvgPool3d(_Adaptive, nn.AdaptiveAvgPool3d):  # type: ignore[
         torch.Size([1, 2, 1, 1, 1])
     """
 
-    _fn = staticmethod(P.masked_adaptive_avg_pool3d)
+    _nd = 3
 
 
 class MaskedAdaptiveMaxPool1d(_Adaptive, nn.AdaptiveMaxPool1d):
@@ -237,11 +251,8 @@ class MaskedAdaptiveMaxPool1d(_Adaptive, nn.AdaptiveMaxPool1d):
         tensor([[[3.]]])
     """
 
-    _fn = staticmethod(P.masked_adaptive_max_pool1d)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _no_indices("MaskedAdaptiveMaxPool1d", self.return_indices)
+    _nd = 1
+    _max = True
 
 
 class MaskedAdaptiveMaxPool2d(_Adaptive, nn.AdaptiveMaxPool2d):
@@ -255,11 +266,8 @@ class MaskedAdaptiveMaxPool2d(_Adaptive, nn.AdaptiveMaxPool2d):
         torch.Size([2, 3, 1, 1])
     """
 
-    _fn = staticmethod(P.masked_adaptive_max_pool2d)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _no_indices("MaskedAdaptiveMaxPool2d", self.return_indices)
+    _nd = 2
+    _max = True
 
 
 class MaskedAdaptiveMaxPool3d(_Adaptive, nn.AdaptiveMaxPool3d):
@@ -273,11 +281,8 @@ class MaskedAdaptiveMaxPool3d(_Adaptive, nn.AdaptiveMaxPool3d):
         torch.Size([1, 2, 1, 1, 1])
     """
 
-    _fn = staticmethod(P.masked_adaptive_max_pool3d)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _no_indices("MaskedAdaptiveMaxPool3d", self.return_indices)
+    _nd = 3
+    _max = True
 
 
 class MaskedGlobalAvgPool(nn.Module):
@@ -293,7 +298,7 @@ class MaskedGlobalAvgPool(nn.Module):
 
     def forward(self, x: Masked | Tensor) -> Masked:
         x = as_masked("MaskedGlobalAvgPool", x)
-        return P.masked_global_avg_pool(x.data, x.mask)
+        return P.global_avg_pool("MaskedGlobalAvgPool", x.data, x.mask)
 
 
 class MaskedGlobalMaxPool(nn.Module):
@@ -308,4 +313,4 @@ class MaskedGlobalMaxPool(nn.Module):
 
     def forward(self, x: Masked | Tensor) -> Masked:
         x = as_masked("MaskedGlobalMaxPool", x)
-        return P.masked_global_max_pool(x.data, x.mask)
+        return P.global_max_pool("MaskedGlobalMaxPool", x.data, x.mask)

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from masknn._masked import Masked, as_masked
+from masknn._validation import check_int, check_number
 from masknn.functional._select import fast_path, select
 from masknn.functional.transformer import (
+    activation_fn,
     attention_mask,
     check_heads,
     encoder_layer,
     finish,
     prepare,
 )
+from masknn.nn._checks import construct
 
 __all__ = ["MaskedTransformerEncoder", "MaskedTransformerEncoderLayer"]
 
@@ -136,6 +141,43 @@ class MaskedTransformerEncoderLayer(nn.TransformerEncoderLayer):
         <All keys matched successfully>
     """
 
+    def __init__(
+        self,
+        d_model: int,
+        nhead: int,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        activation: str | Callable[[Tensor], Tensor] = F.relu,
+        layer_norm_eps: float = 1e-5,
+        batch_first: bool = False,
+        norm_first: bool = False,
+        bias: bool = True,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        name = "MaskedTransformerEncoderLayer"
+        check_int(name, "d_model", d_model, 1)
+        check_heads(name, d_model, nhead)
+        check_int(name, "dim_feedforward", dim_feedforward, 1)
+        check_number(name, "dropout", dropout, 0.0, 1.0)
+        check_number(name, "layer_norm_eps", layer_norm_eps, 0.0)
+        activation_fn(name, activation)
+        construct(
+            name,
+            super().__init__,
+            d_model,
+            nhead,
+            dim_feedforward,
+            dropout,
+            activation,
+            layer_norm_eps,
+            batch_first,
+            norm_first,
+            bias,
+            device,
+            dtype,
+        )
+
     def forward(  # type: ignore[override]
         self,
         src: Masked | Tensor,
@@ -212,8 +254,12 @@ class MaskedTransformerEncoder(nn.TransformerEncoder):
         enable_nested_tensor: bool = True,
         mask_check: bool = True,
     ) -> None:
-        _check_layer("MaskedTransformerEncoder", encoder_layer)
-        super().__init__(encoder_layer, num_layers, norm, enable_nested_tensor, mask_check)
+        name = "MaskedTransformerEncoder"
+        _check_layer(name, encoder_layer)
+        check_int(name, "num_layers", num_layers, 1)
+        if norm is not None and not isinstance(norm, nn.Module):
+            raise TypeError(f"{name}: expected norm as an nn.Module or None, got {type(norm).__name__}")
+        construct(name, super().__init__, encoder_layer, num_layers, norm, enable_nested_tensor, mask_check)
 
     def forward(  # type: ignore[override]
         self,

@@ -30,6 +30,11 @@ class PostMask(nn.Module):
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
+        if not isinstance(module, nn.Module):
+            raise TypeError(
+                f"{type(self).__name__}: expected the module to wrap as an nn.Module, got "
+                f"{type(module).__name__} (wrap a function with e.g. nn.ReLU(), or write a small nn.Module)"
+            )
         self.module = module
 
     def _name(self) -> str:
