@@ -272,6 +272,18 @@ def check_ddp_refuses_cpu_models_with_torch_sync_batch_norm(rank: int, ws: int) 
         DDP(model)
 
 
+def check_torch_converter_after_convert_refuses(rank: int, ws: int) -> None:
+    """On 2 real ranks: torch's converter applied to a converted model refuses at the first
+    training forward, before any collective, with masknn's error (not torch's "expected input
+    tensor to be on GPU"); masknn's converter then makes the same model work."""
+    model = nn.SyncBatchNorm.convert_sync_batchnorm(masknn.convert(_net(False)))
+    x, m, _ = _batches(0, NAN)[rank]
+    with pytest.raises(ConversionError, match=r"(?s)'bn0'.*MaskedSyncBatchNorm.convert_sync_batchnorm"):
+        model(Masked(x, m))
+    model = mnn.MaskedSyncBatchNorm.convert_sync_batchnorm(model)
+    assert bool(model(Masked(x, m)).data.isfinite().all())
+
+
 def check_resnet18(rank: int, ws: int) -> None:
     """torchvision's resnet18 (random weights), converted and synchronized, 32x32, under DDP.
 
@@ -309,6 +321,7 @@ def _worker(rank: int, ws: int) -> dict[str, str | None]:
         "ddp_refuses_torch_sync_bn_on_cpu": lambda: check_ddp_refuses_cpu_models_with_torch_sync_batch_norm(
             rank, ws
         ),
+        "torch_converter_after_refuses": lambda: check_torch_converter_after_convert_refuses(rank, ws),
     }
     if HAS_TORCHVISION:
         checks["resnet18"] = lambda: check_resnet18(rank, ws)
@@ -347,7 +360,15 @@ def two_ranks() -> dict[str, list[str | None]]:
 
 @pytest.mark.parametrize(
     "check",
-    ["order_a", "order_a_composable", "order_b", "order_c", "ddp_refuses_torch_sync_bn_on_cpu", "resnet18"],
+    [
+        "order_a",
+        "order_a_composable",
+        "order_b",
+        "order_c",
+        "ddp_refuses_torch_sync_bn_on_cpu",
+        "torch_converter_after_refuses",
+        "resnet18",
+    ],
 )
 def test_across_two_ranks(two_ranks: dict[str, list[str | None]], check: str) -> None:
     if check == "resnet18" and not HAS_TORCHVISION:
@@ -511,18 +532,51 @@ def test_torch_converter_after_convert_is_masked_or_refuses(solo_group: Any) -> 
 
 
 def test_torch_sync_path_refuses_naming_the_fix(solo_group: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    models = [
-        nn.SyncBatchNorm.convert_sync_batchnorm(masknn.convert(_net(False))),  # torch's converter after
-        masknn.convert(nn.Sequential(nn.Conv2d(2, 4, 3), SyncBatchNormAct(4))),  # a forward of its own
-    ]
-    assert not is_synced(models[1][1])
+    """Where torch would synchronize (training, a group of 2 processes), an nn.SyncBatchNorm that
+    masknn did not set up refuses before the model runs, naming the layer and the fix."""
+    models = {
+        "bn0": nn.SyncBatchNorm.convert_sync_batchnorm(masknn.convert(_net(False))),  # torch's after
+        "1": masknn.convert(nn.Sequential(nn.Conv2d(2, 4, 3), SyncBatchNormAct(4))),  # own forward
+        "": nn.SyncBatchNorm.convert_sync_batchnorm(masknn.convert(nn.BatchNorm2d(2))),  # not converted
+    }
+    assert not is_synced(models["1"][1])
     x = _x()
     _as_on_gpu(monkeypatch)
-    for model in models:
+    for name, model in models.items():
+        if not is_converted(model):  # torch's converter replaced the root: a plain layer again
+            assert type(model) is nn.SyncBatchNorm
+            continue
+        before = {k: t.clone() for k, t in model.state_dict().items()}
+        where = "added after masknn.convert" if name == "bn0" else "has a forward of its own"
         with pytest.raises(
-            ConversionError, match=r"(?s)batch_norm_stats.*MaskedSyncBatchNorm.convert_sync_batchnorm"
+            ConversionError,
+            match=rf"(?s)module '{name}' .*{where}.*MaskedSyncBatchNorm.convert_sync_batchnorm",
         ):
             model(x)
+        after = model.state_dict()
+        assert all(torch.equal(t, after[k]) for k, t in before.items()), "it ran before refusing"
+        model.eval()  # eval mode never synchronizes: the masked batch norm, no refusal
+        assert bool(model(x).data.isfinite().all())
+    # order (c): masknn's converter takes the layers over, and the check passes
+    fixed = mnn.MaskedSyncBatchNorm.convert_sync_batchnorm(models["bn0"].train())
+    with _no_collectives(), pytest.raises(AssertionError, match="a collective was called"):
+        fixed(x)  # it reached the synchronized statistics (2 processes claimed, 1 present)
+
+
+def test_the_op_level_hint_when_the_check_is_bypassed(
+    solo_group: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under torch.compile the check does not run; torch's statistics kernel then meets the
+    carrier and refuses with a hint naming the fix (never an unmasked result)."""
+    from masknn.convert import _sync
+
+    model = nn.SyncBatchNorm.convert_sync_batchnorm(masknn.convert(_net(False)))
+    _as_on_gpu(monkeypatch)
+    monkeypatch.setattr(_sync, "check_followed", lambda root: None)
+    with pytest.raises(
+        ConversionError, match=r"(?s)batch_norm_stats.*MaskedSyncBatchNorm.convert_sync_batchnorm"
+    ):
+        model(_x())
 
 
 @pytest.mark.compile

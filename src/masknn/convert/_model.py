@@ -67,6 +67,8 @@ def _converted_forward(
     module, options, original)``: an instance attribute (the class and the ``state_dict`` stay
     the original's) that pickles, deep-copies and exports."""
     forward = original or type(module).forward.__get__(module)
+    if not torch.compiler.is_compiling():
+        _sync.check_followed(module)  # nothing to check without a process group
     with active_model(module), _options.using(options):
         out = forward(*_wrap(args), **_wrap(kwargs))
     return _unwrap(out)

@@ -24,7 +24,13 @@ synchronize; when it does, it refuses CPU tensors, or calls CUDA statistics kern
 rule can make mask-aware. For it (and for subclasses that keep its forward) the forward of
 torch's ``_BatchNorm`` runs instead: the same arguments, always through ``F.batch_norm``.
 A subclass with a forward of its own that calls ``super().forward`` (timm's
-``SyncBatchNormAct``) cannot be followed: it refuses when it first synchronizes.
+``SyncBatchNormAct``) cannot be followed.
+
+``check_followed`` (run by the converted forward when a process group is initialized)
+refuses, before the model runs, every ``nn.SyncBatchNorm`` in training mode that would take
+torch's synchronized path: one added after ``masknn.convert`` (torch's converter applied to
+the converted model) or one with a forward of its own. Without it torch would refuse CPU
+tensors with its own message, or reach its CUDA statistics kernels.
 """
 
 from __future__ import annotations
@@ -33,12 +39,15 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+import torch.distributed as dist
 from torch import nn
 
 from masknn.convert._carrier import MaskedCarrier
+from masknn.convert.errors import ConversionError
 
 __all__ = [
     "OWN_GROUP",
+    "check_followed",
     "install",
     "is_synced",
     "sync_group",
@@ -127,3 +136,49 @@ def sync_group(training: bool) -> tuple[bool, Any]:
     if isinstance(group, str):  # OWN_GROUP; torch: ``process_group or WORLD``
         group = getattr(module, "process_group", None)
     return True, group
+
+
+def _followed(module: nn.Module, root: nn.Module) -> bool:
+    """True when ``module`` (an ``nn.SyncBatchNorm`` in ``root``, a converted model) runs
+    through ``synced_forward`` with torch's forward, which masknn replaces by ``F.batch_norm``."""
+    if not torch_sync_batch_norm(module):
+        return False
+    fwd = module.__dict__.get("forward")
+    if module is root and isinstance(fwd, functools.partial) and len(fwd.args) > 2:
+        fwd = fwd.args[2]  # the converted forward of a model that is itself a batch norm
+    return isinstance(fwd, functools.partial) and fwd.func is synced_forward
+
+
+def check_followed(root: nn.Module) -> None:
+    """Refuse an ``nn.SyncBatchNorm`` of the converted model ``root`` that would synchronize
+    with torch's own (unmasked) kernels: in training mode, with a process group of more
+    than one process, not set up by masknn.
+
+    Examples:
+        >>> import torch
+        >>> check_followed(torch.nn.Sequential(torch.nn.SyncBatchNorm(2)))  # no process group
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    for name, mod in root.named_modules():
+        if not isinstance(mod, nn.SyncBatchNorm) or not mod.training or _followed(mod, root):
+            continue
+        if dist.get_world_size(mod.process_group or dist.group.WORLD) < 2:
+            continue  # torch does not synchronize: its forward calls F.batch_norm
+        cls = type(mod).__name__
+        where = f"module {name!r} ({cls})" if name else f"the model itself ({cls})"
+        if torch_sync_batch_norm(mod):
+            why = (
+                "was added after masknn.convert (torch.nn.SyncBatchNorm.convert_sync_batchnorm "
+                "applied to the converted model?)"
+            )
+        else:
+            why = f"has a forward of its own ({cls}.forward) around torch's synchronized one"
+        raise ConversionError(
+            f"masknn.convert: {where} would synchronize its batch statistics with torch's own "
+            f"kernels, which cannot be made mask-aware: it {why}.\n  Synchronize the converted model "
+            "with masknn.nn.MaskedSyncBatchNorm.convert_sync_batchnorm(model) (it takes over "
+            "nn.SyncBatchNorm layers), or apply torch's converter before masknn.convert; "
+            "for a batch norm with a forward of its own, convert its unsynchronized twin "
+            "(e.g. timm's BatchNormAct2d) or register a conversion with masknn.convert.register_module"
+        )
