@@ -563,6 +563,29 @@ def test_torch_sync_path_refuses_naming_the_fix(solo_group: Any, monkeypatch: py
         fixed(x)  # it reached the synchronized statistics (2 processes claimed, 1 present)
 
 
+def test_a_registered_handler_is_not_refused(solo_group: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fix the refusal suggests for a forward of its own: register a conversion for the class.
+    The check then leaves that module (and what it holds) to the handler."""
+    from masknn.convert import register_module, unregister
+    from masknn.functional import masked_sync_batch_norm
+
+    def handler(module: SyncBatchNormAct, x: Masked) -> Masked:
+        y = masked_sync_batch_norm(
+            x.data, x.mask, module.running_mean, module.running_var, module.weight, module.bias,
+            0.1, module.eps, module.process_group,
+        )  # fmt: skip
+        return Masked(F.relu(y.data), y.mask)
+
+    register_module(SyncBatchNormAct, handler)
+    try:
+        model = masknn.convert(nn.Sequential(nn.Conv2d(2, 4, 3), SyncBatchNormAct(4)))
+    finally:
+        unregister(SyncBatchNormAct)
+    _as_on_gpu(monkeypatch)
+    with _no_collectives(), pytest.raises(AssertionError, match="a collective was called"):
+        model(_x())  # past the check, into the handler's synchronized statistics
+
+
 def test_the_op_level_hint_when_the_check_is_bypassed(
     solo_group: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -44,6 +44,7 @@ from torch import nn
 
 from masknn.convert._carrier import MaskedCarrier
 from masknn.convert.errors import ConversionError
+from masknn.convert.registry import module_forward
 
 __all__ = [
     "OWN_GROUP",
@@ -160,11 +161,19 @@ def check_followed(root: nn.Module) -> None:
     """
     if not (dist.is_available() and dist.is_initialized()):
         return
-    for name, mod in root.named_modules():
+    todo: list[nn.Module] = [root]
+    while todo:
+        mod = todo.pop()
+        fwd = mod.__dict__.get("forward")
+        if isinstance(fwd, functools.partial) and fwd.func is module_forward:
+            continue  # a registered handler runs instead of this module's code and its children's
+        # reversed: the first refused module in model order is the one named
+        todo.extend(c for c in reversed(mod._modules.values()) if c is not None)
         if not isinstance(mod, nn.SyncBatchNorm) or not mod.training or _followed(mod, root):
             continue
         if dist.get_world_size(mod.process_group or dist.group.WORLD) < 2:
             continue  # torch does not synchronize: its forward calls F.batch_norm
+        name = next(n for n, m in root.named_modules(remove_duplicate=False) if m is mod)
         cls = type(mod).__name__
         where = f"module {name!r} ({cls})" if name else f"the model itself ({cls})"
         if torch_sync_batch_norm(mod):
