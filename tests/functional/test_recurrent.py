@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -140,6 +140,7 @@ CASES = [
     ("GRU", dict(num_layers=1, bidirectional=False, bias=False)),
     ("RNN_TANH", dict(num_layers=2, bidirectional=True)),
     ("RNN_RELU", dict(num_layers=1, bidirectional=True)),
+    ("RNN_RELU", dict(num_layers=2, bidirectional=True)),
 ]
 
 
@@ -530,6 +531,18 @@ def test_property_extreme_magnitudes_padding_changes_nothing(
     weight_level=st.floats(0.0, 1.0),
     composable=st.booleans(),
 )
+# W_hh h_n overflowed float16 in the first padded step after a relu sequence's last valid
+# step (a product the twin never computes): -inf + inf = NaN there, then 0 * NaN in the
+# weight gradient.
+@example(
+    mode="RNN_RELU",
+    dtype=torch.float16,
+    seed=193,
+    bias_level=0.5,
+    state_level=0.0,
+    weight_level=0.5,
+    composable=True,
+)
 def test_property_extreme_magnitudes_finite_wherever_the_twin_is(
     mode: str,
     dtype: torch.dtype,
@@ -678,6 +691,47 @@ def test_lstm_regressions_of_the_saturation_constant(dtype: torch.dtype, bias: f
         tol = TOL[dtype] * (1 + state)
         torch.testing.assert_close(h.double(), ref_h.double(), rtol=TOL[dtype], atol=tol)
         torch.testing.assert_close(c.double(), ref_c.double(), rtol=TOL[dtype], atol=tol)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("composable", [False, True])
+@pytest.mark.parametrize("with_hx", [False, True])
+def test_relu_rnn_final_state_near_the_dtype_limit(
+    dtype: torch.dtype, composable: bool, with_hx: bool
+) -> None:
+    """Regression (hypothesis, float16): a relu sequence's last state h near the dtype's
+    largest value, then padded steps. The padded steps ran after it, and ``W_hh h``
+    overflowed to +inf there (a product the twin never computes) against the padding's
+    -inf: NaN, then 0 * NaN in the weight gradient. Now the padded steps come first and
+    run from a zero state; the outputs, states and gradients equal the twin's."""
+    top = torch.finfo(dtype).max
+    rnn = nn.RNN(1, 1, nonlinearity="relu", batch_first=True, dtype=dtype)
+    with torch.no_grad():
+        rnn.weight_ih_l0.fill_(20.0)
+        rnn.weight_hh_l0.fill_(2.0)  # 2 h_n overflows
+        rnn.bias_ih_l0.fill_(0.45 * top)
+        rnn.bias_hh_l0.fill_(0.45 * top)
+    # Sequence 0: one valid step, its state 0.9 * max. Sequence 1: inputs that cancel the bias.
+    x = torch.tensor([[0.0] * 4, [-0.045 * top] * 4], dtype=torch.float64).unsqueeze(-1).to(dtype)
+    valid = torch.tensor([[True, False, False, False], [True, True, True, False]])  # two padded steps
+    hx = torch.tensor([[[1.0], [0.0]]], dtype=dtype) if with_hx else torch.zeros(1, 2, 1, dtype=dtype)
+    xr = x.clone().requires_grad_(True)
+    with composable_only() if composable else contextlib.nullcontext():
+        out, h = masked_rnn(
+            xr, valid, rnn._flat_weights, hx if with_hx else None, hidden_size=1, nonlinearity="relu"
+        )
+        loss = out.data.float().sum() + h.float().sum()
+        grads = torch.autograd.grad(loss, [xr, *rnn.parameters()])
+    ref_out, ref_h, _ = _per_sample_reference(rnn, x, valid, hx)
+    ref_loss = sum(o.float().sum() for o in ref_out) + ref_h.float().sum()
+    ref_grads = torch.autograd.grad(ref_loss, list(rnn.parameters()))
+    assert bool(h.isfinite().all()) and float(h[0, 0, 0].detach()) > 0.8 * top
+    torch.testing.assert_close(h, ref_h.detach(), rtol=TOL[dtype], atol=0)
+    for i in range(2):
+        torch.testing.assert_close(out.data[i][valid[i]], ref_out[i].detach(), rtol=TOL[dtype], atol=0)
+    assert all(bool(g.isfinite().all()) for g in grads)
+    for g, rg in zip(grads[1:], ref_grads):
+        torch.testing.assert_close(g, rg, rtol=TOL[dtype], atol=0)
 
 
 @pytest.mark.parametrize("composable", [False, True])
