@@ -693,18 +693,28 @@ def test_lstm_regressions_of_the_saturation_constant(dtype: torch.dtype, bias: f
         torch.testing.assert_close(c.double(), ref_c.double(), rtol=TOL[dtype], atol=tol)  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize(
+    "dtype,autocast",
+    [
+        (torch.float16, None),
+        (torch.bfloat16, None),
+        (torch.float32, None),
+        (torch.float32, torch.float16),  # CPU autocast runs the relu kernel in float16
+        (torch.float32, torch.bfloat16),
+    ],
+)
 @pytest.mark.parametrize("composable", [False, True])
 @pytest.mark.parametrize("with_hx", [False, True])
 def test_relu_rnn_final_state_near_the_dtype_limit(
-    dtype: torch.dtype, composable: bool, with_hx: bool
+    dtype: torch.dtype, autocast: torch.dtype | None, composable: bool, with_hx: bool
 ) -> None:
-    """Regression (hypothesis, float16): a relu sequence's last state h near the dtype's
-    largest value, then padded steps. The padded steps ran after it, and ``W_hh h``
-    overflowed to +inf there (a product the twin never computes) against the padding's
-    -inf: NaN, then 0 * NaN in the weight gradient. Now the padded steps come first and
-    run from a zero state; the outputs, states and gradients equal the twin's."""
-    top = torch.finfo(dtype).max
+    """Regression (hypothesis, float16): a relu sequence's last state h near the largest
+    value of the dtype the kernel computes in, then padded steps. The padded steps ran
+    after it, and ``W_hh h`` overflowed to +inf there (a product the twin never computes)
+    against the padding's -inf: NaN, then 0 * NaN in the weight gradient. Now the padded
+    steps come first and run from a zero state; the outputs, states and gradients equal
+    the twin's (under the same autocast)."""
+    top = torch.finfo(autocast or dtype).max
     rnn = nn.RNN(1, 1, nonlinearity="relu", batch_first=True, dtype=dtype)
     with torch.no_grad():
         rnn.weight_ih_l0.fill_(20.0)
@@ -716,22 +726,25 @@ def test_relu_rnn_final_state_near_the_dtype_limit(
     valid = torch.tensor([[True, False, False, False], [True, True, True, False]])  # two padded steps
     hx = torch.tensor([[[1.0], [0.0]]], dtype=dtype) if with_hx else torch.zeros(1, 2, 1, dtype=dtype)
     xr = x.clone().requires_grad_(True)
-    with composable_only() if composable else contextlib.nullcontext():
+    amp = torch.autocast("cpu", dtype=autocast) if autocast else contextlib.nullcontext()
+    with amp, composable_only() if composable else contextlib.nullcontext():
         out, h = masked_rnn(
             xr, valid, rnn._flat_weights, hx if with_hx else None, hidden_size=1, nonlinearity="relu"
         )
         loss = out.data.float().sum() + h.float().sum()
-        grads = torch.autograd.grad(loss, [xr, *rnn.parameters()])
-    ref_out, ref_h, _ = _per_sample_reference(rnn, x, valid, hx)
-    ref_loss = sum(o.float().sum() for o in ref_out) + ref_h.float().sum()
+    grads = torch.autograd.grad(loss, [xr, *rnn.parameters()])
+    with amp:
+        ref_out, ref_h, _ = _per_sample_reference(rnn, x, valid, hx)
+        ref_loss = sum(o.float().sum() for o in ref_out) + ref_h.float().sum()
     ref_grads = torch.autograd.grad(ref_loss, list(rnn.parameters()))
     assert bool(h.isfinite().all()) and float(h[0, 0, 0].detach()) > 0.8 * top
-    torch.testing.assert_close(h, ref_h.detach(), rtol=TOL[dtype], atol=0)
+    tol = TOL[autocast or dtype]
+    torch.testing.assert_close(h, ref_h.detach(), rtol=tol, atol=0)
     for i in range(2):
-        torch.testing.assert_close(out.data[i][valid[i]], ref_out[i].detach(), rtol=TOL[dtype], atol=0)
+        torch.testing.assert_close(out.data[i][valid[i]], ref_out[i].detach(), rtol=tol, atol=0)
     assert all(bool(g.isfinite().all()) for g in grads)
     for g, rg in zip(grads[1:], ref_grads):
-        torch.testing.assert_close(g, rg, rtol=TOL[dtype], atol=0)
+        torch.testing.assert_close(g, rg, rtol=tol, atol=0)
 
 
 @pytest.mark.parametrize("composable", [False, True])
