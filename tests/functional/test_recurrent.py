@@ -872,16 +872,54 @@ def test_saturating_value_survives_reduced_mantissa_kernels(dtype: torch.dtype) 
             assert t.to(narrow).to(dtype).item() == v
 
 
+@pytest.mark.parametrize("composable", [False, True])
+@pytest.mark.parametrize("with_hx", [False, True])
+def test_lstm_final_state_times_huge_recurrent_weights(composable: bool, with_hx: bool) -> None:
+    """Regression: the LSTM's padded steps ran after the last valid step and computed
+    ``W_hh h_n`` there, a product the twin never forms; with float16 recurrent weights of
+    6e4 it overflowed into the closed gates' -inf (NaN, then 0 * NaN in the weight
+    gradient). Now the padded steps come first and run from h = 0 (c_0 carried exactly)."""
+    lstm = nn.LSTM(1, 2, batch_first=True, dtype=torch.float16)
+    with torch.no_grad():
+        for p in lstm.parameters():
+            p.zero_()
+        lstm.bias_ih_l0[:] = 10.0  # gates ~1 and g = tanh(10): c_1 ~ 1, h_1 ~ 0.76
+        lstm.weight_hh_l0[0:2] = 6e4  # input gate: W_hi h_1 ~ 9e4 overflows float16
+        lstm.weight_ih_l0[4:6] = -20.0  # sequence 1 (x = 0.5): g = 0, its state stays 0
+    x = torch.zeros(2, 4, 1, dtype=torch.float16)
+    x[1] = 0.5
+    valid = torch.tensor([[True, False, False, False], [True, True, True, True]])
+    # h_0 small enough for W_hh h_0 to stay finite (the twin forms that product); c_0 any size
+    h0 = torch.tensor([[[1e-5, -1e-5], [0.0, 0.0]]], dtype=torch.float16)
+    c0 = torch.tensor([[[3e4, 2.0], [0.0, 0.0]]], dtype=torch.float16)
+    hx = (h0, c0) if with_hx else (torch.zeros_like(h0), torch.zeros_like(c0))
+    with composable_only() if composable else contextlib.nullcontext():
+        out, (h, c) = masked_lstm(x, valid, lstm._flat_weights, hx if with_hx else None, hidden_size=2)
+        loss = out.data.float().sum() + h.float().sum() + c.float().sum()
+        grads = torch.autograd.grad(loss, list(lstm.parameters()))
+    ref_out, ref_h, ref_c = _per_sample_reference(lstm, x, valid, hx)
+    assert ref_c is not None
+    ref_loss = sum(o.float().sum() for o in ref_out) + ref_h.float().sum() + ref_c.float().sum()
+    ref_grads = torch.autograd.grad(ref_loss, list(lstm.parameters()))
+    assert all(bool(r.isfinite().all()) for r in ref_grads)  # the twin's gradients are finite
+    assert all(bool(g.isfinite().all()) for g in grads)
+    tol = TOL[torch.float16]
+    torch.testing.assert_close(h, ref_h.detach(), rtol=tol, atol=tol)
+    torch.testing.assert_close(c, ref_c.detach(), rtol=tol, atol=tol)
+    for g, rg in zip(grads, ref_grads):
+        torch.testing.assert_close(g, rg, rtol=tol, atol=tol)
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="known limitation: GRU padded steps follow the last valid step (right padding), and "
     "W_hh h_n may overflow there (float16, recurrent weights ~4e4) although the twin never forms "
-    "that product; the relu RNN's fix (padded steps first, from a zero state) does not carry over: "
-    "a GRU step feeds h_0 to its update gate directly, not only through W_hh",
+    "that product; the LSTM's and relu RNN's fix (padded steps first, from h = 0) does not carry "
+    "over: a GRU step feeds h to its update gate directly, not only through W_hh",
 )
 @pytest.mark.parametrize("composable", [False, True])
 def test_gru_final_state_times_huge_recurrent_weights(composable: bool) -> None:
-    """The GRU analogue of test_relu_rnn_final_state_near_the_dtype_limit: a length-1
+    """The GRU analogue of test_lstm_final_state_times_huge_recurrent_weights: a length-1
     sequence (the twin computes W_hh h_0 = 0 only) followed by padded steps."""
     g = nn.GRU(1, 2, batch_first=True, dtype=torch.float16)
     with torch.no_grad():
