@@ -37,7 +37,7 @@ def step(name: str, fn: Callable[..., object], *args: object) -> None:
 
 
 def rank_check(bn: mnn.MaskedBatchNorm2d, x: Masked) -> object:
-    return torch.compile(lambda t: t.dim() in bn._dims, fullgraph=True)(x.data)
+    return torch.compile(bn._check_input_dim, fullgraph=True, dynamic=True)(x.data)
 
 
 def compiled_bn(device: str, dynamic: bool, x: Masked) -> object:

@@ -406,3 +406,19 @@ def test_any_sequence_reaching_a_layer_is_a_clear_error_property(kinds: list[str
         return
     with pytest.raises(TypeError, match=r"^SomeLayer: expected data as a torch.Tensor, got (tuple|list) of"):
         as_masked("SomeLayer", seq)
+
+
+def test_parallel_utilities_rebuild_a_masked() -> None:
+    # DistributedDataParallel(device_ids=...) moves its inputs with _recursive_to, which keeps
+    # a named tuple's type and turns any other tuple into a plain one: a converted model then
+    # got (data, mask) as two inputs on CUDA. The same code path runs on CPU.
+    from torch.distributed.utils import _recursive_to
+    from torch.nn.parallel.scatter_gather import _is_namedtuple
+
+    x = Masked(torch.randn(2, 3), torch.rand(2, 3) > 0.5)
+    assert _is_namedtuple(x)
+    (moved,) = _recursive_to((x,), torch.device("cpu"), False)
+    (got,) = moved
+    assert type(got) is Masked
+    assert got.data is x.data and got.mask is x.mask
+    assert x._asdict() == {"data": x.data, "mask": x.mask}

@@ -1,7 +1,7 @@
 """The ``Masked`` carrier: data with a bool validity mask (True = valid).
 
 ``Masked`` is a tuple of two named fields, ``(data, mask)``, like a ``NamedTuple``
-(unpacking, indexing, ``_fields``), with additions that a ``collections.namedtuple``
+(unpacking, indexing, ``_fields``, ``_asdict``), with additions that a ``collections.namedtuple``
 cannot have:
 
 * it is registered as its own pytree node (``torch.utils._pytree``) whose unflatten
@@ -158,6 +158,21 @@ class Masked(tuple[Tensor, Tensor]):
     def mask(self) -> Tensor:
         """The bool validity mask, True = valid (field 1)."""
         return tuple.__getitem__(self, 1)
+
+    def _asdict(self) -> dict[str, Tensor]:
+        """The fields as a dict, as a ``NamedTuple``'s ``_asdict``.
+
+        With it, torch's parallel utilities recognise ``Masked`` as a named tuple and
+        rebuild it where they copy inputs: ``DistributedDataParallel`` moving its inputs
+        to ``device_ids`` (without it a ``Masked`` reached the model as a plain tuple),
+        ``DataParallel``'s scatter, FSDP.
+
+        Examples:
+            >>> import torch
+            >>> Masked(torch.tensor([1.0]), torch.tensor([True]))._asdict()
+            {'data': tensor([1.]), 'mask': tensor([True])}
+        """
+        return {"data": self[0], "mask": self[1]}
 
     def __repr__(self) -> str:
         return f"Masked(data={self[0]!r}, mask={self[1]!r})"
