@@ -1,19 +1,25 @@
 """Benchmark of the masked sequence layers against plain PyTorch, measured in one run.
 
 Usage:
-    python benchmarks/bench_seq.py [--repeats 21] [--threads 0] [--quick]
+    python benchmarks/bench_seq.py [--repeats 21] [--threads 1] [--quick] [--compiled-train]
 
 Prints ratios ``time(candidate) / time(reference)`` (median of repeats; the
 candidates of a table are run interleaved, one repeat each in turn, so load from
-other processes hits all of them alike), all forward + backward:
+other processes hits all of them alike):
 
-LSTM, N=64, T=100, 32 -> 128, 30 % random holes (issue 4, item 6):
+LSTM, N=64, T=100, 32 -> 128, 30 % random holes (issue 8, item 6), in training
+(forward + backward) and in inference (eval mode, ``torch.no_grad()``):
   (a) masknn.nn.MaskedLSTM vs nn.LSTM on the same padded batch with no mask
-      (the cost floor; target <= 1.25x);
+      (the cost floor; target <= 1.25x in both);
   (b) vs nn.LSTM on packed sequences of the same valid steps (holes squeezed
-      out, then ``pack_padded_sequence``; target: MaskedLSTM faster);
+      out, then ``pack_padded_sequence``);
   (c) vs a per-step loop (``nn.LSTMCell`` over time, state carried with
-      ``torch.where``): the speed-up.
+      ``torch.where``), training only;
+  the static path (what torch.compile/export/ONNX run) in eager mode
+  (``composable_only()``), and MaskedLSTM compiled by inductor (``allow_rnn``;
+  inference by default, training with ``--compiled-train``: its compilation takes
+  minutes, PyTorch unrolls the LSTM over the 100 steps).
+GRU inference, same shapes: MaskedGRU vs packed nn.GRU (target: no slower).
 Time-distributed dense, N=64, T=256, 256 -> 256, 50 % padding: TimeDistributedLinear vs
   nn.Linear on the padded batch (target >= 1.6x faster, the limit is 2x).
 
@@ -38,13 +44,17 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from masknn import Masked
-from masknn.nn import MaskedLSTM, TimeDistributedLinear
+from masknn.functional._select import composable_only
+from masknn.nn import MaskedGRU, MaskedLSTM, TimeDistributedLinear
 
 
 def interleaved(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
     """Median seconds per call of each function, repeats interleaved."""
-    for fn in fns.values():  # warm-up
+    for name, fn in fns.items():  # warm-up (compiles the compiled candidates)
+        t0 = time.perf_counter()
         fn()
+        if "compiled" in name:
+            print(f"  ({name}: first call, compilation included, {time.perf_counter() - t0:.1f} s)")
         fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
@@ -88,11 +98,19 @@ def lstm_cases(
     num_layers: int,
     keras: bool = False,
     right_padding: bool = False,
+    inference: bool = False,
+    static: bool = False,
+    compiled: bool = False,
+    cell: str = "LSTM",
 ) -> dict[str, Callable[[], None]]:
+    """The candidates of one table; ``inference``: eval mode under ``torch.no_grad()``."""
     torch.manual_seed(0)
-    plain = nn.LSTM(f, h, num_layers=num_layers, batch_first=True, bidirectional=bidirectional)
-    masked = MaskedLSTM(f, h, num_layers=num_layers, batch_first=True, bidirectional=bidirectional)
+    twin_cls, masked_cls = (nn.LSTM, MaskedLSTM) if cell == "LSTM" else (nn.GRU, MaskedGRU)
+    plain = twin_cls(f, h, num_layers=num_layers, batch_first=True, bidirectional=bidirectional)
+    masked = masked_cls(f, h, num_layers=num_layers, batch_first=True, bidirectional=bidirectional)
     masked.load_state_dict(plain.state_dict())
+    plain.train(not inference)
+    masked.train(not inference)
     x = torch.randn(n, t, f)
     mask = torch.rand(n, t) > holes
     if right_padding:  # random lengths with the same mean valid fraction
@@ -103,45 +121,80 @@ def lstm_cases(
     order = torch.argsort((~mask).to(torch.uint8), dim=1, stable=True)
     compact = x.gather(1, order.unsqueeze(-1).expand_as(x))
 
-    def run_plain() -> None:
-        xi = x.detach().requires_grad_(True)
-        out, (hn, cn) = plain(xi)
-        (out.sum() + hn.sum() + cn.sum()).backward()
+    def total(out: torch.Tensor, state: object) -> torch.Tensor:
+        parts = state if isinstance(state, tuple) else (state,)
+        return out.sum() + sum(p.sum() for p in parts)  # type: ignore[union-attr]
 
-    def run_masked() -> None:
-        xi = x.detach().requires_grad_(True)
-        out, (hn, cn) = masked(Masked(xi, mask))
-        (out.data.sum() + hn.sum() + cn.sum()).backward()
+    def step(fn: Callable[[torch.Tensor], torch.Tensor], xin: torch.Tensor) -> Callable[[], None]:
+        if inference:
 
-    def run_packed() -> None:
-        xi = compact.detach().requires_grad_(True)
+            def run_infer() -> None:
+                with torch.no_grad():
+                    fn(xin)
+
+            return run_infer
+
+        def run_train() -> None:
+            fn(xin.detach().requires_grad_(True)).backward()
+
+        return run_train
+
+    def plain_fn(xi: torch.Tensor) -> torch.Tensor:
+        out, st = plain(xi)
+        return total(out, st)
+
+    def masked_fn(xi: torch.Tensor) -> torch.Tensor:
+        out, st = masked(Masked(xi, mask))
+        return total(out.data, st)
+
+    def static_fn(xi: torch.Tensor) -> torch.Tensor:
+        with composable_only():
+            return masked_fn(xi)
+
+    def packed_fn(xi: torch.Tensor) -> torch.Tensor:
         packed = pack_padded_sequence(xi, lengths, batch_first=True, enforce_sorted=False)
-        out_p, (hn, cn) = plain(packed)
+        out_p, st = plain(packed)
         out, _ = pad_packed_sequence(out_p, batch_first=True, total_length=t)
-        (out.sum() + hn.sum() + cn.sum()).backward()
+        return total(out, st)
 
-    cells = [nn.LSTMCell(f, h)] if num_layers == 1 and not bidirectional else []
-    if cells:
+    fns = {
+        f"nn.{cell} padded, no mask": step(plain_fn, x),
+        f"Masked{cell}": step(masked_fn, x),
+        f"nn.{cell} packed": step(packed_fn, compact),
+    }
+    if static:
+        fns[f"Masked{cell} static path (eager)"] = step(static_fn, x)
+    if compiled:
+        with torch._dynamo.config.patch(allow_rnn=True):
+            compiled_model = torch.compile(masked, backend="inductor", fullgraph=True)
+
+        def compiled_fn(xi: torch.Tensor) -> torch.Tensor:
+            with torch._dynamo.config.patch(allow_rnn=True):
+                out, st = compiled_model(Masked(xi, mask))
+            return total(out.data, st)
+
+        fns[f"Masked{cell} compiled (inductor)"] = step(compiled_fn, x)
+
+    cells = [nn.LSTMCell(f, h)] if cell == "LSTM" and num_layers == 1 and not bidirectional else []
+    if cells and not inference:
         cells[0].weight_ih.data.copy_(plain.weight_ih_l0)
         cells[0].weight_hh.data.copy_(plain.weight_hh_l0)
 
-    def run_loop() -> None:
-        cell = cells[0]
-        xi = x.detach().requires_grad_(True)
-        hs = x.new_zeros(n, h)
-        cs = x.new_zeros(n, h)
-        outs = []
-        for s in range(t):
-            m = mask[:, s : s + 1]
-            h2, c2 = cell(torch.where(m, xi[:, s], 0.0), (hs, cs))
-            hs, cs = torch.where(m, h2, hs), torch.where(m, c2, cs)
-            outs.append(torch.where(m, h2, 0.0))
-        (torch.stack(outs, 1).sum() + hs.sum() + cs.sum()).backward()
+        def run_loop() -> None:
+            lstm_cell = cells[0]
+            xi = x.detach().requires_grad_(True)
+            hs = x.new_zeros(n, h)
+            cs = x.new_zeros(n, h)
+            outs = []
+            for s in range(t):
+                m = mask[:, s : s + 1]
+                h2, c2 = lstm_cell(torch.where(m, xi[:, s], 0.0), (hs, cs))
+                hs, cs = torch.where(m, h2, hs), torch.where(m, c2, cs)
+                outs.append(torch.where(m, h2, 0.0))
+            (torch.stack(outs, 1).sum() + hs.sum() + cs.sum()).backward()
 
-    fns = {"nn.LSTM padded, no mask": run_plain, "MaskedLSTM": run_masked, "nn.LSTM packed": run_packed}
-    if cells:
         fns["per-step loop (LSTMCell)"] = run_loop
-    if keras:
+    if keras and not inference:
         fns["Keras 3 Masking+LSTM (torch backend)"] = keras_case(x, mask, h)
     return fns
 
@@ -176,7 +229,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--quick", action="store_true", help="3 repeats, for a smoke test")
     ap.add_argument("--keras", action="store_true", help="also time Keras 3 (optional, see the docstring)")
-    ap.add_argument("--only-lstm", action="store_true", help="only the first LSTM table")
+    ap.add_argument("--only-lstm", action="store_true", help="only the LSTM and GRU tables")
+    ap.add_argument("--no-compiled", action="store_true", help="skip the compiled inference candidate")
+    ap.add_argument(
+        "--compiled-train",
+        action="store_true",
+        help="also time MaskedLSTM compiled in training (slow to compile)",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -196,23 +255,44 @@ def main() -> None:
             print(f"| {k} | {v * 1e3:.1f} | {v / med[ref]:.2f}x |")
         return med
 
+    ref = "nn.LSTM padded, no mask"
     med = table(
-        "LSTM N=64 T=100 32->128, 30 % random holes",
-        lstm_cases(64, 100, 32, 128, 0.3, False, 1, keras=args.keras),
-        "nn.LSTM padded, no mask",
+        "LSTM N=64 T=100 32->128, 30 % random holes, training (forward + backward)",
+        lstm_cases(
+            64, 100, 32, 128, 0.3, False, 1, keras=args.keras, static=True, compiled=args.compiled_train
+        ),
+        ref,
         reps,
     )
-    a = med["MaskedLSTM"] / med["nn.LSTM padded, no mask"]
+    a = med["MaskedLSTM"] / med[ref]
     b = med["nn.LSTM packed"] / med["MaskedLSTM"]
     c = med["per-step loop (LSTMCell)"] / med["MaskedLSTM"]
     print(
-        f"\n(a) MaskedLSTM / nn.LSTM padded no mask = {a:.2f}x (target <= 1.25x)\n"
+        f"\n(a) training: MaskedLSTM / nn.LSTM padded no mask = {a:.2f}x (target <= 1.25x)\n"
         f"(b) nn.LSTM packed / MaskedLSTM = {b:.2f}x (MaskedLSTM is {b:.2f}x faster)\n"
         f"(c) per-step loop / MaskedLSTM = {c:.1f}x speed-up"
     )
     if args.keras:
         k = med["Keras 3 Masking+LSTM (torch backend)"] / med["MaskedLSTM"]
         print(f"Keras 3 Masking+LSTM / MaskedLSTM = {k:.2f}x")
+    med_i = table(
+        "LSTM N=64 T=100 32->128, 30 % random holes, inference (eval, no_grad)",
+        lstm_cases(
+            64, 100, 32, 128, 0.3, False, 1, inference=True, static=True, compiled=not args.no_compiled
+        ),
+        ref,
+        reps,
+    )
+    ai = med_i["MaskedLSTM"] / med_i[ref]
+    print(f"\n(a) inference: MaskedLSTM / nn.LSTM padded no mask = {ai:.2f}x (target <= 1.25x)")
+    med_g = table(
+        "GRU N=64 T=100 32->128, 30 % random holes, inference (eval, no_grad)",
+        lstm_cases(64, 100, 32, 128, 0.3, False, 1, inference=True, static=True, cell="GRU"),
+        "nn.GRU packed",
+        reps,
+    )
+    g = med_g["MaskedGRU"] / med_g["nn.GRU packed"]
+    print(f"\nMaskedGRU / nn.GRU packed (inference) = {g:.2f}x (target <= 1x)")
     if args.only_lstm:
         return
     med2 = table(

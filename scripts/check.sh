@@ -33,6 +33,44 @@ if missing:
     sys.exit(f"check.sh: the test extra did not install: {missing}")
 PY
 fi
+# The models extra (torchvision, timm, segmentation_models_pytorch: masknn.convert's tests
+# run real model code). The model libraries go in with --no-deps so that pip never swaps
+# the CPU torch for the CUDA build PyPI's torchvision pins; their other requirements are
+# plain Python packages, installed normally. The tests import torchvision through a shim
+# (tests/convert/_torchvision_shim.py).
+if [[ "${MASKNN_MODELS:-1}" == "1" ]]; then
+  echo "== installing masknn[models] (the model libraries with --no-deps)"
+  TORCH_BEFORE="$("$PY" -c "import torch; print(torch.__version__)")"
+  # The extra's requirements as written in pyproject.toml (no TOML parser needed).
+  mapfile -t MODEL_REQS < <("$PY" - <<'PY'
+import re
+
+text = open("pyproject.toml").read()
+block = re.search(r"^models = \[(.*?)^\]", text, re.S | re.M).group(1)
+reqs = re.findall(r'"([^"]+)"', block)
+no_deps = ("torchvision", "timm", "segmentation-models-pytorch")
+print(" ".join(r for r in reqs if r.startswith(no_deps)))
+print(" ".join(r for r in reqs if not r.startswith(no_deps)))
+PY
+)
+  # shellcheck disable=SC2086
+  "$PY" -m pip install -q --no-deps ${MODEL_REQS[0]}
+  # shellcheck disable=SC2086
+  "$PY" -m pip install -q ${MODEL_REQS[1]}
+  "$PY" - "$TORCH_BEFORE" <<'PY'
+import importlib.util
+import sys
+
+import torch
+
+missing = [m for m in ("torchvision", "timm", "segmentation_models_pytorch", "huggingface_hub", "safetensors",
+                       "yaml", "PIL") if importlib.util.find_spec(m) is None]
+if missing:
+    sys.exit(f"check.sh: the models extra did not install: {missing}")
+if torch.__version__ != sys.argv[1]:
+    sys.exit(f"check.sh: installing the models extra changed torch from {sys.argv[1]} to {torch.__version__}")
+PY
+fi
 echo "== ruff check";          "$PY" -m ruff check .
 echo "== ruff format --check"; "$PY" -m ruff format --check .
 echo "== mypy";                "$PY" -m mypy

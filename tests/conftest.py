@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -10,8 +9,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-#: ../shared/reference beside the project root (absent on some machines).
-REFERENCE = Path(os.environ.get("MASKNN_REFERENCE", ROOT.parent / "shared" / "reference"))
+#: Reference vectors computed by peer implementations (tests/data/README.md), shipped in the repository.
+REFERENCE = ROOT / "tests" / "data"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -24,10 +23,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def reference_dir(name: str) -> Path:
-    """The reference folder ``name``, or skip the test with a message when it is absent."""
+    """The reference folder ``name`` under ``tests/data``; the test fails (never skips) when it
+    is absent or empty: the vectors are part of the repository."""
     path = REFERENCE / name
     if not path.is_dir() or not any(path.glob("*.npz")):
-        pytest.skip(f"reference vectors not found at {path} (../shared/reference is absent here)")
+        pytest.fail(
+            f"reference vectors missing: {path} holds no .npz file; they are part of the repository "
+            "(tests/data/README.md), restore them with git checkout -- tests/data"
+        )
     return path
 
 

@@ -70,10 +70,23 @@ def _exact_float32() -> Any:
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
+def _random(module: nn.Module) -> bool:
+    """True when the module draws random numbers in training (dropout in any form)."""
+    return any(
+        isinstance(m, nn.modules.dropout._DropoutNd)
+        or (isinstance(getattr(m, "dropout", None), float) and m.dropout)
+        for m in module.modules()
+    )
+
+
 @pytest.mark.parametrize("info", ENTRIES, ids=[e.id for e in ENTRIES])
 def test_contract_on_cuda(info: ModuleInfo) -> None:
+    """The contract on CUDA, to a relative 1e-5: CUDA's atomic-add reductions (convolution and
+    up-sampling backward) sum in a run-dependent order, so two runs that differ only in the
+    masked values agree to float rounding, not bit for bit (seen on an H200: 3e-7 relative)."""
     module, inputs = _build(info)
-    assert_no_leakage(module.to(CUDA), *_to(inputs, CUDA), **info.options)
+    options = {"rtol": 1e-5, "atol": 1e-6, **info.options}
+    assert_no_leakage(module.to(CUDA), *_to(inputs, CUDA), **options)
 
 
 @pytest.mark.parametrize("info", ENTRIES, ids=[e.id for e in ENTRIES])
@@ -87,7 +100,7 @@ def test_cuda_equals_cpu(info: ModuleInfo) -> None:
         out_cpu = _tensors(module(*inputs))
         out_gpu = _tensors(gpu(*_to(inputs, CUDA)))
         assert len(out_cpu) == len(out_gpu)
-        if mode and any(isinstance(m, nn.Dropout | mnn.Elementwise) for m in module.modules()):
+        if mode and _random(module):
             continue  # random draws differ between devices in training
         for a, b in zip(out_cpu, out_gpu):
             assert b.device.type == "cuda"

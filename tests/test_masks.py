@@ -73,3 +73,66 @@ def test_bad_arguments() -> None:
         masks.cloud_mask((2, 8, 8), 1.5)
     with pytest.raises(ValueError, match=r"expected a shape \(\.\.\., H, W\)"):
         masks.stroke_mask((8,), 0.2)
+
+
+@pytest.mark.parametrize("gen", GENERATORS[1:], ids=lambda g: g.__name__)
+@settings(max_examples=15, deadline=None)
+@given(
+    coverages=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=4),
+    channels=st.integers(1, 2),
+    h=st.integers(4, 24),
+    w=st.integers(4, 24),
+    seed=st.integers(0, 1000),
+    as_tensor=st.booleans(),
+)
+def test_per_sample_coverage_is_exact_per_sample(
+    gen: Callable[..., torch.Tensor],
+    coverages: list[float],
+    channels: int,
+    h: int,
+    w: int,
+    seed: int,
+    as_tensor: bool,
+) -> None:
+    n = len(coverages)
+    cov = torch.tensor(coverages) if as_tensor else coverages
+    m = gen((n, channels, h, w), cov, seed=seed)
+    assert m.shape == (n, channels, h, w) and m.dtype == torch.bool
+    measured = 1.0 - m.reshape(n, channels, -1).double().mean(-1)  # every channel of a sample
+    expected = torch.tensor([round(c * h * w) / (h * w) for c in coverages], dtype=torch.float64)
+    assert torch.allclose(measured, expected[:, None].expand(n, channels), atol=1e-9)
+
+
+@pytest.mark.parametrize("gen", GENERATORS, ids=lambda g: g.__name__)
+def test_a_per_sample_coverage_of_equal_values_is_the_scalar_coverage(
+    gen: Callable[..., torch.Tensor],
+) -> None:
+    assert torch.equal(gen((5, 1, 12, 14), [0.35] * 5, seed=4), gen((5, 1, 12, 14), 0.35, seed=4))
+
+
+def test_random_mask_per_sample_coverage_on_average() -> None:
+    m = masks.random_mask((3, 1, 64, 64), [0.0, 0.5, 0.9], seed=0)
+    measured = 1.0 - m.float().mean((1, 2, 3))
+    assert measured[0] == 0.0 and abs(measured[1] - 0.5) < 0.03 and abs(measured[2] - 0.9) < 0.03
+    # Sequences (N, T): one coverage per sequence.
+    assert masks.random_mask((2, 100), [0.0, 1.0], seed=0).tolist() == [[True] * 100, [False] * 100]
+
+
+@pytest.mark.parametrize(
+    ("coverage", "error", "match"),
+    [
+        ([0.1, 0.2], ValueError, "one value per sample along the first dimension of .* got 2 values"),
+        ([0.1, float("nan"), 0.2], ValueError, "coverage must lie in"),
+        ([0.1, -0.1, 0.2], ValueError, "coverage must lie in"),
+        (torch.zeros(3, 1), ValueError, "a 1-d coverage"),
+        ("0.3", TypeError, "expected coverage as a number"),
+        (True, TypeError, "expected coverage as a number"),
+        ([0.1, "a", 0.2], TypeError, "coverage must hold numbers"),
+    ],
+)
+def test_bad_per_sample_coverage(coverage: object, error: type[Exception], match: str) -> None:
+    for gen in GENERATORS:
+        with pytest.raises(error, match=f"{gen.__name__}: .*{match}"):
+            gen((3, 1, 8, 8), coverage, seed=0)
+    with pytest.raises(ValueError, match="no sample dimension"):
+        masks.cloud_mask((8, 8), [0.3])

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -58,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
         "compare",
         help="compare masking strategies on your own .npz data",
         description="Train the same small network under each masking strategy with the same budget "
-        "and seeds; print a table (mean ± std over seeds) and write a figure.",
+        "and seeds; print a table (mean ± std over seeds) and which strategies are within noise of "
+        "the best; write a report (set-up, table, noise), the runs (JSON) and a figure to --out.",
     )
     cmp.add_argument("data", nargs="?", help="a .npz file (see --layout)")
     cmp.add_argument("--layout", action="store_true", help="print the .npz layout and exit")
@@ -76,7 +78,10 @@ def _parser() -> argparse.ArgumentParser:
         "missing values, else 10,30,50,70)",
     )
     cmp.add_argument(
-        "--mask-kinds", default="cloud", help="cloud, random, rectangle, stroke (comma-separated)"
+        "--mask-kinds",
+        default="cloud",
+        help="simulated mask shapes, comma-separated: cloud, random, rectangle, stroke "
+        "(default: %(default)s)",
     )
     cmp.add_argument("--seeds", type=int, default=3, help="number of seeds (default: %(default)s)")
     cmp.add_argument("--steps", type=int, default=300, help="Adam steps per run (default: %(default)s)")
@@ -136,16 +141,18 @@ def _compare(args: argparse.Namespace) -> int:
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    table = res.table()
-    (out / f"{data.name}.md").write_text(table + "\n")
+    report = out / f"{data.name}.md"
+    report.write_text(res.report())
+    records = out / f"{data.name}.json"
+    records.write_text(json.dumps({"setup": res.setup, "info": res.info, "records": res.records}, indent=1))
     fig = None
     try:
         fig = res.plot(out / f"{data.name}.png", f"{data.name}: {res.metric}")
     except ImportError as err:
         print(f"(no figure: {err})")
-    print("\n" + table)
+    print("\n" + res.table() + "\n\n" + res.noise())
     print(
-        f"\n{time.perf_counter() - t0:.0f} s; table {out / (data.name + '.md')}"
+        f"\n{time.perf_counter() - t0:.0f} s; report (set-up, table, noise) {report}, runs {records}"
         + (f", figure {fig}" if fig else "")
     )
     return 0

@@ -46,7 +46,7 @@ __all__ = ["Masked", "as_masked"]
 
 #: The Python operators of ``Masked`` by name (``"add"``, ``"sub"``, ``"mul"``,
 #: ``"truediv"``, ``"neg"``), each ``(a, b) -> Masked`` (``neg``: ``(a,) -> Masked``).
-#: Filled by :mod:`masknn._operators` when the package is imported.
+#: Filled by ``masknn._operators`` when the package is imported.
 _OPERATORS: dict[str, Callable[..., Masked]] = {}
 
 _SYMBOLS = {"add": "+", "sub": "-", "mul": "*", "truediv": "/"}
@@ -64,13 +64,13 @@ def _traced(target: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 class Masked(tuple[Tensor, Tensor]):
     """Data with a validity mask, the value every masknn Module takes and returns.
 
-    A tuple of two named fields, like :class:`torch.nn.utils.rnn.PackedSequence` (not a
+    A tuple of two named fields, like ``torch.nn.utils.rnn.PackedSequence`` (not a
     Tensor subclass): ``data, mask = m``, ``m[0]``, ``len(m) == 2`` and
     ``isinstance(m, tuple)`` work. It passes unchanged through ``nn.Sequential``,
     ``torch.compile(fullgraph=True)``, ``torch.export`` (as input and output; exported
     programs save and load), ``torch.func.vmap``, pytree functions,
     ``torch.save``/``torch.load`` (also with ``weights_only=True``) and
-    :func:`masknn.fx.symbolic_trace`.
+    [`masknn.fx.symbolic_trace`][].
 
     Attributes:
         data: any tensor.
@@ -90,16 +90,16 @@ class Masked(tuple[Tensor, Tensor]):
     masked positions reach neither a valid result nor a gradient (NaN-safe).
 
     * ``a + b`` and ``a - b`` for two ``Masked``: masked terms count as 0, valid where
-      either is valid (the union; :func:`masknn.functional.masked_add`, so
+      either is valid (the union; [`masknn.functional.masked_add`][], so
       ``a - b == a + (-b)``). A residual ``out += identity`` works as written.
     * ``a * b`` and ``a / b`` for two ``Masked``: valid where both are valid (the
-      intersection; :func:`masknn.functional.masked_mul`).
+      intersection; [`masknn.functional.masked_mul`][]).
     * a ``Masked`` with a plain tensor or a number, in either order (``x * s``,
       ``s * x``, ``x + bias``, ``x - t``, ``t / x``, ...): the plain operand is a
       modifier of the valid data (a squeeze-and-excitation gate, a layer-scale
       parameter, a bias, noise), so the result keeps ``x``'s mask, broadcast to the
       result's shape. To treat a plain tensor as fully valid *data* instead, wrap it:
-      ``x + Masked(t)`` is valid everywhere, as :class:`masknn.nn.MaskedAdd` does with
+      ``x + Masked(t)`` is valid everywhere, as [`masknn.nn.MaskedAdd`][] does with
       a plain tensor.
     * ``-x`` negates the valid data. ``x / y`` and ``t / x`` divide only where the
       denominator is valid; a valid 0 gives Inf as in torch.
@@ -255,7 +255,7 @@ class Masked(tuple[Tensor, Tensor]):
         return Masked(self.filled(0.0), self.mask)
 
     def to(self, *args: Any, **kwargs: Any) -> Masked:
-        """Like :meth:`torch.Tensor.to`; a dtype applies to the data only."""
+        """Like ``torch.Tensor.to``; a dtype applies to the data only."""
         data = self.data.to(*args, **kwargs)
         return Masked(data, self.mask.to(device=data.device))
 
@@ -274,6 +274,47 @@ class Masked(tuple[Tensor, Tensor]):
         """Fraction of data elements that are valid."""
         n = self.data.numel()
         return float(self.full_mask().sum()) / n if n else 0.0
+
+    def share_mask(self, dim: int | tuple[int, ...] = 1) -> Masked:
+        """One mask shared along ``dim``: a position is valid where every slice along
+        ``dim`` is valid (a pixel is missing when any band is).
+
+        [`Masked.from_nan`][masknn.Masked.from_nan] on multi-band imagery ``(N, C, H, W)``
+        gives a per-band mask ``(N, C, H, W)``. ``share_mask(1)`` makes it ``(N, 1, H, W)``,
+        one mask for all bands: then [`MaskChannel`][masknn.nn.MaskChannel] appends one
+        channel (not ``C``) and a partial convolution counts valid pixels. The data is
+        unchanged; the band values of a pixel that becomes masked are no longer read.
+        A mask already of size 1 along ``dim`` is kept as it is.
+
+        Args:
+            dim: the dimension (or dimensions) to share the mask along; default 1, the
+                channels of ``(N, C, ...)`` data.
+
+        Examples:
+            >>> import torch
+            >>> nan = float("nan")
+            >>> bands = torch.tensor([[[[1.0, nan, 3.0]], [[4.0, 5.0, 6.0]]]])  # (1, 2, 1, 3)
+            >>> x = Masked.from_nan(bands)
+            >>> x.mask.shape  # one mask per band
+            torch.Size([1, 2, 1, 3])
+            >>> x.share_mask(1).mask  # one mask for both bands
+            tensor([[[[ True, False,  True]]]])
+        """
+        op = "Masked.share_mask"
+        dims = (dim,) if not isinstance(dim, (tuple, list)) else tuple(dim)
+        n = self.data.dim()
+        for d in dims:
+            if isinstance(d, bool) or not isinstance(d, int):
+                raise TypeError(f"{op}: expected dim as an int or a tuple of ints, got {dim!r}")
+            if not -n <= d < n:
+                raise ValueError(
+                    f"{op}: dim {d} is out of range for data of shape {shape_str(self.data.shape)}"
+                )
+        if len({d % n for d in dims}) != len(dims):
+            raise ValueError(f"{op}: dim {dim!r} names a dimension twice")
+        if not dims:  # shared along no dimension (torch's all(dim=()) would reduce them all)
+            return self
+        return Masked._unchecked(self.data, self.mask.all(dim=dims, keepdim=True))
 
     # ---------------------------------------------------------- constructors
     @classmethod
@@ -357,7 +398,7 @@ class Masked(tuple[Tensor, Tensor]):
         return cls(data, mask)
 
     def lengths(self, *, batch_first: bool = True, check: bool = True) -> Tensor:
-        """Number of valid steps per sample (inverse of :meth:`from_lengths`).
+        """Number of valid steps per sample (inverse of [`from_lengths`][masknn.Masked.from_lengths]).
 
         A step is valid when any of its elements is. With ``check`` (default) a
         mask that is not right padding (a valid step after a masked one) raises

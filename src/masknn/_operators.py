@@ -1,11 +1,11 @@
-"""The Python operators of :class:`masknn.Masked`: ``a + b``, ``a - b``, ``a * b``, ``a / b``, ``-a``.
+"""The Python operators of [`masknn.Masked`][]: ``a + b``, ``a - b``, ``a * b``, ``a / b``, ``-a``.
 
 Semantics (the ``Masked`` docstring and ``docs/guide/mask-convention.md`` give them to
 users):
 
-* two ``Masked``: ``+``/``-`` are :func:`masknn.functional.masked_add` (masked terms count
+* two ``Masked``: ``+``/``-`` are [`masknn.functional.masked_add`][] (masked terms count
   as 0, union of the masks; ``a - b`` is ``a + (-b)``), ``*`` is
-  :func:`masknn.functional.masked_mul` (intersection), ``/`` divides where both are
+  [`masknn.functional.masked_mul`][] (intersection), ``/`` divides where both are
   valid (intersection);
 * a ``Masked`` ``x`` and a plain tensor or number ``s``, in either order: ``s`` modifies
   the valid data (a gate, a layer scale, a bias, noise), so the result keeps ``x``'s
@@ -14,7 +14,7 @@ users):
   value and no gradient (the masked operand is selected before any product or
   quotient, never multiplied by the mask).
 
-:mod:`masknn._masked` cannot import these (it sits below :mod:`masknn.functional`), so
+``masknn._masked`` cannot import these (it sits below [`masknn.functional`][]), so
 importing this module installs them into ``masknn._masked._OPERATORS``;
 ``masknn/__init__.py`` imports it.
 """

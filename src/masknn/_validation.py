@@ -7,17 +7,150 @@ received shape or dtype. Nothing here broadcasts a wrong mask silently.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 import torch
 from torch import Tensor
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-__all__ = ["check_data", "shape_str", "to_bool_mask"]
+__all__ = [
+    "OutOfRangeError",
+    "check_choice",
+    "check_data",
+    "check_dim",
+    "check_int",
+    "check_number",
+    "eager_checks",
+    "shape_str",
+    "to_bool_mask",
+]
+
+
+class OutOfRangeError(ValueError, IndexError):
+    """A dimension argument out of range for the data, or an index (a class target, a token id)
+    out of range for what it indexes.
+
+    A ``ValueError`` (masknn's rule: bad input raises ``ValueError``/``TypeError`` naming
+    the layer) that is also an ``IndexError``, the exception torch raises for most of
+    these, so that code written for either catches it.
+
+    Examples:
+        >>> check_dim("MaskedCat", "dim", 7, 4)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        masknn._validation.OutOfRangeError: MaskedCat: dim 7 is out of range for data with 4 dimensions; ...
+    """
 
 
 def shape_str(shape: Sequence[int] | torch.Size) -> str:
     """Format a shape as ``(2, 3, 4)``."""
     return str(tuple(int(s) for s in shape))
+
+
+def eager_checks(*tensors: object) -> bool:
+    """True where a check may read tensor values (``.item()``, ``bool(t.any())``): plain eager
+    mode on plain tensors, any device. False under ``torch.compile``/``torch.export``, tracing,
+    ``torch.func`` transforms and Python dispatch or function modes, where a data-dependent
+    check would break the graph or fail on fake tensors; torch's own errors apply there.
+
+    Examples:
+        >>> import torch
+        >>> eager_checks(torch.zeros(2))
+        True
+    """
+    if (
+        torch.compiler.is_compiling()
+        or torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or torch._C._are_functorch_transforms_active()
+        or torch._C._is_torch_function_mode_enabled()
+        or _get_current_dispatch_mode() is not None
+    ):
+        return False
+    return all(t is None or type(t) in (Tensor, torch.nn.Parameter) for t in tensors)
+
+
+def check_dim(layer: str, name: str, dim: object, ndim: int) -> int:
+    """``dim`` made non-negative for data with ``ndim`` dimensions, or an ``OutOfRangeError``.
+
+    As torch, a 0-d tensor takes the dimensions ``-1`` and ``0``. ``dim`` must be an
+    ``int`` (a ``TypeError`` otherwise).
+
+    Examples:
+        >>> check_dim("MaskedCat", "dim", -1, 4)
+        3
+    """
+    if not isinstance(dim, int) or isinstance(dim, bool):
+        raise TypeError(f"{layer}: expected {name} as an int, got {type(dim).__name__} {dim!r}")
+    n = max(ndim, 1)
+    if not -n <= dim < n:
+        raise OutOfRangeError(
+            f"{layer}: {name} {dim} is out of range for data with {ndim} dimensions; expected a "
+            f"dimension in [{-n}, {n - 1}] (torch raises IndexError: Dimension out of range)"
+        )
+    return dim % n
+
+
+def check_int(layer: str, name: str, value: object, minimum: int | None = None) -> int:
+    """``value`` if it is an ``int`` (not a bool) of at least ``minimum``; else a ``TypeError``
+    (not an int) or a ``ValueError`` (too small), naming ``layer`` and ``name``.
+
+    Examples:
+        >>> check_int("MaskedGroupNorm", "num_groups", 0, 1)
+        Traceback (most recent call last):
+        ...
+        ValueError: MaskedGroupNorm: expected num_groups as an int >= 1, got 0
+    """
+    if not isinstance(value, int) or isinstance(value, bool):
+        want = "an int" if minimum is None else f"an int >= {minimum}"
+        raise TypeError(f"{layer}: expected {name} as {want}, got {type(value).__name__} {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{layer}: expected {name} as an int >= {minimum}, got {value}")
+    return value
+
+
+def check_number(
+    layer: str,
+    name: str,
+    value: object,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+) -> float:
+    """``value`` as a float if it is a real number (not a bool) in ``[low, high]`` (``(low,
+    high]`` with ``low_open``; NaN only without bounds); else a ``TypeError`` or ``ValueError``
+    naming ``layer``.
+
+    Examples:
+        >>> check_number("MaskedBatchNorm2d", "momentum", 1.5, 0.0, 1.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: MaskedBatchNorm2d: expected momentum in [0.0, 1.0], got 1.5
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{layer}: expected {name} as a number, got {type(value).__name__} {value!r}")
+    v = float(value)
+    too_low = low is not None and (v <= low if low_open else v < low)
+    bounded = low is not None or high is not None
+    if too_low or (high is not None and v > high) or (bounded and v != v):
+        lo = "-inf" if low is None else str(low)
+        hi = "inf" if high is None else str(high)
+        raise ValueError(f"{layer}: expected {name} in {'(' if low_open else '['}{lo}, {hi}], got {value!r}")
+    return v
+
+
+def check_choice(layer: str, name: str, value: object, choices: Sequence[object]) -> None:
+    """Raise a ``ValueError`` naming ``layer`` unless ``value`` is one of ``choices``.
+
+    Examples:
+        >>> check_choice("MaskedMSELoss", "reduction", "avg", ("none", "sum", "mean"))
+        Traceback (most recent call last):
+        ...
+        ValueError: MaskedMSELoss: reduction must be one of ('none', 'sum', 'mean'), got 'avg'
+    """
+    if not isinstance(value, Hashable) or value not in choices:
+        raise ValueError(f"{layer}: {name} must be one of {tuple(choices)}, got {value!r}")
 
 
 def check_data(layer: str, data: object) -> Tensor:

@@ -3,9 +3,10 @@
 ``torch.fx.symbolic_trace`` traces into every Module that is not from ``torch.nn``,
 and masknn layers cannot be traced into: their forwards validate masks and choose
 kernels from the shapes (Python control flow that symbolic proxies cannot follow).
-:func:`symbolic_trace` and :class:`MaskedTracer` keep every masknn Module (any class
+[`symbolic_trace`][masknn.fx.symbolic_trace] and [`MaskedTracer`][masknn.fx.MaskedTracer] keep every masknn
+Module (any class
 from ``masknn.nn``, and subclasses) as a leaf ``call_module`` node, record calls of
-:mod:`masknn.functional` ops and ``Masked(...)`` constructions as ``call_function``
+[`masknn.functional`][] ops and ``Masked(...)`` constructions as ``call_function``
 nodes, and accept ``Masked`` inputs and outputs; attribute access (``x.data``,
 ``x.mask``), unpacking (``out, state = lstm(x)``) and the ``Masked`` operators
 (``a + b``) become ordinary nodes. The resulting ``GraphModule`` computes exactly what
@@ -46,14 +47,14 @@ def is_masknn_module(m: nn.Module) -> bool:
 class MaskedTracer(torch.fx.Tracer):
     """A ``torch.fx.Tracer`` for models built from masknn layers.
 
-    Leaf modules: every masknn layer (:func:`is_masknn_module`), the ``torch.nn``
+    Leaf modules: every masknn layer ([`is_masknn_module`][masknn.fx.is_masknn_module]), the ``torch.nn``
     layers that ``torch.fx.Tracer`` keeps as leaves, and the classes in
-    ``leaf_modules``. Calls of :mod:`masknn.functional` ops by their bare name
+    ``leaf_modules``. Calls of [`masknn.functional`][] ops by their bare name
     (``from masknn.functional import masked_add``) are recorded as ``call_function``
     nodes, as functions of ``math`` are by ``torch.fx``.
 
     Args:
-        autowrap_modules: as ``torch.fx.Tracer``; :mod:`masknn.functional` is added.
+        autowrap_modules: as ``torch.fx.Tracer``; [`masknn.functional`][] is added.
         autowrap_functions: as ``torch.fx.Tracer``.
         param_shapes_constant: as ``torch.fx.Tracer``.
         leaf_modules: more Module classes to keep as leaves.
@@ -100,7 +101,7 @@ def symbolic_trace(
     *,
     leaf_modules: tuple[type[nn.Module], ...] = (),
 ) -> torch.fx.GraphModule:
-    """``torch.fx.symbolic_trace`` for masknn models (with :class:`MaskedTracer`).
+    """``torch.fx.symbolic_trace`` for masknn models (with [`MaskedTracer`][masknn.fx.MaskedTracer]).
 
     Args:
         root: the model (or a function) to trace.

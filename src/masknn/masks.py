@@ -3,11 +3,15 @@
 Every generator returns a bool tensor of ``shape`` with **True = valid** and
 ``coverage`` = the fraction of positions that are *masked*. The last two
 dimensions are spatial ``(H, W)``; leading dimensions are independent samples
-(e.g. ``(N, 1, H, W)``).
+(e.g. ``(N, 1, H, W)``). ``coverage`` is one number for every sample, or one per
+sample along the first dimension (a sequence or 1-d tensor of length ``N``; each
+value applies to every channel of its sample), e.g. to train on a range of
+missing rates.
 
-* :func:`random_mask`: each position is dropped independently with probability
+* [`random_mask`][masknn.masks.random_mask]: each position is dropped independently with probability
   ``coverage`` (so coverage is exact on average);
-* :func:`rectangle_mask`, :func:`stroke_mask`, :func:`cloud_mask`: shapes drawn
+* [`rectangle_mask`][masknn.masks.rectangle_mask], [`stroke_mask`][masknn.masks.stroke_mask],
+  [`cloud_mask`][masknn.masks.cloud_mask]: shapes drawn
   from a random field whose lowest ``round(coverage * H * W)`` positions are
   masked, so every sample's coverage is exact to one pixel.
 
@@ -25,6 +29,7 @@ from torch import Tensor
 __all__ = ["cloud_mask", "random_mask", "rectangle_mask", "stroke_mask"]
 
 Seed = torch.Generator | int | None
+Coverage = float | Sequence[float] | Tensor
 
 
 def _gen(seed: Seed) -> torch.Generator:
@@ -35,30 +40,62 @@ def _gen(seed: Seed) -> torch.Generator:
     return g
 
 
-def _check(name: str, shape: Sequence[int], coverage: float, min_dims: int = 2) -> tuple[int, ...]:
+def _check(name: str, shape: Sequence[int], min_dims: int = 2) -> tuple[int, ...]:
     shape = tuple(int(s) for s in shape)
     if len(shape) < min_dims or any(s <= 0 for s in shape):
         raise ValueError(f"{name}: expected a shape (..., H, W) of positive sizes, got {shape}")
-    if not 0.0 <= coverage <= 1.0:
-        raise ValueError(f"{name}: coverage must lie in [0, 1], got {coverage}")
     return shape
 
 
-def _threshold(score: Tensor, coverage: float, shape: tuple[int, ...], gen: torch.Generator) -> Tensor:
+def _coverage(name: str, shape: tuple[int, ...], coverage: Coverage, spatial: int = 2) -> Tensor:
+    """``coverage`` as a float64 tensor broadcastable to ``shape``: a scalar, or one value
+    per sample along the first dimension (shape ``(N, 1, ..., 1)``)."""
+    if isinstance(coverage, bool):
+        raise TypeError(f"{name}: expected coverage as a number or one number per sample, got {coverage!r}")
+    if isinstance(coverage, Tensor):
+        cov = coverage.detach().to(device="cpu", dtype=torch.float64)
+    elif isinstance(coverage, (int, float)):
+        cov = torch.tensor(float(coverage), dtype=torch.float64)
+    elif isinstance(coverage, Sequence) and not isinstance(coverage, (str, bytes)):
+        try:
+            cov = torch.tensor([float(c) for c in coverage], dtype=torch.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name}: coverage must hold numbers, got {coverage!r}") from None
+    else:
+        raise TypeError(
+            f"{name}: expected coverage as a number or one number per sample, got {type(coverage).__name__}"
+        )
+    if cov.dim() > 1:
+        raise ValueError(f"{name}: expected a number or a 1-d coverage, got shape {tuple(cov.shape)}")
+    if cov.dim() == 1:
+        if len(shape) <= spatial or cov.shape[0] != shape[0]:
+            n = shape[0] if len(shape) > spatial else "no sample dimension"
+            raise ValueError(
+                f"{name}: a per-sample coverage needs one value per sample along the first dimension "
+                f"of {shape} ({n}), got {cov.shape[0]} values"
+            )
+        cov = cov.reshape((-1,) + (1,) * (len(shape) - 1))
+    if bool(cov.isnan().any()) or bool(((cov < 0) | (cov > 1)).any()):
+        shown = float(cov) if cov.dim() == 0 else cov.flatten().tolist()
+        raise ValueError(f"{name}: coverage must lie in [0, 1], got {shown}")
+    return cov
+
+
+def _threshold(score: Tensor, coverage: Tensor, shape: tuple[int, ...], gen: torch.Generator) -> Tensor:
     """Mask the ``round(coverage * H * W)`` lowest scores of each sample; ties broken at random."""
     h, w = shape[-2], shape[-1]
     flat = score.reshape(-1, h * w).double()
-    k = int(round(coverage * h * w))
-    if k == 0:
+    k = torch.round(coverage.expand(shape[:-2] + (1, 1)).reshape(-1) * (h * w)).long()  # per row
+    if not bool(k.any()):
         return torch.ones(shape, dtype=torch.bool)
     jitter = torch.rand(flat.shape, generator=gen, dtype=torch.float64) * 1e-9
     order = torch.argsort(flat + jitter, dim=1)
-    masked = torch.zeros_like(flat, dtype=torch.bool)
-    masked.scatter_(1, order[:, :k], True)
+    lowest = torch.arange(h * w).unsqueeze(0) < k.unsqueeze(1)  # the k lowest ranks of each row
+    masked = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, order, lowest)
     return (~masked).reshape(shape)
 
 
-def random_mask(shape: Sequence[int], coverage: float, seed: Seed = None) -> Tensor:
+def random_mask(shape: Sequence[int], coverage: Coverage, seed: Seed = None) -> Tensor:
     """Drop each position independently with probability ``coverage`` (pixel dropout).
 
     Examples:
@@ -66,13 +103,15 @@ def random_mask(shape: Sequence[int], coverage: float, seed: Seed = None) -> Ten
         >>> m.dtype, round(1 - m.float().mean().item(), 1)
         (torch.bool, 0.3)
     """
-    shape = _check("random_mask", shape, coverage, min_dims=1)
-    return torch.rand(shape, generator=_gen(seed)) >= coverage
+    shape = _check("random_mask", shape, min_dims=1)
+    cov = _coverage("random_mask", shape, coverage, spatial=0 if len(shape) == 1 else 1)
+    draw = torch.rand(shape, generator=_gen(seed))
+    return draw >= (float(cov) if cov.dim() == 0 else cov)
 
 
 def rectangle_mask(
     shape: Sequence[int],
-    coverage: float,
+    coverage: Coverage,
     seed: Seed = None,
     max_size: float = 0.4,
     num_rects: int = 48,
@@ -85,7 +124,8 @@ def rectangle_mask(
         >>> [round(1 - s.float().mean().item(), 2) for s in m]
         [0.25, 0.25]
     """
-    shape = _check("rectangle_mask", shape, coverage)
+    shape = _check("rectangle_mask", shape)
+    cov = _coverage("rectangle_mask", shape, coverage)
     g = _gen(seed)
     h, w = shape[-2], shape[-1]
     n = math.prod(shape[:-2])
@@ -104,12 +144,12 @@ def rectangle_mask(
         inside = iny[:, :, None] & inx[:, None, :]
         score = torch.where(inside, torch.minimum(score, order[:, i, None, None]), score)
     # Pixels no rectangle covers come last, ordered by distance to the nearest hole edge.
-    return _threshold(score, coverage, shape, g)
+    return _threshold(score, cov, shape, g)
 
 
 def stroke_mask(
     shape: Sequence[int],
-    coverage: float,
+    coverage: Coverage,
     seed: Seed = None,
     num_strokes: int = 4,
     num_vertices: int = 6,
@@ -122,7 +162,8 @@ def stroke_mask(
         >>> round(1 - m.float().mean().item(), 2)
         0.2
     """
-    shape = _check("stroke_mask", shape, coverage)
+    shape = _check("stroke_mask", shape)
+    cov = _coverage("stroke_mask", shape, coverage)
     g = _gen(seed)
     h, w = shape[-2], shape[-1]
     n = math.prod(shape[:-2])
@@ -145,25 +186,30 @@ def stroke_mask(
     t = ((ap * ab).sum(-1) / (ab * ab).sum(-1).clamp_min(1e-9)).clamp(0, 1)
     dist = (ap - t[..., None] * ab).norm(dim=-1) / width[:, :, None]  # (n, segs, HW)
     score = dist.amin(1).reshape(n, h, w)
-    return _threshold(score, coverage, shape, g)
+    return _threshold(score, cov, shape, g)
 
 
 def cloud_mask(
     shape: Sequence[int],
-    coverage: float,
+    coverage: Coverage,
     seed: Seed = None,
     smoothness: float = 3.0,
 ) -> Tensor:
     """Cloud-like blobs: 1/f^``smoothness`` noise thresholded to the target ``coverage``.
 
-    Higher ``smoothness`` gives larger, rounder clouds.
+    Higher ``smoothness`` gives larger, rounder clouds. ``coverage`` may be one value
+    per sample (e.g. clouds over 10 % of one scene and 70 % of the next).
 
     Examples:
         >>> m = cloud_mask((3, 1, 64, 64), 0.5, seed=0)
         >>> [round(1 - s.float().mean().item(), 2) for s in m]
         [0.5, 0.5, 0.5]
+        >>> m = cloud_mask((3, 1, 64, 64), [0.1, 0.4, 0.7], seed=0)  # one coverage per sample
+        >>> [round(1 - s.float().mean().item(), 2) for s in m]
+        [0.1, 0.4, 0.7]
     """
-    shape = _check("cloud_mask", shape, coverage)
+    shape = _check("cloud_mask", shape)
+    cov = _coverage("cloud_mask", shape, coverage)
     g = _gen(seed)
     h, w = shape[-2], shape[-1]
     n = math.prod(shape[:-2])
@@ -176,4 +222,4 @@ def cloud_mask(
     re = torch.randn(n, h, w // 2 + 1, generator=g)
     im = torch.randn(n, h, w // 2 + 1, generator=g)
     field = torch.fft.irfft2(torch.complex(re, im) * amp, s=(h, w))
-    return _threshold(field, coverage, shape, g)
+    return _threshold(field, cov, shape, g)

@@ -1,6 +1,6 @@
 """The leakage contract checker (DESIGN section 3), public so users can check their own models.
 
-:func:`assert_no_leakage` runs a module (or any callable) on ``Masked`` inputs
+[`assert_no_leakage`][masknn.testing.assert_no_leakage] runs a module (or any callable) on ``Masked`` inputs
 whose masked positions hold random values, 0, +/-1e30, NaN and +/-Inf, and asserts
 that
 
@@ -16,7 +16,7 @@ that
 3. outputs hold exactly 0 at masked output positions (canonical form);
 4. a fully masked sample gives finite output, zeros, and an all-False mask;
 
-in train and in eval mode. On failure it raises :class:`LeakageError` naming the
+in train and in eval mode. On failure it raises [`LeakageError`][masknn.testing.LeakageError] naming the
 check, the mode, the perturbation and the first offending index.
 """
 
@@ -35,7 +35,6 @@ from masknn._masked import Masked
 
 __all__ = ["COTANGENTS", "DEFAULT_PERTURBATIONS", "LeakageError", "assert_no_leakage"]
 
-#: Values written at masked input positions. ``"random"`` draws standard normals.
 DEFAULT_PERTURBATIONS: tuple[str | float, ...] = (
     "random",
     0.0,
@@ -45,15 +44,17 @@ DEFAULT_PERTURBATIONS: tuple[str | float, ...] = (
     math.inf,
     -math.inf,
 )
+"""Values written at masked input positions. ``"random"`` draws standard normals."""
 
 
 class LeakageError(AssertionError):
-    """Raised by :func:`assert_no_leakage` when a masked value reaches a valid output."""
+    """Raised by [`assert_no_leakage`][masknn.testing.assert_no_leakage] when a masked value reaches a valid
+    output."""
 
 
-#: Cotangents written at masked output positions by the cotangent check; the first is
-#: the reference (a masked output is constant 0, so its cotangent must not matter).
 COTANGENTS: tuple[float, ...] = (0.0, math.nan, math.inf, -math.inf)
+"""Cotangents written at masked output positions by the cotangent check; the first is the reference (a
+masked output is constant 0, so its cotangent must not matter)."""
 
 
 @dataclass

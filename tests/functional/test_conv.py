@@ -439,6 +439,7 @@ def _run_path(f, x, w, b, cot_nan: bool = True):  # type: ignore[no-untyped-def]
     x, w, b = (t.detach().clone().requires_grad_() for t in (x, w, b))
     out = f(x, w, b)
     cot = torch.randn(out.data.shape, generator=torch.Generator().manual_seed(5), dtype=out.data.dtype)
+    cot = cot.to(out.data.device)
     if cot_nan:
         cot = torch.where(out.mask.expand(cot.shape), cot, torch.nan)
     gx, gw, gb = torch.autograd.grad(out.data, (x, w, b), cot)

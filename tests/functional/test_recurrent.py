@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from masknn import Masked
 from masknn.functional import masked_gru, masked_lstm, masked_rnn
+from masknn.functional._select import composable_only
 from masknn.functional.recurrent import masked_recurrent
 from tests.conftest import reference_dir
 
@@ -27,7 +30,7 @@ def make_twin(mode: str, *args: object, **kwargs: object) -> nn.RNNBase:
 
 
 def run(
-    mode: str, rnn: nn.RNNBase, x: Tensor, mask: Tensor, hx: object = None
+    mode: str, rnn: nn.RNNBase, x: Tensor, mask: Tensor, hx: object = None, batch_first: bool | None = None
 ) -> tuple[Masked, Tensor, Tensor | None]:
     return masked_recurrent(
         mode,
@@ -38,7 +41,7 @@ def run(
         hidden_size=rnn.hidden_size,
         num_layers=rnn.num_layers,
         bias=rnn.bias,
-        batch_first=rnn.batch_first,
+        batch_first=rnn.batch_first if batch_first is None else batch_first,
         dropout=float(rnn.dropout),
         training=rnn.training,
         bidirectional=rnn.bidirectional,
@@ -408,5 +411,386 @@ def test_one_fused_kernel_call_per_layer_and_direction(monkeypatch: pytest.Monke
         torch.randn(5, 40, 3), valid, rnn._flat_weights, hidden_size=4, num_layers=3, bidirectional=True
     )
     assert len(calls) == 6
-    # The kernel runs only as many steps as the longest sequence has valid steps.
-    assert all(shape[1] == int(valid.sum(1).max()) for shape in calls)
+    # The kernel runs only as many steps as the longest sequence has valid steps (time-major input).
+    assert all(shape[0] == int(valid.sum(1).max()) for shape in calls)
+
+
+# ------------------------------------------------ padded steps: exact, whatever the magnitudes
+MODES = ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"]
+FLOATS = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+#: Relative tolerance of a batched kernel against the same kernel run one sequence at a time.
+TOL = {torch.float16: 2e-2, torch.bfloat16: 5e-2, torch.float32: 1e-5, torch.float64: 1e-10}
+#: The same batch through more or fewer (padded) steps: only the GEMMs' rounding may differ.
+TIGHT = {torch.float16: 4e-3, torch.bfloat16: 3e-2, torch.float32: 1e-6, torch.float64: 1e-14}
+
+
+def _per_sample_reference(
+    rnn: nn.RNNBase, x: Tensor, valid: Tensor, hx: Tensor | tuple[Tensor, Tensor]
+) -> tuple[list[Tensor], Tensor, Tensor | None]:
+    """Keras semantics by construction: the plain twin on each sequence's valid steps alone."""
+    outs, hs, cs = [], [], []
+    for i in range(x.shape[0]):
+        hxi = tuple(s[:, i : i + 1] for s in hx) if isinstance(hx, tuple) else hx[:, i : i + 1]
+        if not bool(valid[i].any()):  # no valid step: the initial state
+            outs.append(x.new_zeros(0, rnn.hidden_size))
+            hs.append(hxi[0] if isinstance(hxi, tuple) else hxi)
+            cs.append(hxi[1] if isinstance(hxi, tuple) else None)
+            continue
+        out, st = rnn(x[i : i + 1, valid[i]], hxi)
+        outs.append(out[0])
+        hs.append(st[0] if isinstance(st, tuple) else st)
+        cs.append(st[1] if isinstance(st, tuple) else None)
+    c = torch.cat(cs, 1) if isinstance(hx, tuple) else None  # type: ignore[arg-type]
+    return outs, torch.cat(hs, 1), c
+
+
+def _extreme_twin(
+    mode: str, dtype: torch.dtype, gen: torch.Generator, b_scale: float, **kw: object
+) -> nn.RNNBase:
+    """The twin with biases of magnitude ``b_scale``; ``bias_ih`` and ``bias_hh`` share their signs,
+    so their sum never cancels (the comparison with a reference stays well-conditioned)."""
+    rnn = make_twin(mode, 3, 4, batch_first=True, dtype=dtype, **kw)
+    with torch.no_grad():
+        for name, p in rnn.named_parameters():
+            if name.startswith("bias_ih"):
+                b = b_scale * torch.randn(p.shape, generator=gen, dtype=torch.float64)
+                p.copy_(b)
+                getattr(rnn, name.replace("bias_ih", "bias_hh")).copy_(b.abs() * b.sign())
+    return rnn
+
+
+def _extreme_case(
+    mode: str, dtype: torch.dtype, seed: int, bias_level: float, state_level: float, weight_level: float
+) -> tuple[nn.RNNBase, Tensor, Tensor, Tensor | tuple[Tensor, Tensor]]:
+    """A bidirectional twin, data with holes and h_0 (c_0), magnitudes up to a tenth of the
+    dtype's largest value (a bias of 6,500 in float16, 3e37 in float32, 1.8e307 in float64)."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    top = math.log10(torch.finfo(dtype).max) - 1
+    rnn = _extreme_twin(mode, dtype, gen, 10 ** (bias_level * top), bidirectional=True)
+    with torch.no_grad():
+        for name, p in rnn.named_parameters():
+            if name.startswith("weight_hh"):
+                p.mul_(10 ** (weight_level * top / 2))
+    x = torch.randn(4, 7, 3, generator=gen, dtype=torch.float64).to(dtype)
+    valid = torch.rand(4, 7, generator=gen) > 0.45
+    valid[0] = False  # no valid step
+    valid[1, -2:] = False  # padding after the last valid step
+    h = (10 ** (state_level * top) * torch.randn(2, 4, 4, generator=gen, dtype=torch.float64)).to(dtype)
+    hx: Tensor | tuple[Tensor, Tensor] = (h, h.flip(1).clone()) if mode == "LSTM" else h
+    return rnn, x, valid, hx
+
+
+def _run_and_grad(
+    mode: str, rnn: nn.RNNBase, x: Tensor, valid: Tensor, hx: object, composable: bool
+) -> tuple[Tensor, Tensor, Tensor | None, tuple[Tensor, ...]]:
+    x_bad = torch.where(valid.unsqueeze(-1), x, torch.nan).requires_grad_(True)
+    with composable_only() if composable else contextlib.nullcontext():
+        out, h_n, c_n = run(mode, rnn, x_bad, valid, hx)
+        loss = out.data.float().sum() + h_n.float().sum() + (c_n.float().sum() if c_n is not None else 0)
+        grads = torch.autograd.grad(loss, [x_bad, *rnn.parameters()])
+    assert bool((out.data[~valid] == 0).all()) and bool((grads[0][~valid] == 0).all())
+    return out.data, h_n, c_n, grads
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    mode=st.sampled_from(MODES),
+    dtype=st.sampled_from(FLOATS),
+    seed=st.integers(0, 2**16),
+    bias_level=st.floats(0.0, 1.0),
+    state_level=st.floats(0.0, 1.0),
+)
+def test_property_extreme_magnitudes_padding_changes_nothing(
+    mode: str, dtype: torch.dtype, seed: int, bias_level: float, state_level: float
+) -> None:
+    """Masked and padded steps carry the state over exactly, whatever the biases and states.
+
+    The fast path runs as many steps as the longest sequence, the static path every step
+    (so more padded steps): they agree to the GEMMs' rounding (bit for bit in most cases;
+    the old saturation constant was off by O(1) or NaN here), every float dtype.
+    """
+    rnn, x, valid, hx = _extreme_case(mode, dtype, seed, bias_level, state_level, 0.0)
+    o1, h1, c1, _ = _run_and_grad(mode, rnn, x, valid, hx, composable=False)
+    o2, h2, c2, _ = _run_and_grad(mode, rnn, x, valid, hx, composable=True)
+    state = hx[0] if isinstance(hx, tuple) else hx
+    tol = TIGHT[dtype]
+    pairs = [(o1, o2), (h1, h2)] + ([] if c1 is None or c2 is None else [(c1, c2)])
+    for a, b in pairs:
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol * (1 + float(state.double().abs().max())))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    mode=st.sampled_from(MODES),
+    dtype=st.sampled_from(FLOATS),
+    seed=st.integers(0, 2**16),
+    bias_level=st.floats(0.0, 1.0),
+    state_level=st.floats(0.0, 1.0),
+    weight_level=st.floats(0.0, 1.0),
+    composable=st.booleans(),
+)
+def test_property_extreme_magnitudes_finite_wherever_the_twin_is(
+    mode: str,
+    dtype: torch.dtype,
+    seed: int,
+    bias_level: float,
+    state_level: float,
+    weight_level: float,
+    composable: bool,
+) -> None:
+    """Outputs, states and every gradient are finite wherever the plain twin, run on each
+    sequence's valid steps alone, is finite (a padded relu step gave 0 * inf = NaN weight
+    gradients; the old constant overflowed float16 and made the whole batch NaN), with
+    biases, h_0/c_0 and recurrent weights up to a tenth of the dtype's largest value."""
+    rnn, x, valid, hx = _extreme_case(mode, dtype, seed, bias_level, state_level, weight_level)
+    out, h_n, c_n, grads = _run_and_grad(mode, rnn, x, valid, hx, composable)
+    # The reference: the forward direction alone, one sequence at a time.
+    uni = make_twin(mode, 3, 4, batch_first=True, dtype=dtype)
+    uni.load_state_dict({k: v for k, v in rnn.state_dict().items() if not k.endswith("_reverse")})
+    hx_f = (hx[0][:1], hx[1][:1]) if isinstance(hx, tuple) else hx[:1]
+    ref_out, ref_h, ref_c = _per_sample_reference(uni, x, valid, hx_f)
+    if all(bool(o.isfinite().all()) for o in ref_out) and bool(ref_h.isfinite().all()):
+        assert bool(out[..., :4].isfinite().all()) and bool(h_n[0].isfinite().all())
+        assert (
+            c_n is None or ref_c is None or not bool(ref_c.isfinite().all()) or bool(c_n[0].isfinite().all())
+        )
+    ref_loss = sum(o.float().sum() for o in ref_out) + ref_h.float().sum()
+    ref_loss = ref_loss + (ref_c.float().sum() if ref_c is not None else 0)
+    ref_grads = torch.autograd.grad(ref_loss, list(uni.parameters()), allow_unused=True)
+    if all(g is None or bool(g.isfinite().all()) for g in ref_grads):
+        names = [name for name, _ in rnn.named_parameters()]
+        forward = [g for name, g in zip(names, grads[1:]) if not name.endswith("_reverse")]
+        assert all(bool(g.isfinite().all()) for g in forward)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    mode=st.sampled_from(MODES),
+    dtype=st.sampled_from(FLOATS),
+    seed=st.integers(0, 2**16),
+    bias_level=st.floats(0.0, 1.0),
+    composable=st.booleans(),
+)
+def test_property_any_dtype_and_bias_equals_the_twin_on_valid_steps_only(
+    mode: str, dtype: torch.dtype, seed: int, bias_level: float, composable: bool
+) -> None:
+    """Values: the plain twin run on each sequence's valid steps alone (Keras semantics by
+    construction), every float dtype, biases up to a tenth of the dtype's largest value
+    (the old saturation constant overflowed float16 at 65,000 and stopped dominating at
+    3e10 in float32, 3e5 in bfloat16, 1e11 in float64), h_0 and c_0 given."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    b_scale = 10 ** (bias_level * (math.log10(torch.finfo(dtype).max) - 1))
+    rnn = _extreme_twin(mode, dtype, gen, b_scale)
+    x = torch.randn(4, 7, 3, generator=gen, dtype=torch.float64).to(dtype)
+    valid = torch.rand(4, 7, generator=gen) > 0.45
+    valid[0] = False
+    valid[1, -1] = False
+    h = torch.randn(1, 4, 4, generator=gen, dtype=torch.float64).to(dtype)
+    hx: Tensor | tuple[Tensor, Tensor] = (h, 3 * h.flip(1)) if mode == "LSTM" else h
+    with composable_only() if composable else contextlib.nullcontext():
+        out, h_n, c_n = run(mode, rnn, torch.where(valid.unsqueeze(-1), x, torch.nan), valid, hx)
+    ref_out, ref_h, ref_c = _per_sample_reference(rnn, x, valid, hx)
+    tol = TOL[dtype]
+    mag = 8 * max(1.0, b_scale) if mode == "RNN_RELU" else 4.0  # relu states grow with the biases
+
+    def close(a: Tensor, b: Tensor) -> None:
+        torch.testing.assert_close(a.double(), b.detach().double(), rtol=tol, atol=tol * mag)
+
+    close(h_n, ref_h)
+    if mode == "LSTM":
+        assert c_n is not None and ref_c is not None
+        close(c_n, ref_c)
+    for i in range(4):
+        close(out.data[i][valid[i]], ref_out[i])
+    assert bool((out.data[~valid] == 0).all())
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    mode=st.sampled_from(MODES),
+    dtype=st.sampled_from(FLOATS),
+    seed=st.integers(0, 2**16),
+    bias_level=st.floats(0.0, 1.0),
+    extra=st.integers(1, 9),
+    fill=st.sampled_from([0.0, 1e30, -math.inf, math.nan]),
+)
+def test_property_appended_masked_steps_change_nothing_bit_for_bit(
+    mode: str, dtype: torch.dtype, seed: int, bias_level: float, extra: int, fill: float
+) -> None:
+    """The static path runs the kernels over every step: appending masked steps (holding
+    anything) makes them run more padded steps, which must leave outputs, h_n and c_n
+    unchanged (to the GEMMs' rounding, see above), whatever the biases."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    b_scale = 10 ** (bias_level * (math.log10(torch.finfo(dtype).max) - 1))
+    rnn = make_twin(mode, 3, 4, batch_first=True, bidirectional=True, dtype=dtype)
+    with torch.no_grad():
+        for name, p in rnn.named_parameters():
+            if name.startswith("bias"):
+                p.copy_(b_scale * torch.randn(p.shape, generator=gen, dtype=torch.float64))
+    x = torch.randn(3, 6, 3, generator=gen, dtype=torch.float64).to(dtype)
+    valid = torch.rand(3, 6, generator=gen) > 0.4
+    valid[1] = False
+    x_long = torch.cat([x, torch.full((3, extra, 3), fill).to(dtype)], 1)  # 1e30 is inf in float16
+    valid_long = torch.cat([valid, torch.zeros(3, extra, dtype=torch.bool)], 1)
+    with composable_only():
+        a = run(mode, rnn, x, valid)
+        b = run(mode, rnn, x_long, valid_long)
+    assert bool((b[0].data[:, 6:] == 0).all())
+    pairs = [(a[0].data, b[0].data[:, :6]), (a[1], b[1])] + ([] if a[2] is None else [(a[2], b[2])])
+    for u, w in pairs:
+        torch.testing.assert_close(u, w, rtol=TIGHT[dtype], atol=TIGHT[dtype])
+
+
+@pytest.mark.parametrize(
+    "dtype,bias,state",
+    [
+        (torch.float16, 65000.0, 0.0),  # the old constant overflowed float16: the whole batch NaN
+        (torch.float16, 0.0, 1e4),  # h_0 of 1e4 with N(0, 1) weights: the same
+        (torch.float32, 3e10, 0.0),  # the old constant stopped dominating: c_n changed by padding
+        (torch.bfloat16, 3e5, 0.0),
+        (torch.float64, 1e11, 0.0),
+    ],
+)
+def test_lstm_regressions_of_the_saturation_constant(dtype: torch.dtype, bias: float, state: float) -> None:
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    lstm = nn.LSTM(5, 8, batch_first=True, dtype=dtype)
+    with torch.no_grad():
+        if bias:  # the same sign in both biases: they add up, as one bias of 2 * bias would
+            sign = torch.randn(32, generator=gen).sign()
+            lstm.bias_ih_l0.copy_(bias / 2 * sign)
+            lstm.bias_hh_l0.copy_(bias / 2 * sign)
+        lstm.weight_hh_l0.copy_(torch.randn(32, 8, generator=gen))
+    x = torch.randn(4, 12, 5, generator=gen).to(dtype)
+    valid = torch.rand(4, 12, generator=gen) > 0.5
+    valid[:, 0] = True
+    valid[0, 3:] = False
+    h0 = (state * torch.randn(1, 4, 8, generator=gen)).to(dtype)
+    hx = (h0, h0.clone())
+    for composable in (False, True):
+        with composable_only() if composable else contextlib.nullcontext():
+            out, (h, c) = masked_lstm(x, valid, lstm._flat_weights, hx, hidden_size=8)
+        _, ref_h, ref_c = _per_sample_reference(lstm, x, valid, hx)
+        assert bool(out.data.isfinite().all()) and bool(c.isfinite().all())
+        tol = TOL[dtype] * (1 + state)
+        torch.testing.assert_close(h.double(), ref_h.double(), rtol=TOL[dtype], atol=tol)
+        torch.testing.assert_close(c.double(), ref_c.double(), rtol=TOL[dtype], atol=tol)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("composable", [False, True])
+def test_relu_rnn_gradients_stay_finite_when_padding_would_overflow(composable: bool) -> None:
+    # Regression: padded steps ran relu(W h) up to inf, and the weight gradient was 0 * inf = NaN.
+    torch.manual_seed(0)
+    rnn = nn.RNN(3, 4, nonlinearity="relu", batch_first=True)
+    with torch.no_grad():
+        rnn.weight_hh_l0.copy_(10 * torch.eye(4))
+        rnn.weight_ih_l0.fill_(1.0)
+        rnn.bias_hh_l0.fill_(1.0)
+    x = torch.randn(2, 60, 3)
+    x[1] = -1e3  # the long sequence's inputs keep its state at 0 (finite)
+    valid = torch.zeros(2, 60, dtype=torch.bool)
+    valid[0, :3] = True  # then 56 padded steps with input 0: relu(10 h + 1) reaches 10**56, inf in float32
+    valid[1, :-1] = True
+    with composable_only() if composable else contextlib.nullcontext():
+        out, h = masked_rnn(x, valid, rnn._flat_weights, hidden_size=4, nonlinearity="relu")
+        (out.data[0].sum() + h[:, 0].sum()).backward()
+    assert all(bool(p.grad.isfinite().all()) for p in rnn.parameters())  # type: ignore[union-attr]
+    assert bool(out.data[0].isfinite().all())
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("composable", [False, True])
+def test_nan_and_inf_cotangents_at_masked_outputs_reach_no_gradient(mode: str, composable: bool) -> None:
+    """A loss that is NaN or Inf at masked output positions only (e.g. torch.where with NaN
+    targets in the holes) changes no gradient: the backward selects, it never multiplies."""
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    rnn = make_twin(mode, 3, 4, num_layers=2, bidirectional=True, batch_first=True)
+    x = torch.randn(3, 6, 3, generator=gen)
+    valid = _holes_mask(3, 6, gen)
+    params = list(rnn.parameters())
+    grads = []
+    for bad in (0.0, math.nan, math.inf):
+        xr = x.clone().requires_grad_(True)
+        with composable_only() if composable else contextlib.nullcontext():
+            out, _, _ = run(mode, rnn, xr, valid)
+            cot = torch.where(valid.unsqueeze(-1), torch.ones_like(out.data), torch.tensor(bad))
+            g = torch.autograd.grad(out.data, [xr, *params], cot)
+        assert all(bool(t.isfinite().all()) for t in g)
+        grads.append(g)
+    for g in grads[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(g, grads[0]))
+
+
+@pytest.mark.parametrize("mode,kw", CASES, ids=[f"{m}-{i}" for i, (m, _) in enumerate(CASES)])
+def test_the_three_paths_agree(mode: str, kw: dict[str, object]) -> None:
+    """Eager fast path, static path (composable_only) and step-by-step path (torch.func) give
+    the same outputs, states and gradients."""
+    gen = torch.Generator().manual_seed(5)
+    torch.manual_seed(5)
+    rnn = make_twin(mode, 4, 5, batch_first=True, dtype=torch.float64, **kw)
+    x = torch.randn(5, 7, 4, generator=gen, dtype=torch.float64)
+    valid = _holes_mask(5, 7, gen)
+    hx_h = torch.randn(rnn.num_layers * (2 if rnn.bidirectional else 1), 5, 3 if kw.get("proj_size") else 5)
+    hx: object = hx_h.double()
+    if mode == "LSTM":
+        hx = (hx_h.double(), torch.randn(hx_h.shape[0], 5, 5, dtype=torch.float64))
+    params = list(rnn.parameters())
+
+    def go(path: str) -> tuple[Tensor, ...]:
+        xr = torch.where(valid.unsqueeze(-1), x, torch.nan).requires_grad_(True)
+        if path == "step":  # what torch.func transforms run
+            assert isinstance(hx, (Tensor, tuple))
+            out, h, c = _loop_path(mode, rnn, xr, valid, hx)
+        else:
+            with composable_only() if path == "static" else contextlib.nullcontext():
+                out_m, h, c = run(mode, rnn, xr, valid, hx)
+                out = out_m.data
+        loss = out.pow(2).sum() + h.sum() + (c.sum() if c is not None else 0)
+        return (out, h, *(() if c is None else (c,)), *torch.autograd.grad(loss, [xr, *params]))
+
+    fast, static, step = go("fast"), go("static"), go("step")
+    for a, b, c in zip(fast, static, step):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(c, a, rtol=1e-10, atol=1e-12)
+    # Inference (no gradient): GRU and RNN run packed sequences on the fast path.
+    with torch.no_grad():
+        for time_first in (False, True):
+            xi = torch.where(valid.unsqueeze(-1), x, torch.nan)
+            xi, vi = (xi.transpose(0, 1), valid.t()) if time_first else (xi, valid)
+            out_m, h, _ = run(mode, rnn, xi, vi, hx, batch_first=not time_first)
+            out = out_m.data.transpose(0, 1) if time_first else out_m.data
+            torch.testing.assert_close(out, fast[0], rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(h, fast[1], rtol=1e-10, atol=1e-12)
+
+
+def _loop_path(
+    mode: str, rnn: nn.RNNBase, x: Tensor, valid: Tensor, hx: Tensor | tuple[Tensor, Tensor]
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The step-by-step path exactly as masked_recurrent runs it under torch.func."""
+    from masknn.functional.recurrent import _Config, _stepwise
+
+    h0, c0 = hx if isinstance(hx, tuple) else (hx, None)
+    per = 2 + 2 * int(rnn.bias) + int(getattr(rnn, "proj_size", 0) > 0)
+    cfg = _Config(mode, rnn.bias, rnn.num_layers, 0.0, False, rnn.bidirectional, per)
+    return _stepwise(cfg, x, valid, rnn._flat_weights, h0, c0)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_saturating_value_survives_reduced_mantissa_kernels(dtype: torch.dtype) -> None:
+    """GPU kernels may round float32 operands to fewer mantissa bits (TF32 in cuDNN, on by
+    default): the padded-step constant must stay finite and exact there, or ``0 * inf`` at
+    valid steps gives NaN (seen on an H200 with finfo(float32).max, which rounds to inf)."""
+    from masknn.functional.recurrent import _saturating_value
+
+    v = _saturating_value(dtype, "cpu")
+    t = torch.tensor(v, dtype=dtype)
+    assert bool(torch.isfinite(t)) and t.item() == v
+    assert bool(torch.isinf(t * t))  # it still overflows, so padded gates saturate exactly
+    assert math.frexp(v)[0] == 0.5  # a power of two: exact with any number of mantissa bits
+    for narrow in (torch.bfloat16, torch.float16):
+        if torch.finfo(narrow).max >= v:  # a format with as wide a range keeps it exactly
+            assert t.to(narrow).to(dtype).item() == v

@@ -80,6 +80,25 @@ def _no_valid_row() -> tuple[Masked]:
     return (Masked(torch.randn(3, 7, 5), torch.zeros(3, 7, dtype=torch.bool)),)
 
 
+def _keras_classifier() -> torch.nn.Module:
+    """Keras' first model as written: Masking(0.0) -> LSTM -> Dense, in nn.Sequential."""
+    return torch.nn.Sequential(
+        mnn.MaskFromValue(0.0),
+        mnn.MaskedLSTM(5, 4, batch_first=True, return_state=False),
+        mnn.MaskedTemporalPool("last"),
+        mnn.MaskedLinear(4, 3),
+    )
+
+
+def _keras_seq2seq() -> torch.nn.Module:
+    """Masking -> bidirectional GRU (return_sequences) -> TimeDistributed(Dense)."""
+    return torch.nn.Sequential(
+        mnn.MaskFromValue(0.0),
+        mnn.MaskedGRU(5, 4, batch_first=True, bidirectional=True, return_state=False),
+        mnn.TimeDistributedLinear(8, 3),
+    )
+
+
 TIME_FIRST = {"batch_dim": 1}
 
 ENTRIES = [
@@ -192,6 +211,21 @@ ENTRIES = [
         _no_valid_row,
         id="TDL-no-valid-row",
     ),
+    # return_state=False (the output only) and the Keras-style whole models it enables.
+    ModuleInfo(
+        mnn.MaskedLSTM,
+        lambda: mnn.MaskedLSTM(5, 4, num_layers=2, bidirectional=True, batch_first=True, return_state=False),
+        _seq,
+        id="MaskedLSTM-output-only",
+    ),
+    ModuleInfo(
+        mnn.MaskedRNN,
+        lambda: mnn.MaskedRNN(5, 4, nonlinearity="relu", batch_first=True, return_state=False),
+        _seq,
+        id="MaskedRNN-relu-output-only",
+    ),
+    ModuleInfo(mnn.MaskedLSTM, _keras_classifier, _seq, id="Keras-Masking-LSTM-Dense"),
+    ModuleInfo(mnn.MaskedGRU, _keras_seq2seq, _seq, id="Keras-Masking-GRU-TimeDistributed"),
 ]
 
 
@@ -246,7 +280,7 @@ def _per_head_float_mask_call(module: torch.nn.Module, x: Masked) -> object:
     am = torch.randn(n * 2, t, t, generator=gen).masked_fill(
         torch.rand(n * 2, t, t, generator=gen) > 0.7, -torch.inf
     )
-    return module(x, am)
+    return module(x, am.to(x.data.device))
 
 
 def _no_grad_call(module: torch.nn.Module, x: Masked) -> object:

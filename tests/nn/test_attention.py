@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from masknn import Masked
@@ -78,3 +80,63 @@ def test_bad_attn_mask_raises_a_clear_error() -> None:
         mha(q, attn_mask=torch.zeros(3, 6, 6))
     with pytest.raises(TypeError, match="got torch.int64"):
         mha(q, attn_mask=torch.zeros(6, 6, dtype=torch.int64))
+
+
+# ---------------------------------------------- add_bias_kv / add_zero_attn: extra keys are valid
+@settings(max_examples=30, deadline=None)
+@given(
+    keys=st.lists(st.lists(st.booleans(), min_size=5, max_size=5), min_size=3, max_size=3),
+    queries=st.lists(st.lists(st.booleans(), min_size=4, max_size=4), min_size=3, max_size=3),
+    bias_kv=st.booleans(),
+    zero_attn=st.booleans(),
+    batch_first=st.booleans(),
+    attn=st.sampled_from(["none", "bool", "float"]),
+)
+def test_extra_keys_are_always_valid_as_in_nn(
+    keys: list[list[bool]],
+    queries: list[list[bool]],
+    bias_kv: bool,
+    zero_attn: bool,
+    batch_first: bool,
+    attn: str,
+) -> None:
+    # nn.MultiheadAttention never masks the keys that add_bias_kv / add_zero_attn append (it pads
+    # key_padding_mask and attn_mask with "attend" for them): a sample whose real keys are all
+    # masked still attends to them and gives a finite output. masknn gives the same, and keeps the
+    # query valid; without extra keys such a query is 0 and masked (nn gives NaN there).
+    if not (bias_kv or zero_attn):
+        bias_kv = True
+    torch.manual_seed(0)
+    kw = dict(add_bias_kv=bias_kv, add_zero_attn=zero_attn, batch_first=batch_first, dtype=torch.float64)
+    plain = nn.MultiheadAttention(8, 2, **kw).eval()
+    mha = MaskedMultiheadAttention(8, 2, **kw).eval()
+    mha.load_state_dict(plain.state_dict())
+    km, qm = torch.tensor(keys), torch.tensor(queries)
+    km[0] = False  # at least one sample with every real key masked
+    q = torch.randn(3, 4, 8, dtype=torch.float64)
+    k = torch.randn(3, 5, 8, dtype=torch.float64)
+    k_holes = torch.where(km.unsqueeze(-1), k, torch.full_like(k, float("nan")))
+    am: torch.Tensor | None = None
+    if attn == "bool":
+        am = torch.rand(4, 5, generator=torch.Generator().manual_seed(1)) > 0.6  # True = may not attend
+    elif attn == "float":
+        am = torch.randn(4, 5, dtype=torch.float64)
+    tf = (lambda t: t) if batch_first else (lambda t: t.transpose(0, 1))
+    out, w = mha(Masked(tf(q), tf(qm)), Masked(tf(k_holes), tf(km)), attn_mask=am)
+    ref, ref_w = plain(tf(q), tf(k), tf(k), key_padding_mask=~km, attn_mask=am)
+    out_d, ref = tf(out.data), tf(ref)
+    assert torch.equal(tf(out.mask)[..., 0], qm)  # every valid query stays valid
+    assert bool(ref[qm].isfinite().all())
+    torch.testing.assert_close(out_d[qm], ref[qm])
+    assert w is not None and ref_w is not None
+    torch.testing.assert_close(w[qm], ref_w[qm])
+    assert bool((out_d[~qm] == 0).all())
+
+
+def test_key_padding_mask_is_refused_with_the_way_out() -> None:
+    mha = MaskedMultiheadAttention(8, 2, batch_first=True)
+    x = torch.randn(2, 3, 8)
+    with pytest.raises(
+        TypeError, match=r"MaskedMultiheadAttention: key_padding_mask is not taken.*~key_padding_mask"
+    ):
+        mha(x, key_padding_mask=torch.zeros(2, 3, dtype=torch.bool))

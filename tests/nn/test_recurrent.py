@@ -124,3 +124,109 @@ def test_initial_state_of_another_dtype_raises_a_type_error(cls: type[torch.nn.M
     hx = (h, h) if cls is MaskedLSTM else h
     with pytest.raises(TypeError, match=rf"^{cls.__name__}: [hc]_0 \(1, 3, 4\) is torch.float64"):
         cls(5, 4, batch_first=True)(x, hx)
+
+
+# ----------------------------------------------------------------- return_state and Sequential
+@pytest.mark.parametrize("cls", [MaskedLSTM, MaskedGRU, MaskedRNN])
+def test_return_state_false_returns_the_masked_output_only(cls: type[nn.RNNBase]) -> None:
+    torch.manual_seed(0)
+    full = cls(3, 4, num_layers=2, bidirectional=True, batch_first=True)
+    only = cls(3, 4, num_layers=2, bidirectional=True, batch_first=True, return_state=False)  # type: ignore[call-arg]
+    only.load_state_dict(full.state_dict())
+    assert full.state_dict().keys() == only.state_dict().keys()
+    x = Masked(torch.randn(2, 5, 3), torch.tensor([[1, 0, 1, 1, 0], [0, 0, 0, 0, 0]]))
+    out = only(x)
+    assert isinstance(out, Masked)
+    ref, _ = full(x)
+    assert torch.equal(out.data, ref.data) and torch.equal(out.mask, ref.mask)
+    assert repr(only).endswith("bidirectional=True, return_state=False)")
+    assert "return_state" not in repr(full)
+
+
+@pytest.mark.parametrize("cls", [MaskedLSTM, MaskedGRU, MaskedRNN])
+def test_return_state_must_be_a_bool(cls: type[nn.RNNBase]) -> None:
+    with pytest.raises(TypeError, match=rf"^{cls.__name__}: return_state must be True or False, got 'no'"):
+        cls(3, 4, return_state="no")  # type: ignore[call-arg]
+
+
+def test_keras_masking_lstm_dense_as_written() -> None:
+    """Keras' first model, ``Masking(0.0) -> LSTM -> Dense``, as a plain nn.Sequential."""
+    from masknn.nn import MaskedLinear, MaskedTemporalPool, MaskFromValue
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        MaskFromValue(0.0),
+        MaskedLSTM(3, 8, batch_first=True, return_state=False),
+        MaskedTemporalPool("last"),
+        MaskedLinear(8, 2),
+    )
+    lengths = torch.tensor([5, 2, 4])
+    x = torch.randn(3, 5, 3)
+    padded = torch.where(torch.arange(5).view(1, 5, 1) < lengths.view(3, 1, 1), x, 0.0)  # zero padding
+    out = model(padded)
+    assert isinstance(out, Masked) and out.data.shape == (3, 2) and bool(out.mask.all())
+    # The same as the layers called one by one: the last valid output is h_n.
+    lstm = MaskedLSTM(3, 8, batch_first=True)
+    lstm.load_state_dict(model[1].state_dict())
+    _, (h, _) = lstm(Masked.from_lengths(x, lengths))
+    torch.testing.assert_close(out.data, model[3](Masked(h[0], torch.ones(3, 1, dtype=torch.bool))).data)
+    out.data.sum().backward()
+    assert all(p.grad is not None and bool(p.grad.isfinite().all()) for p in model.parameters())
+
+
+def test_keras_sequence_to_sequence_with_time_distributed_linear() -> None:
+    """``Masking -> GRU(return_sequences=True) -> TimeDistributed(Dense)`` as nn.Sequential."""
+    from masknn.nn import MaskFromValue, TimeDistributedLinear
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        MaskFromValue(0.0),
+        MaskedGRU(3, 6, batch_first=True, bidirectional=True, return_state=False),
+        TimeDistributedLinear(12, 4),
+    )
+    x = torch.randn(2, 7, 3)
+    x[0, 2] = 0.0  # a hole in the middle
+    x[1, 5:] = 0.0  # padding at the end
+    out = model(x)
+    valid = torch.ones(2, 7, dtype=torch.bool)
+    valid[0, 2] = False
+    valid[1, 5:] = False
+    assert out.data.shape == (2, 7, 4) and torch.equal(out.mask[..., 0], valid)
+    assert bool((out.data[~valid] == 0).all())
+    gru_out = model[1](Masked(x, valid))
+    torch.testing.assert_close(out.data, model[2](gru_out).data)
+
+
+def test_functional_call_uses_the_given_weights() -> None:
+    # Regression: the layer read its cached _flat_weights, so torch.func.functional_call (and
+    # per-sample gradients through it) silently used the module's own weights.
+    torch.manual_seed(0)
+    lstm = MaskedLSTM(3, 4, batch_first=True)
+    x = Masked(torch.randn(2, 5, 3), torch.rand(2, 5) > 0.3)
+    zeros = {k: torch.zeros_like(v) for k, v in lstm.named_parameters()}
+    out, (h, c) = torch.func.functional_call(lstm, zeros, (x,))
+    assert bool((out.data == 0).all()) and bool((h == 0).all()) and bool((c == 0).all())
+    out2, _ = lstm(x)
+    assert not bool((out2.data[x.mask[..., 0]] == 0).all())  # the module's own weights again
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: MaskedLSTM(5, 4, num_layers=2, bidirectional=True, batch_first=True),
+        lambda: MaskedGRU(5, 4, bidirectional=True, batch_first=True, return_state=False),
+        lambda: MaskedRNN(5, 4, nonlinearity="relu", num_layers=2, batch_first=True),
+    ],
+    ids=["LSTM", "GRU", "RNN-relu"],
+)
+def test_static_path_honours_the_contract(make: object) -> None:
+    """The leakage contract on the static path (what torch.compile, export and ONNX run)."""
+    from masknn.functional._select import composable_only
+    from masknn.testing import assert_no_leakage
+
+    torch.manual_seed(0)
+    mask = torch.rand(3, 7) > 0.4
+    mask[1] = False
+    mask[2, 3] = False
+    with composable_only():
+        assert_no_leakage(make(), Masked(torch.randn(3, 7, 5), mask))  # type: ignore[operator]

@@ -69,7 +69,10 @@ def _batches(
 def _cotangents(batches: list[tuple[torch.Tensor, torch.Tensor]], seed: int) -> list[torch.Tensor]:
     """A gradient for each rank's output, NaN at masked positions (it must reach no gradient)."""
     g = torch.Generator().manual_seed(seed + 1000)
-    return [torch.where(m, torch.randn(x.shape, generator=g), torch.tensor(NAN)) for x, m in batches]
+    return [
+        torch.where(m, torch.randn(x.shape, generator=g).to(m.device), torch.tensor(NAN, device=m.device))
+        for x, m in batches
+    ]
 
 
 def _init(bn: nn.Module) -> None:
@@ -184,6 +187,30 @@ def check_empty_rank(rank: int, ws: int) -> None:
         _train_against_reference(
             rank, ws, per_channel=True, momentum=0.1, composable=composable, fill=NAN, empty_rank=1
         )
+
+
+def check_momentum_none_skips_empty_global_batches(rank: int, ws: int) -> None:
+    # momentum=None is the cumulative average over the batches that hold a valid element on some
+    # rank: a global batch with none (every rank fully masked, or empty) is not counted; one where
+    # only some ranks are fully masked is. Reference: one process fed the counted batches only.
+    for composable in (False, True):
+        sync, ref = mnn.MaskedSyncBatchNorm(C, momentum=None), mnn.MaskedBatchNorm2d(C, momentum=None)
+        _init(sync)
+        _init(ref)
+        for step in range(4):
+            batches = _batches(ws, 50 + step, False, NAN)
+            if step == 1:  # no valid element on any rank
+                batches = [(x, torch.zeros_like(m)) for x, m in batches]
+            if step == 2:  # rank 0 fully masked, the others not
+                batches[0] = (batches[0][0], torch.zeros_like(batches[0][1]))
+            x, m = batches[rank]
+            with _path(composable):
+                sync(Masked(x, m))
+            if step != 1:
+                ref(Masked(torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])))
+        assert int(sync.num_batches_tracked) == 3 == int(ref.num_batches_tracked)
+        torch.testing.assert_close(sync.running_mean, ref.running_mean, **TOL)
+        torch.testing.assert_close(sync.running_var, ref.running_var, **TOL)
 
 
 def check_groups_of_one_communicate_nothing(rank: int, ws: int) -> None:
@@ -392,6 +419,7 @@ def _worker(rank: int, ws: int) -> dict[str, str | None]:
     checks: dict[str, Callable[[], None]] = {
         "matches_single_process": lambda: check_matches_single_process(rank, ws),
         "empty_rank": lambda: check_empty_rank(rank, ws),
+        "momentum_none": lambda: check_momentum_none_skips_empty_global_batches(rank, ws),
         "groups_of_one": lambda: check_groups_of_one_communicate_nothing(rank, ws),
         "half_precision": lambda: check_half_precision(rank, ws),
         "precision": lambda: check_precision_far_from_zero(rank, ws),
@@ -415,6 +443,7 @@ def ranks(request: pytest.FixtureRequest) -> tuple[int, dict[str, list[str | Non
     [
         "matches_single_process",
         "empty_rank",
+        "momentum_none",
         "groups_of_one",
         "half_precision",
         "precision",
@@ -540,7 +569,7 @@ def test_errors_name_the_layer() -> None:
         bn(torch.randn(2, 3, 4, dtype=torch.float64))
     with pytest.raises(TypeError, match="MaskedSyncBatchNorm: expected data as a torch.Tensor"):
         bn("x")
-    with pytest.raises(ValueError, match="MaskedSyncBatchNorm: expected num_features as a positive int"):
+    with pytest.raises(ValueError, match="MaskedSyncBatchNorm: expected num_features as an int >= 1"):
         mnn.MaskedSyncBatchNorm(0)
     with pytest.raises(TypeError, match=r"MaskedSyncBatchNorm: expected process_group .* got list"):
         mnn.MaskedSyncBatchNorm(3, process_group=[0, 1])

@@ -1,11 +1,11 @@
 """Measure which masking strategy works on your data: ``masknn compare DATA.npz``.
 
-The same small architecture is built under each :class:`Strategy` (a fill,
+The same small architecture is built under each [`Strategy`][masknn.compare.Strategy] (a fill,
 optionally the mask as an extra channel, plain or mask-aware layers), trained
 with the same budget and seeds, and scored on held-out samples; the result is
 a table (mean ± std over seeds per missing rate) and a figure.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> from masknn.compare import CompareData, compare
     >>> rng = np.random.default_rng(0)
@@ -18,7 +18,7 @@ Example:
 from masknn.compare.data import NPZ_LAYOUT, CompareData, load_npz
 from masknn.compare.harness import MASK_KINDS, CompareResult, compare, simulate_masks
 from masknn.compare.models import Classifier, UNet, build_model
-from masknn.compare.report import format_table, plot_rates
+from masknn.compare.report import format_report, format_table, noise_summary, plot_rates
 from masknn.compare.strategies import (
     ALL_STRATEGIES,
     DEFAULT_STRATEGIES,
@@ -38,8 +38,10 @@ __all__ = [
     "UNet",
     "build_model",
     "compare",
+    "format_report",
     "format_table",
     "load_npz",
+    "noise_summary",
     "parse_strategies",
     "plot_rates",
     "simulate_masks",

@@ -21,11 +21,13 @@ The .npz layout read by `masknn compare DATA.npz` (numpy.savez):
   y_mask optional, bool (N, 1|K, H, W): where the regression target is known.
   train  optional, bool (N,): True = training sample. Default: a seeded 80/20 split.
 
-When x has no missing values, masks are simulated (--mask-kind, --rates) on top."""
+Missing values: when x has none, masks are simulated (--mask-kinds, --rates); when it has
+some, its own mask is used, and --rates simulates masks on top of it."""
+"""The ``.npz`` layout that ``masknn compare`` reads (printed by ``masknn compare --layout``)."""
 
 
 class CompareData:
-    """Validated arrays for :func:`masknn.compare.compare` (see :data:`NPZ_LAYOUT`).
+    """Validated arrays for [`masknn.compare.compare`][] (see [`NPZ_LAYOUT`][masknn.compare.NPZ_LAYOUT]).
 
     Args:
         x: images ``(N, C, H, W)`` or ``(N, H, W)``; NaN marks missing values.
@@ -34,6 +36,7 @@ class CompareData:
         train: bool ``(N,)``, True = training sample.
         y_mask: where regression targets are known (besides their NaNs).
         name: used in titles and file names.
+        split: how ``train`` was chosen, in words (for the report).
 
     After validation: ``x`` float32 (0 at masked positions), ``mask`` bool,
     ``y`` int64 or float32, ``y_mask`` bool (regression) or None, ``train``
@@ -48,8 +51,10 @@ class CompareData:
         train: np.ndarray,
         y_mask: np.ndarray | None = None,
         name: str = "data",
+        split: str = "given by the caller",
     ) -> None:
         self.name = name
+        self.split = split
         self.kind = "classify"
         self.y_mask: np.ndarray | None = None
         self._validate(x, mask, y, train, y_mask)
@@ -150,9 +155,9 @@ def _as_mask(name: str, mask: np.ndarray | None, shape: tuple[int, ...]) -> np.n
 
 
 def load_npz(path: str | Path, seed: int = 0, test_fraction: float = 0.2) -> CompareData:
-    """Read and validate a user's ``.npz`` (layout: :data:`NPZ_LAYOUT`).
+    """Read and validate a user's ``.npz`` (layout: [`NPZ_LAYOUT`][masknn.compare.NPZ_LAYOUT]).
 
-    Example:
+    Examples:
         >>> import numpy as np, tempfile, os
         >>> rng = np.random.default_rng(0)
         >>> with tempfile.TemporaryDirectory() as d:
@@ -176,10 +181,12 @@ def load_npz(path: str | Path, seed: int = 0, test_fraction: float = 0.2) -> Com
     n = len(arrays["x"])
     if "train" in arrays:
         train = arrays["train"]
+        split = "the file's train array"
     else:
         rng = np.random.default_rng(seed)
         train = np.ones(n, dtype=bool)
         train[rng.permutation(n)[: max(1, int(round(test_fraction * n)))]] = False
+        split = f"a random split, {test_fraction:.0%} test, seed {seed}"
     return CompareData(
-        arrays["x"], arrays.get("mask"), arrays["y"], train, arrays.get("y_mask"), name=path.stem
+        arrays["x"], arrays.get("mask"), arrays["y"], train, arrays.get("y_mask"), name=path.stem, split=split
     )

@@ -18,18 +18,18 @@ from masknn import masks as _masks
 from masknn._masked import Masked
 from masknn.compare.data import CompareData
 from masknn.compare.models import build_model
-from masknn.compare.report import format_table, plot_rates
+from masknn.compare.report import format_report, format_table, noise_summary, plot_rates
 from masknn.compare.strategies import Strategy, parse_strategies
 from masknn.functional.losses import masked_mse_loss
 
 __all__ = ["MASK_KINDS", "CompareResult", "compare", "simulate_masks"]
 
-#: Simulated mask generators (``masknn.masks``).
 MASK_KINDS = ("cloud", "random", "rectangle", "stroke")
+"""Simulated mask generators (``masknn.masks``)."""
 
 
 def simulate_masks(kind: str, shape: Sequence[int], rate: float, seed: int) -> np.ndarray:
-    """Bool masks (True = valid) hiding ``rate`` of each image, from :mod:`masknn.masks`."""
+    """Bool masks (True = valid) hiding ``rate`` of each image, from [`masknn.masks`][]."""
     if kind not in MASK_KINDS:
         raise ValueError(f"simulate_masks: kind must be one of {MASK_KINDS}, got {kind!r}")
     gen = getattr(_masks, f"{kind}_mask")
@@ -42,13 +42,16 @@ class CompareResult:
 
     ``records``: one dict per (strategy, mask kind, rate, seed) with keys
     ``strategy``, ``mask_kind``, ``rate`` (None = the data's own masks),
-    ``seed``, ``value`` (the metric), ``seconds``, ``params``.
+    ``seed``, ``value`` (the metric), ``seconds``, ``params``. ``setup``: the
+    set-up in words (data, split, missing values, model, training, seeds,
+    metric), label -> text, as the report prints it.
     """
 
     metric: str
     higher_is_better: bool
     records: list[dict[str, Any]] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    setup: dict[str, str] = field(default_factory=dict)
     #: With ``compare(..., keep_models=True)``: the trained model of the last seed,
     #: keyed by ``(strategy, mask_kind, rate)``.
     models: dict[tuple[str, str, float | None], torch.nn.Module] = field(default_factory=dict)
@@ -57,9 +60,21 @@ class CompareResult:
         """A markdown table: strategies x (mask kind, rate), ``mean ± std`` over seeds, best in bold."""
         return format_table(self.records, self.metric, self.higher_is_better)
 
+    def noise(self) -> str:
+        """Per column, the best strategy and those within noise of it (paired by seed)."""
+        return noise_summary(self.records, self.higher_is_better)
+
+    def report(self) -> str:
+        """The markdown report: set-up, table, and which strategies are within noise of the best."""
+        title = f"masknn compare: {self.info.get('data', 'data')}"
+        return format_report(self.records, self.metric, self.higher_is_better, self.setup, title)
+
     def plot(self, path: str | Path, title: str | None = None) -> Path:
-        """Metric vs missing rate with ±1 std error bars, one panel per mask kind (needs matplotlib)."""
-        return plot_rates(self.records, self.metric, path, title or self.info.get("title"))
+        """The figure (needs matplotlib): metric vs missing rate and the difference to zero-fill,
+        or a bar per strategy for the data's own mask; see [`plot_rates`][masknn.compare.plot_rates]."""
+        return plot_rates(
+            self.records, self.metric, path, title or self.info.get("title"), self.higher_is_better
+        )
 
     def summary(self) -> dict[tuple[str, str, float | None], tuple[float, float, int]]:
         """``{(strategy, mask_kind, rate): (mean, std, n_seeds)}``."""
@@ -118,8 +133,8 @@ def compare(
     """Compare masking strategies on ``data`` with one training budget.
 
     For each strategy, mask kind, missing rate and seed: build the same
-    architecture (:class:`~masknn.compare.models.Classifier` for labels, a
-    small :class:`~masknn.compare.models.UNet` for per-pixel targets), train it
+    architecture ([`Classifier`][masknn.compare.Classifier] for labels, a
+    small [`UNet`][masknn.compare.UNet] for per-pixel targets), train it
     for ``steps`` Adam steps of ``batch_size`` samples with the seed fixing the
     initialization, the batch order and the simulated masks (the same masks for
     every strategy), then score the test samples: accuracy in % for labels,
@@ -127,14 +142,17 @@ def compare(
     regression (on all target pixels if none is hidden).
 
     Args:
-        data: :class:`CompareData` (e.g. from :func:`masknn.compare.load_npz`).
+        data: [`CompareData`][masknn.compare.CompareData] (e.g. from [`masknn.compare.load_npz`][]).
         strategies: comma-separated names, a list, ``"all"`` or None (the default set).
         rates: missing rates to simulate on top of the data's own mask; None
             means the data's own mask only (if the data has no missing value,
             None simulates 10, 30, 50 and 70 %).
-        mask_kinds: simulated mask shapes, from :data:`MASK_KINDS`.
+        mask_kinds: simulated mask shapes, from [`MASK_KINDS`][masknn.compare.MASK_KINDS].
         seeds: a count (seeds 0..n-1) or explicit seeds.
-        steps, batch_size, lr, width: the training budget and model size.
+        steps: Adam steps per run (the training budget).
+        batch_size: samples per step.
+        lr: the peak learning rate (one-cycle schedule).
+        width: channels of the first convolution block (the model size).
         progress: show a tqdm progress bar (if tqdm is installed).
         log: called with one line per finished run.
         keep_models: keep the last seed's trained models in ``result.models``.
@@ -186,6 +204,7 @@ def compare(
             **result_scale,
         },
     )
+    result.setup = _setup(data, strats, kinds, rate_list, seed_list, steps, batch_size, lr, width)
     total = len(strats) * len(kinds) * len(rate_list) * len(seed_list) * steps
     bar = _progress(total, progress, f"compare {data.name}")
     try:
@@ -234,7 +253,56 @@ def compare(
     finally:
         if bar is not None:
             bar.close()
+    sizes = sorted({int(r["params"]) for r in result.records})
+    counts = f"{sizes[0]:,}" if len(sizes) == 1 else f"{sizes[0]:,}-{sizes[-1]:,}"
+    result.setup["model"] += f"; {counts} parameters"
+    result.setup["time"] = f"{sum(r['seconds'] for r in result.records):.0f} s of training and scoring"
     return result
+
+
+def _setup(
+    data: CompareData,
+    strats: list[Strategy],
+    kinds: list[str],
+    rates: list[float | None],
+    seeds: list[int],
+    steps: int,
+    batch_size: int,
+    lr: float,
+    width: int,
+) -> dict[str, str]:
+    """The set-up in words, for the report."""
+    n, c, h, w = data.x.shape
+    missing = 100.0 * (1.0 - float(np.broadcast_to(data.mask, data.x.shape).mean()))
+    if data.kind == "classify":
+        task = f"classification into {data.num_classes} classes"
+        model = f"the same small CNN for every strategy (masknn.compare.Classifier, width {width})"
+        metric = "accuracy (%) on the test samples"
+    else:
+        task = f"per-pixel regression of {data.num_classes} target channel(s)"
+        model = f"the same small U-Net for every strategy (masknn.compare.UNet, width {width})"
+        metric = "RMSE on the test samples' target pixels hidden from the input, in the data's units"
+    if rates == [None]:
+        masks = f"the data's own mask ({missing:.1f} % of the input values missing)"
+    else:
+        shown = ", ".join(f"{r:.0%}" for r in rates if r is not None)
+        masks = (
+            f"simulated {' and '.join(kinds)} masks hiding {shown} of each image, on top of the "
+            f"data's own mask ({missing:.1f} % missing in the data)"
+        )
+    return {
+        "data": f"{data.name}: {n} samples of {c} x {h} x {w}, {task}",
+        "split": f"{int(data.train.sum())} train / {int((~data.train).sum())} test ({data.split})",
+        "missing values": masks,
+        "strategies": ", ".join(s.name for s in strats),
+        "model": model,
+        "training": f"{steps} Adam steps of {batch_size} samples, one-cycle learning rate peaking at {lr:g}",
+        "seeds": (
+            f"{', '.join(str(s) for s in seeds)} (a seed fixes the initialization, the batch order"
+            f"{'' if rates == [None] else ' and the simulated masks'}, the same for every strategy)"
+        ),
+        "metric": metric,
+    }
 
 
 def _masked_input(x: Tensor, m: Tensor) -> Masked:

@@ -68,7 +68,7 @@ class Classifier(nn.Module):
     then flatten and a linear head, in plain or mask-aware layers.
 
     Args:
-        strategy: the :class:`Strategy`.
+        strategy: the [`Strategy`][masknn.compare.Strategy].
         channels: input channels; ``mask_channels``: channels of the input mask.
         num_classes: outputs; ``width``: channels of the first block (then 2x, 2x).
         size: input ``(H, W)``; the head sees the ``(H // 4, W // 4)`` map, flattened
@@ -166,7 +166,8 @@ def build_model(
     width: int = 16,
     size: tuple[int, int] = (28, 28),
 ) -> nn.Module:
-    """``kind="classify"``: :class:`Classifier` for ``size`` images; ``"regress"``: :class:`UNet`."""
+    """``kind="classify"``: [`Classifier`][masknn.compare.Classifier] for ``size`` images; ``"regress"``:
+    [`UNet`][masknn.compare.UNet]."""
     if kind == "classify":
         return Classifier(strategy, channels, mask_channels, outputs, width, size)
     if kind == "regress":

@@ -28,7 +28,7 @@ class Strategy:
     The name is the ``+``-joined spec: ``zero``, ``mean+mc``, ``partial``,
     ``partial+mc``, ``learned+mc`` ...
 
-    Example:
+    Examples:
         >>> Strategy.parse("mean+mc")
         Strategy(fill='mean', mask_channel=True, layers='plain')
         >>> Strategy("none", True, "partial").name
@@ -73,16 +73,16 @@ class Strategy:
         return cls(head, mc, "plain")
 
 
-#: The default comparison: the baselines users try first and partial convolution.
 DEFAULT_STRATEGIES = ("zero", "mean", "zero+mc", "mean+mc", "partial", "partial+mc")
-#: Every combination the harness builds.
+"""The default comparison: the baselines users try first and partial convolution."""
 ALL_STRATEGIES = ("zero", "mean", "learned", "zero+mc", "mean+mc", "learned+mc", "partial", "partial+mc")
+"""Every combination the harness builds."""
 
 
 def parse_strategies(specs: str | Iterable[str | Strategy] | None) -> list[Strategy]:
     """Strategies from a comma-separated string, a list, ``"all"`` or ``None`` (the default set).
 
-    Example:
+    Examples:
         >>> [s.name for s in parse_strategies("zero, partial+mc")]
         ['zero', 'partial+mc']
     """

@@ -15,7 +15,7 @@ def package_file(package: str, relative: str, extra: str = "demo") -> Path:
         ImportError: the package is not installed (names the extra that installs it).
         FileNotFoundError: the package is installed but does not ship the file.
 
-    Example:
+    Examples:
         >>> package_file("masknn", "py.typed").name
         'py.typed'
     """

@@ -12,7 +12,7 @@ __all__ = ["load_hadisst"]
 def load_hadisst() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One month of HadISST1 SST on a 1 degree grid, land as genuine no-data.
 
-    Read with :class:`scipy.io.netcdf_file` from
+    Read with ``scipy.io.netcdf_file`` from
     ``cartopy/data/netcdf/HadISST1_SST_update.nc`` (cartopy is not imported).
 
     Returns:

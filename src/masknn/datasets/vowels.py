@@ -17,7 +17,7 @@ def parse_ts(path: str | Path) -> tuple[list[np.ndarray], list[str]]:
     Returns a list of float32 arrays ``(T_i, D)`` (variable lengths allowed)
     and the list of labels. Missing values (``?``) become NaN.
 
-    Example:
+    Examples:
         >>> import tempfile, os
         >>> text = "@problemName X\\n@classLabel true a b\\n@data\\n1,2,3:4,5,6:a\\n7,8:9,10:b\\n"
         >>> with tempfile.TemporaryDirectory() as d:

@@ -3,7 +3,7 @@
 Tasks (each reads only files shipped in the ``demo`` extra's packages):
 
 * ``classify`` (default): MNIST digits with cloud-like / random holes, every
-  masking strategy of :mod:`masknn.compare`, accuracy vs missing rate;
+  masking strategy of [`masknn.compare`][], accuracy vs missing rate;
 * ``gapfill``: reconstruct cloud-hidden HadISST sea-surface temperature with
   small U-Nets under each strategy and with interpolation;
 * ``sequences``: JapaneseVowels variable-length sequences, LSTM on padded
@@ -22,7 +22,9 @@ from pathlib import Path
 __all__ = ["MODES", "TASKS", "run_task"]
 
 MODES = ("quick", "default", "full")
+"""The run sizes of every task: ``"quick"`` (CI smoke, < 30 s), ``"default"``, ``"full"``."""
 TASKS = ("classify", "gapfill", "sequences")
+"""The demo tasks, in the order ``masknn demo all`` runs them."""
 
 
 def run_task(

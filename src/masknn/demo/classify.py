@@ -64,7 +64,8 @@ def digits_data(n_train: int, n_test: int, seed: int = 0, downsample: int = 1) -
     n_tr = int(round(len(idx) * n_train / (n_train + n_test)))
     train = np.zeros(len(idx), dtype=bool)
     train[:n_tr] = True
-    return CompareData(x[idx], None, y[idx], train, name="digits"), source
+    split = f"a random split of the {len(y):,} digits, seed {seed}"
+    return CompareData(x[idx], None, y[idx], train, name="digits", split=split), source
 
 
 def run(mode: str, out: Path, progress: bool = True, log: Callable[[str], None] = print) -> str:
@@ -104,8 +105,9 @@ def run(mode: str, out: Path, progress: bool = True, log: Callable[[str], None] 
         f"{int(data.train.sum())} train / {int((~data.train).sum())} test, {cfg['steps']} Adam steps of 64, "
         f"CNN width 16, same seeds and masks for every strategy; {secs:.0f} s.\n\n"
     )
-    (out / "classify.md").write_text(header + table + "\n")
+    noise = "\n\n### Within noise? (paired by seed, 95 % t-interval)\n\n" + res.noise()
+    (out / "classify.md").write_text(header + table + noise + "\n")
     (out / "classify.json").write_text(json.dumps({"info": res.info, "records": res.records}, indent=1))
-    log("\n" + table)
+    log("\n" + table + "\n\n" + res.noise())
     log(f"figures: {', '.join(str(f) for f in figs)}; total {secs:.0f} s")
     return table

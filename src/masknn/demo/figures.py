@@ -47,8 +47,7 @@ def mask_growth_figure(images: np.ndarray, path: str | Path, coverage: float = 0
     for i, st in enumerate(states):
         mk = st.mask.expand_as(st.data)[0, 0].numpy()
         if i == 0:
-            cmap = plt.get_cmap("gray").copy()
-            cmap.set_bad("tab:orange")
+            cmap = plt.get_cmap("gray").with_extremes(bad="tab:orange")
             axes[1].imshow(np.ma.masked_where(~mk, images[0, 0]), cmap=cmap, vmin=0, vmax=1)
         else:
             axes[i + 1].imshow(mk.astype(float), cmap="Blues", vmin=-0.3, vmax=1.2)
@@ -69,6 +68,10 @@ def mask_growth_figure(images: np.ndarray, path: str | Path, coverage: float = 0
     return path
 
 
+#: Colours of the gap-filling panels: land (genuine no-data) and ocean hidden by clouds.
+LAND, CLOUD, NOT_SCORED = "#4d4d4d", "#ffffff", "#d4d4d4"
+
+
 def gapfill_panels(
     truth: np.ndarray,
     ocean: np.ndarray,
@@ -77,36 +80,101 @@ def gapfill_panels(
     path: str | Path,
     title: str = "",
 ) -> Path:
-    """Rows: one per reconstruction (input, mask, reconstruction, error on hidden pixels).
+    """One test patch and each method's reconstruction of its cloud-hidden ocean.
 
-    The reconstruction panel shows the seen pixels as given and the method's values at
-    the hidden ones (the nets are trained and scored on hidden pixels only)."""
+    Top row: the true field and the input (land grey, cloud-hidden ocean white). Then one
+    column per method in ``recons`` (``(name, field)``; values at hidden ocean pixels are
+    read): the reconstruction (seen pixels as given, the method's values where hidden) on
+    the true field's colour scale, and its error at the hidden pixels (the nets are trained
+    and scored there only), with the RMSE. Colour bars give the units (degrees C).
+    """
     plt = _plt()
-    n = len(recons)
-    fig, axes = plt.subplots(n, 4, figsize=(9.0, 2.2 * n + 0.4), squeeze=False)
-    vmin, vmax = float(np.nanmin(truth[ocean])), float(np.nanmax(truth[ocean]))
-    hidden = ocean & ~seen
-    for row, (name, rec) in enumerate(recons):
-        inp = np.where(seen, truth, np.nan)
-        err = np.where(hidden, rec - truth, np.nan)
-        rmse = float(np.sqrt(np.nanmean(err**2))) if hidden.any() else float("nan")
-        axes[row, 0].imshow(inp, cmap="RdYlBu_r", vmin=vmin, vmax=vmax)
-        axes[row, 0].set_title("input (white: no data)", fontsize=8)
-        axes[row, 1].imshow(np.where(ocean, seen.astype(float), np.nan), cmap="gray", vmin=0, vmax=1)
-        axes[row, 1].set_title("mask (black: hidden)", fontsize=8)
-        shown = np.where(seen, truth, np.where(ocean, rec, np.nan))
-        axes[row, 2].imshow(shown, cmap="RdYlBu_r", vmin=vmin, vmax=vmax)
-        axes[row, 2].set_title(f"{name}", fontsize=8)
-        lim = max(1.0, float(np.nanmax(np.abs(err))) if hidden.any() else 1.0)
-        axes[row, 3].imshow(err, cmap="coolwarm", vmin=-lim, vmax=lim)
-        axes[row, 3].set_title(f"error on hidden, RMSE {rmse:.2f} C", fontsize=8)
-        for a in axes[row]:
-            a.set_xticks([])
-            a.set_yticks([])
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig = _gapfill_figure(plt, truth, ocean, seen, recons, title)
     path = Path(path)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def _gapfill_figure(
+    plt: Any,
+    truth: np.ndarray,
+    ocean: np.ndarray,
+    seen: np.ndarray,
+    recons: Sequence[tuple[str, np.ndarray]],
+    title: str,
+) -> Any:
+    """The figure of [`gapfill_panels`][masknn.demo.figures.gapfill_panels]; axes ``[0, 0]``
+    truth, ``[0, 1]`` input, ``[1, c]`` / ``[2, c]`` reconstruction / error of method ``c``."""
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    n = len(recons)
+    hidden = ocean & ~seen
+    vmin, vmax = float(np.nanmin(truth[ocean])), float(np.nanmax(truth[ocean]))
+    errors = [np.where(hidden, rec - truth, np.nan) for _, rec in recons]
+    # One error scale for every method (the 99th percentile of the absolute errors, so that
+    # one bad pixel does not wash out the others; the colour bar is extended beyond it).
+    pooled = np.concatenate([np.abs(e[hidden]) for e in errors]) if hidden.any() else np.zeros(1)
+    lim = max(0.5, float(np.percentile(pooled, 99)))
+    sst_map = plt.get_cmap("RdYlBu_r").with_extremes(bad=CLOUD)
+    err_map = plt.get_cmap("RdBu_r").with_extremes(bad=NOT_SCORED)
+    land = np.ma.masked_where(ocean, np.ones_like(truth))
+    land_map = ListedColormap([LAND])
+
+    cols = max(n, 3)
+    fig, axes = plt.subplots(3, cols, figsize=(2.35 * cols + 1.4, 7.6), squeeze=False)
+
+    def show(ax: Any, field: np.ndarray, cmap: Any, lo: float, hi: float, label: str) -> Any:
+        im = ax.imshow(field, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
+        ax.imshow(land, cmap=land_map, vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(label, fontsize=8)
+        return im
+
+    im_sst = show(axes[0, 0], np.where(ocean, truth, np.nan), sst_map, vmin, vmax, "truth")
+    show(
+        axes[0, 1],
+        np.where(seen, truth, np.nan),
+        sst_map,
+        vmin,
+        vmax,
+        f"input: {hidden.sum()} ocean pixels hidden",
+    )
+    axes[0, 2].axis("off")
+    axes[0, 2].legend(
+        handles=[
+            Patch(facecolor=LAND, edgecolor="black", lw=0.5, label="land (no data)"),
+            Patch(facecolor=CLOUD, edgecolor="black", lw=0.5, label="ocean hidden by clouds"),
+            Patch(
+                facecolor=NOT_SCORED, edgecolor="black", lw=0.5, label="seen ocean (error row: not scored)"
+            ),
+        ],
+        loc="center left",
+        bbox_to_anchor=(0.05, 0.5),
+        fontsize=8,
+        frameon=False,
+    )
+    for c in range(3, cols):
+        axes[0, c].axis("off")
+    im_err = None
+    for c, ((name, rec), err) in enumerate(zip(recons, errors)):
+        shown = np.where(seen, truth, np.where(ocean, rec, np.nan))
+        show(axes[1, c], shown, sst_map, vmin, vmax, name)
+        rmse = float(np.sqrt(np.nanmean(err**2))) if hidden.any() else float("nan")
+        im_err = show(axes[2, c], err, err_map, -lim, lim, f"error, RMSE {rmse:.2f} °C")
+    for c in range(n, cols):
+        axes[1, c].axis("off")
+        axes[2, c].axis("off")
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(
+        im_sst, ax=list(axes[:2, :].flat), label="sea-surface temperature (°C)", shrink=0.8, pad=0.02
+    )
+    if im_err is not None:
+        fig.colorbar(
+            im_err, ax=list(axes[2, :]), label="prediction − truth (°C)", shrink=0.9, pad=0.02, extend="both"
+        )
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig

@@ -49,7 +49,8 @@ def sst_patches(patch: int = PATCH, stride: int = STRIDE, split: int = SPLIT_LON
             train.append(j + patch <= split)
     x = np.stack(xs)[:, None]
     m = np.stack(ms)[:, None]
-    return CompareData(x, m, x, np.array(train), y_mask=m, name="HadISST")
+    how = "by longitude: train patches west of 100.5E, test patches east of it"
+    return CompareData(x, m, x, np.array(train), y_mask=m, name="HadISST", split=how)
 
 
 def interpolate(values: np.ndarray, seen: np.ndarray, target: np.ndarray, method: str) -> np.ndarray:
@@ -118,15 +119,17 @@ def _baselines(data: CompareData, res: CompareResult, rates: tuple[float, ...], 
 
 def _residual_nets(
     data: CompareData, res: CompareResult, cfg: dict[str, Any], progress: bool, log: Callable[[str], None]
-) -> None:
+) -> dict[tuple[float, int], tuple[torch.nn.Module, np.ndarray, np.ndarray]]:
     """A U-Net (zero-fill + mask channels) that predicts the residual over linear interpolation.
 
     Input channels: the seen SST and the interpolated field; masks: seen and ocean.
     Target: SST minus interpolation on the ocean; scored like the others (RMSE on hidden
     ocean pixels of interpolation + predicted residual), with the same masks and seeds.
+    Returns the trained nets, ``(rate, seed) -> (model, input scales, target scale)``.
     """
     assert data.y_mask is not None
     n = data.x.shape[0]
+    nets: dict[tuple[float, int], tuple[torch.nn.Module, np.ndarray, np.ndarray]] = {}
     for rate in cfg["rates"]:
         for seed in range(cfg["seeds"]):
             sim = simulate_masks("cloud", (n, 1, *data.x.shape[2:]), rate, seed=1000 + seed)
@@ -150,13 +153,17 @@ def _residual_nets(
                 width=cfg["width"],
                 progress=progress,
                 log=None,
+                keep_models=True,
             )
+            model = r.models[("zero+mc", "data", None)]
+            nets[(rate, seed)] = (model, np.asarray(r.info["x_scale"]), np.asarray(r.info["y_scale"]))
             for rec in r.records:
                 res.records.append(
                     {**rec, "strategy": "interp.+residual U-Net", "mask_kind": "cloud", "rate": rate}
                 )
                 if not progress:
                     log(f"interp.+residual U-Net cloud {rate:.0%} seed {seed}: {rec['value']:.4g}")
+    return nets
 
 
 def run(mode: str, out: Path, progress: bool = True, log: Callable[[str], None] = print) -> str:
@@ -184,13 +191,13 @@ def run(mode: str, out: Path, progress: bool = True, log: Callable[[str], None] 
         keep_models=True,
     )
     res.metric = "RMSE (C) on hidden ocean pixels"
-    _residual_nets(data, res, cfg, progress, log)
+    nets = _residual_nets(data, res, cfg, progress, log)
     _baselines(data, res, cfg["rates"], cfg["seeds"])
     table = res.table()
     figs = [
         res.plot(out / "gapfill_rmse.png", "HadISST gap filling: RMSE on hidden pixels (lower is better)")
     ]
-    figs.append(_panels(data, res, cfg, out / "gapfill_panels.png"))
+    figs.append(_panels(data, res, nets, cfg, out / "gapfill_panels.png"))
     secs = time.perf_counter() - t0
     params = {r["strategy"]: r["params"] for r in res.records if r["params"]}
     header = (
@@ -199,37 +206,66 @@ def run(mode: str, out: Path, progress: bool = True, log: Callable[[str], None] 
         f"({min(params.values()):,}-{max(params.values()):,} parameters), {cfg['steps']} Adam steps of 32; "
         f"RMSE in C on ocean pixels hidden by the simulated clouds; {secs:.0f} s.\n\n"
     )
-    (out / "gapfill.md").write_text(header + table + "\n")
+    noise = "\n\n### Within noise? (paired by seed, 95 % t-interval)\n\n" + res.noise()
+    (out / "gapfill.md").write_text(header + table + noise + "\n")
     (out / "gapfill.json").write_text(json.dumps({"info": res.info, "records": res.records}, indent=1))
-    log("\n" + table)
+    log("\n" + table + "\n\n" + res.noise())
     log(f"figures: {', '.join(str(f) for f in figs)}; total {secs:.0f} s")
     return table
 
 
-def _panels(data: CompareData, res: CompareResult, cfg: dict[str, Any], path: Path) -> Path:
+def _panels(
+    data: CompareData,
+    res: CompareResult,
+    nets: dict[tuple[float, int], tuple[torch.nn.Module, np.ndarray, np.ndarray]],
+    cfg: dict[str, Any],
+    path: Path,
+) -> Path:
     from masknn.demo.figures import gapfill_panels
 
     rate = cfg["rates"][-1]
     seed = cfg["seeds"] - 1
     te = np.flatnonzero(~data.train)
     assert data.y_mask is not None
-    i = int(te[np.argmax([data.y_mask[k].mean() - 0.15 * abs(data.y_mask[k].mean() - 0.8) for k in te])])
+    # A patch with some land (about a quarter), so that land and clouds both show; among
+    # those, the one of median temperature range (typical, not the hardest or easiest).
+    # Chosen from the data alone, before any method is scored.
+    frac = np.array([data.y_mask[k].mean() for k in te])
+    near = te[np.abs(frac - 0.75) <= np.abs(frac - 0.75).min() + 0.05]
+    spread = np.array([np.ptp(data.y[k][data.y_mask[k]]) for k in near])
+    i = int(near[np.argsort(spread)[len(near) // 2]])
     sim = simulate_masks("cloud", (data.x.shape[0], 1, *data.x.shape[2:]), rate, seed=1000 + seed)
     seen = data.mask[i, 0] & sim[i, 0]
     ocean = data.y_mask[i, 0]
     truth = data.y[i, 0]
     xs = float(res.info["x_scale"][0])
     ys = float(res.info["y_scale"][0])
-    recons = [("interp. linear", interpolate(truth, seen, ocean, "linear"))]
-    x = torch.from_numpy(truth[None, None] / xs).float()
-    m = torch.from_numpy(seen[None, None])
-    for name in ("zero", "zero+mc", "partial"):
+    linear = interpolate(truth, seen, ocean, "linear")
+    recons = [("interp. linear", linear)]
+    if (rate, seed) in nets:  # the residual U-Net: interpolation + predicted residual
+        net, in_scale, out_scale = nets[(rate, seed)]
+        interp = np.where(ocean, linear, 0.0).astype(np.float32)
+        x = np.stack([np.where(seen, truth, 0.0), interp])[None] / in_scale.reshape(1, -1, 1, 1)
+        m = torch.from_numpy(np.stack([seen, ocean])[None])
+        xt = torch.from_numpy(x.astype(np.float32))
+        with torch.no_grad():
+            resid = net(Masked(torch.where(m, xt, torch.tensor(float("nan"))), m))
+        recons.append(("interp.+residual U-Net", linear + resid[0, 0].numpy() * float(out_scale.ravel()[0])))
+    x1 = torch.from_numpy(truth[None, None] / xs).float()
+    m1 = torch.from_numpy(seen[None, None])
+    for name in ("zero", "zero+mc", "partial+mc"):
         model = res.models.get((name, "cloud", rate))
         if model is None:
             continue
         with torch.no_grad():
-            pred = model(Masked(torch.where(m, x, torch.tensor(float("nan"))), m))
+            pred = model(Masked(torch.where(m1, x1, torch.tensor(float("nan"))), m1))
         recons.append((f"U-Net {name}", pred[0, 0].numpy() * ys))
+    lon = "east of 100.5E"
     return gapfill_panels(
-        truth, ocean, seen, recons, path, f"HadISST test patch, {rate:.0%} hidden by clouds"
+        truth,
+        ocean,
+        seen,
+        recons,
+        path,
+        f"HadISST test patch ({lon}), {rate:.0%} of the ocean hidden by clouds",
     )

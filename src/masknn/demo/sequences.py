@@ -45,7 +45,7 @@ def _seq_layers() -> Any:
 
 
 class SequenceClassifier(nn.Module):
-    """One LSTM layer (hidden 32) and a linear head, read out as named in :data:`MODELS`.
+    """One LSTM layer (hidden 32) and a linear head, read out as named in ``MODELS``.
 
     ``forward(x, mask)`` with ``x (N, T, F)`` zero-padded after each sequence and
     ``mask (N, T)`` True at real steps.

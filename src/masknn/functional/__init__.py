@@ -1,6 +1,6 @@
-"""Functional masked ops: each takes ``(x, mask, ...)`` and returns a :class:`masknn.Masked`.
+"""Functional masked ops: each takes ``(x, mask, ...)`` and returns a [`masknn.Masked`][].
 
-Exceptions, by design: :func:`fill` returns a plain tensor (it is the exit to
+Exceptions, by design: [`fill`][masknn.functional.fill.fill] returns a plain tensor (it is the exit to
 plain layers) and the losses return plain tensors."""
 
 from masknn.functional.attention import masked_scaled_dot_product_attention

@@ -14,10 +14,10 @@ Two implementations, one meaning:
   any active Python dispatch or function mode, and on devices other than the CPU;
 * the **eager fast path** on CPU: a bitwise AND of the float's bits with all-ones
   (valid) or all-zeros (masked) integers, 2.7-5.5x faster than a boolean ``where`` on
-  CPU. It runs as an :class:`torch.autograd.Function` whose backward calls
-  :func:`select` again, so double (and higher) backward work on it too.
+  CPU. It runs as an ``torch.autograd.Function`` whose backward calls
+  ``select`` again, so double (and higher) backward work on it too.
 
-:func:`fast_path` is the one predicate that decides; the fused nodes of the other
+``fast_path`` is the one predicate that decides; the fused nodes of the other
 ops (partial convolution, batch norm, pooling) use it the same way.
 """
 
@@ -108,7 +108,7 @@ def _bitwise(x: Tensor, bits: Tensor) -> Tensor:
 
 
 class _SelectZero(torch.autograd.Function):
-    """The eager-CPU select as one autograd node; its backward is :func:`select` of the gradient."""
+    """The eager-CPU select as one autograd node; its backward is ``select`` of the gradient."""
 
     @staticmethod
     def forward(x: Tensor, m: Tensor) -> Tensor:
@@ -145,7 +145,7 @@ def select_into(src: Tensor, mask: Tensor, out: Tensor | None = None) -> Tensor:
     """Fast-path only: ``torch.where(mask, src, 0)`` bit by bit into ``out`` (new, or ``src`` itself).
 
     Not differentiable and not traceable: for use inside the eager fast kernels (the
-    ``forward``/``backward`` of a fused autograd node) once :func:`fast_path` allowed
+    ``forward``/``backward`` of a fused autograd node) once ``fast_path`` allowed
     them. ``mask`` is ``(N or 1, C or 1, *spatial)``. A per-channel mask is expanded to
     integer bits one slice of the batch at a time, so no full-size integer mask is ever
     allocated.

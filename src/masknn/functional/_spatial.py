@@ -56,7 +56,7 @@ def is_shared(m: Tensor) -> bool:
 
 
 def shared(m: Tensor) -> Tensor:
-    """The channel-shared mask ``(N, 1, ...)`` of a mask for which :func:`is_shared` holds."""
+    """The channel-shared mask ``(N, 1, ...)`` of a mask for which ``is_shared`` holds."""
     return m[:, :1]
 
 

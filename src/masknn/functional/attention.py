@@ -44,7 +44,8 @@ def masked_sdpa(
     is_causal: bool,
     scale: float | None,
 ) -> Masked:
-    """Core of :func:`masked_scaled_dot_product_attention` on validated bool masks (..., L) / (..., S)."""
+    """Core of [`masked_scaled_dot_product_attention`][masknn.functional.masked_scaled_dot_product_attention]
+    on validated bool masks (..., L) / (..., S)."""
     zero = torch.zeros((), dtype=q.dtype, device=q.device)
     q = select(q, q_valid.unsqueeze(-1))
     k = select(k, k_valid.unsqueeze(-1))
@@ -110,7 +111,9 @@ def masked_scaled_dot_product_attention(
         attn_mask: optional extra mask as in ``F.scaled_dot_product_attention``
             (bool: True = may attend, the same sense as masknn; float: added to
             the scores, ``-inf`` = may not attend).
-        dropout_p, is_causal, scale: as ``F.scaled_dot_product_attention``.
+        dropout_p: as ``F.scaled_dot_product_attention``.
+        is_causal: as ``F.scaled_dot_product_attention``.
+        scale: as ``F.scaled_dot_product_attention``.
 
     Returns:
         ``Masked`` output ``(..., L, Ev)`` with mask ``(..., L, 1)``: a query is
@@ -118,7 +121,7 @@ def masked_scaled_dot_product_attention(
         queries output exactly 0 (never NaN, even when every key is masked).
         Masked keys get no weight, and masked positions receive no gradient.
 
-    Example:
+    Examples:
         >>> import torch
         >>> q = k = v = torch.randn(2, 4, 8)
         >>> km = torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0]], dtype=torch.bool)

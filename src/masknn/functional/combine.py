@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from masknn._masked import Masked
-from masknn._validation import check_data, shape_str, to_bool_mask
+from masknn._validation import check_data, check_dim, shape_str, to_bool_mask
 from masknn.functional._select import select
 
 __all__ = ["masked_add", "masked_cat", "masked_mul"]
@@ -37,28 +37,38 @@ def _select_to(x: Tensor, m: Tensor) -> Tensor:
 def masked_add(x: Tensor, mask: Tensor, other: Tensor, other_mask: Tensor) -> Masked:
     """``x + other`` where masked terms count as 0; valid where either is (union).
 
-    Example:
+    Examples:
         >>> import torch
         >>> out = masked_add(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([True, False, False]),
         ...                  torch.tensor([10.0, float("nan"), 30.0]), torch.tensor([True, False, True]))
         >>> out.data, out.mask
         (tensor([11.,  0., 30.]), tensor([ True, False,  True]))
     """
-    x, m, y, n = _two("masked_add", x, mask, other, other_mask)
+    return add("masked_add", x, mask, other, other_mask)
+
+
+def add(op: str, x: Tensor, mask: Tensor, other: Tensor, other_mask: Tensor) -> Masked:
+    """``masked_add`` with errors naming ``op``."""
+    x, m, y, n = _two(op, x, mask, other, other_mask)
     return Masked(select(x, m) + select(y, n), m | n)
 
 
 def masked_mul(x: Tensor, mask: Tensor, other: Tensor, other_mask: Tensor) -> Masked:
     """``x * other`` where both are valid (intersection), exactly 0 elsewhere.
 
-    Example:
+    Examples:
         >>> import torch
         >>> out = masked_mul(torch.tensor([2.0, 2.0]), torch.tensor([True, True]),
         ...                  torch.tensor([3.0, float("inf")]), torch.tensor([True, False]))
         >>> out.data, out.mask
         (tensor([6., 0.]), tensor([ True, False]))
     """
-    x, m, y, n = _two("masked_mul", x, mask, other, other_mask)
+    return mul("masked_mul", x, mask, other, other_mask)
+
+
+def mul(op: str, x: Tensor, mask: Tensor, other: Tensor, other_mask: Tensor) -> Masked:
+    """``masked_mul`` with errors naming ``op``."""
+    x, m, y, n = _two(op, x, mask, other, other_mask)
     both = m & n
     # Select both factors (Inf * 0 would be NaN) where both are valid.
     return Masked(_select_to(x, both) * _select_to(y, both), both)
@@ -69,14 +79,19 @@ def masked_cat(tensors: Sequence[Tensor], masks: Sequence[Tensor], dim: int = 1)
 
     A mask dimension other than ``dim`` stays 1 when it is 1 in every mask.
 
-    Example:
+    Examples:
         >>> import torch
         >>> out = masked_cat([torch.ones(1, 1, 2), torch.zeros(1, 2, 2)],
         ...                  [torch.tensor([[[True, False]]]), torch.ones(1, 1, 2, dtype=torch.bool)])
         >>> out.data.shape, out.mask.shape
         (torch.Size([1, 3, 2]), torch.Size([1, 3, 2]))
     """
-    op = "masked_cat"
+    return cat("masked_cat", tensors, masks, dim)
+
+
+def cat(op: str, tensors: Sequence[Tensor], masks: Sequence[Tensor], dim: int) -> Masked:
+    """``masked_cat`` with errors naming ``op``; ``dim`` out of range raises an ``OutOfRangeError``
+    (a ``ValueError`` and an ``IndexError``, what ``torch.cat`` raises), never wraps around."""
     if len(tensors) == 0 or len(tensors) != len(masks):
         raise ValueError(
             f"{op}: expected as many masks as tensors (at least one), got {len(tensors)} and {len(masks)}"
@@ -89,7 +104,7 @@ def masked_cat(tensors: Sequence[Tensor], masks: Sequence[Tensor], dim: int = 1)
             f"{op}: expected tensors with the same number of dimensions, "
             f"got {[shape_str(t.shape) for t in xs]}"
         )
-    d = dim % nd
+    d = check_dim(op, "dim", dim, nd)
     if any(t.shape[:d] != xs[0].shape[:d] or t.shape[d + 1 :] != xs[0].shape[d + 1 :] for t in xs):
         raise ValueError(
             f"{op}: expected shapes that agree except in dimension {d}, "

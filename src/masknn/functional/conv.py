@@ -24,7 +24,7 @@ the window of an output position holds the kernel taps of its stride phase (taps
 zero insertion of the stride skips are not part of it); those that land outside the input
 are the padding.
 
-Two implementations of one function, chosen by :func:`masknn.functional._select.fast_path`:
+Two implementations of one function, chosen by ``masknn.functional._select.fast_path``:
 
 * the **composable path**: plain differentiable ops (``select``, ``F.convNd`` /
   ``F.conv_transposeNd``, one ``addcmul`` for rescale and bias, ``select`` by the output
@@ -35,7 +35,7 @@ Two implementations of one function, chosen by :func:`masknn.functional._select.
   (NaN/Inf cotangents at masked outputs never reach a gradient), rescales it in place, and
   selects the input gradient by the input mask. When a graph of the backward is asked for
   (double backward) or the gradient is batched, the backward re-runs the composable path
-  instead (:func:`~masknn.functional._select.differentiable_backward`).
+  instead (``differentiable_backward``).
 
 Under ``torch.autocast`` the convolution runs in the autocast dtype exactly as ``nn.Conv2d``
 does (data, weight and bias are cast; float64 is left alone); the valid counts and the
@@ -379,7 +379,7 @@ def _grouped(t: Tensor, gc: int) -> Tensor:
 
 
 def _small(t: Tensor, gc: int) -> Tensor:
-    """A per-group ``(N, G, *out)`` tensor viewed to broadcast against :func:`_grouped`."""
+    """A per-group ``(N, G, *out)`` tensor viewed to broadcast against ``_grouped``."""
     return t.unsqueeze(2) if gc > 1 else t
 
 
@@ -417,7 +417,7 @@ def _select_fast(src: Tensor, m: Tensor, bits: Tensor | None, out: Tensor) -> Te
     """Fast kernels only: ``torch.where(m, src, 0)`` bit by bit into ``out``.
 
     With precomputed ``bits`` (channel-shared masks) one bitwise AND; a per-channel mask
-    goes through :func:`select_into` (slice by slice: no full-size integer mask).
+    goes through ``select_into`` (slice by slice: no full-size integer mask).
     """
     if bits is None:
         return select_into(src, m, out=out)
@@ -460,7 +460,7 @@ def _fast_forward(
 class _PartialConvFn(torch.autograd.Function):
     """The eager-CPU partial convolution as one autograd node.
 
-    forward: :func:`_fast_forward`. Only ``x`` (which a plain convolution saves too), the
+    forward: ``_fast_forward``. Only ``x`` (which a plain convolution saves too), the
     mask bits, the weight and the small per-window tensors are kept for the backward
     pass; the selected input is recomputed there.
 
@@ -532,6 +532,8 @@ def _finish(
     eager: bool,
 ) -> Masked:
     """Counts, rescale, the convolution on the path that ``eager`` picks, the output mask."""
+    if eager and x.shape[0] == 0:
+        eager = False  # torch's reference kernels of the counts refuse an empty batch; nothing to speed up
     acc = acc_dtype(x)
     groups = spec.groups
     is_sh = m.shape[1] == 1 or is_shared(m)
@@ -675,9 +677,10 @@ def partial_conv1d(
     groups: int = 1,
     padding_valid: bool = False,
 ) -> Masked:
-    """1-d partial convolution of ``x`` ``(N, C_in, L)``; see :func:`partial_conv2d`.
+    """1-d partial convolution of ``x`` ``(N, C_in, L)``; see
+    [`partial_conv2d`][masknn.functional.partial_conv2d].
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([[[1.0, float("nan"), 3.0, 4.0]]])
         >>> out = partial_conv1d(x, ~x.isnan(), torch.ones(1, 1, 2))
@@ -704,7 +707,7 @@ def partial_conv2d(
 ) -> Masked:
     """2-d partial convolution (Liu et al. 2018) of ``x`` ``(N, C_in, H, W)``.
 
-    Arguments as :func:`torch.nn.functional.conv2d`, plus the mask: ``(N, 1, H, W)``
+    Arguments as ``torch.nn.functional.conv2d``, plus the mask: ``(N, 1, H, W)``
     (shared by all channels) or ``(N, C_in, H, W)`` (per channel; the valid count then
     runs over the input channels of each group, NVIDIA's ``multi_channel=True``);
     size-1 batch or spatial dimensions broadcast. ``padding`` may also be ``'same'``,
@@ -720,7 +723,7 @@ def partial_conv2d(
     re-weighted (``present`` = valid inputs), and an output is valid when its window
     holds a valid input. ``padding_valid=True``: zero padding counts as present in the
     rescale (``present`` = valid inputs + padded taps), so an all-valid input gives
-    exactly :func:`torch.nn.functional.conv2d`; padding still never makes an output
+    exactly ``torch.nn.functional.conv2d``; padding still never makes an output
     valid: an output is valid when its window holds a valid input, except a window that
     reaches only padding (padding wider than the kernel), which is the bias alone as in
     the plain op and valid when the sample holds any valid input. A fully masked sample
@@ -728,7 +731,7 @@ def partial_conv2d(
     is ordinary data: its mask says whether it is valid; pass the padding here instead to
     get the ``padding_valid`` meaning.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.ones(1, 1, 3, 3)
         >>> m = torch.tensor([[[[1, 1, 0], [1, 1, 0], [0, 0, 0]]]], dtype=torch.bool)
@@ -762,9 +765,10 @@ def partial_conv3d(
     groups: int = 1,
     padding_valid: bool = False,
 ) -> Masked:
-    """3-d partial convolution of ``x`` ``(N, C_in, D, H, W)``; see :func:`partial_conv2d`.
+    """3-d partial convolution of ``x`` ``(N, C_in, D, H, W)``; see
+    [`partial_conv2d`][masknn.functional.partial_conv2d].
 
-    Example:
+    Examples:
         >>> import torch
         >>> x, m = torch.ones(1, 2, 3, 3, 3), torch.ones(1, 1, 3, 3, 3)
         >>> out = partial_conv3d(x, m, torch.ones(4, 2, 3, 3, 3))
@@ -831,9 +835,10 @@ def partial_conv_transpose1d(
     dilation: IntOrSeq = 1,
     padding_valid: bool = False,
 ) -> Masked:
-    """1-d partial transposed convolution; see :func:`partial_conv_transpose2d`.
+    """1-d partial transposed convolution; see
+    [`partial_conv_transpose2d`][masknn.functional.partial_conv_transpose2d].
 
-    Example:
+    Examples:
         >>> import torch
         >>> out = partial_conv_transpose1d(torch.ones(1, 1, 2), torch.tensor([[[True, False]]]),
         ...                                torch.ones(1, 1, 2), stride=2)
@@ -868,7 +873,7 @@ def partial_conv_transpose2d(
     dilation: IntOrSeq = 1,
     padding_valid: bool = False,
 ) -> Masked:
-    """2-d partial transposed convolution (arguments as :func:`torch.nn.functional.conv_transpose2d`).
+    """2-d partial transposed convolution (arguments as ``torch.nn.functional.conv_transpose2d``).
 
     ``out = conv_transpose(x⊙m) · (window / present) + b`` at valid outputs, else exactly
     0 with a False mask. ``window`` is the number of kernel taps of the output position's
@@ -877,13 +882,13 @@ def partial_conv_transpose2d(
     as masked (``present`` = valid inputs reached); valid where a valid input reaches the
     position. ``padding_valid=True``: padding counts as present (``present`` = valid
     inputs + taps outside the input), so an all-valid input gives exactly
-    :func:`torch.nn.functional.conv_transpose2d` at every position. An output still needs
+    ``torch.nn.functional.conv_transpose2d`` at every position. An output still needs
     a valid input to be valid, except a position that no input reaches at all (stride or
     dilation gaps, ``output_padding`` rows): it is the bias alone, as in the plain op, and
     valid when the sample holds any valid input. A fully masked sample gives zeros and an
-    all-False mask in both modes. Masks as in :func:`partial_conv2d`.
+    all-False mask in both modes. Masks as in [`partial_conv2d`][masknn.functional.partial_conv2d].
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.ones(1, 1, 2, 2)
         >>> m = torch.tensor([[[[True, False], [False, False]]]])
@@ -934,9 +939,10 @@ def partial_conv_transpose3d(
     dilation: IntOrSeq = 1,
     padding_valid: bool = False,
 ) -> Masked:
-    """3-d partial transposed convolution; see :func:`partial_conv_transpose2d`.
+    """3-d partial transposed convolution; see
+    [`partial_conv_transpose2d`][masknn.functional.partial_conv_transpose2d].
 
-    Example:
+    Examples:
         >>> import torch
         >>> out = partial_conv_transpose3d(torch.ones(1, 2, 2, 2, 2), torch.ones(1, 1, 2, 2, 2),
         ...                                torch.ones(2, 3, 2, 2, 2), stride=2)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from masknn._masked import Masked
-from masknn._validation import check_data, shape_str, to_bool_mask
+from masknn._validation import OutOfRangeError, check_data, eager_checks, shape_str, to_bool_mask
 from masknn.functional._select import select
 
 __all__ = ["masked_embedding"]
@@ -77,7 +77,8 @@ def lookup(
     scale_grad_by_freq: bool,
     sparse: bool,
 ) -> Masked:
-    """Core of :func:`masked_embedding` on validated ids and their bool mask (ids' shape);
+    """Core of [`masked_embedding`][masknn.functional.masked_embedding] on validated ids and their bool mask
+    (ids' shape);
     ``has_mask``: a mask was given with the ids (not only ``padding_idx``/``mask_zero``)."""
     # Masked positions are looked up at a fixed row, whatever id they hold (an id out of
     # range there is no error): the padding row if there is one, else row 0. Their output
@@ -92,6 +93,15 @@ def lookup(
         )
     if has_mask:  # otherwise the masked ids are padding_idx or 0: in range already
         ids = torch.where(valid, ids, torch.full((), safe, dtype=ids.dtype, device=ids.device))
+    if eager_checks(ids) and ids.numel() > 0:  # F.embedding raises IndexError without the layer
+        n = weight.shape[0]
+        lo, hi = torch.aminmax(ids)
+        if int(lo) < 0 or int(hi) >= n:
+            bad = int(lo) if int(lo) < 0 else int(hi)
+            raise OutOfRangeError(
+                f"{op}: token id {bad} at a valid position is out of range for {n} embeddings "
+                f"(num_embeddings); expected ids in [0, {n}) (torch raises IndexError: index out of range)"
+            )
     emb = F.embedding(ids, weight, padding_idx, max_norm, norm_type, scale_grad_by_freq, sparse)
     m = valid.unsqueeze(-1)
     return Masked._unchecked(select(emb, m), m)
@@ -108,7 +118,7 @@ def masked_embedding(
     scale_grad_by_freq: bool = False,
     sparse: bool = False,
 ) -> Masked:
-    """:func:`torch.nn.functional.embedding` whose ids produce the mask.
+    """``torch.nn.functional.embedding`` whose ids produce the mask.
 
     A position is valid when ``mask`` (if given) says so, its id is not ``padding_idx``
     (if set) and, with ``mask_zero``, its id is not 0 (Keras' ``Embedding(mask_zero=True)``).
@@ -120,7 +130,10 @@ def masked_embedding(
         weight: ``(num_embeddings, embedding_dim)``.
         padding_idx: as in ``F.embedding`` (its row gets no gradient), and masked.
         mask_zero: mask the positions whose id is 0.
-        max_norm, norm_type, scale_grad_by_freq, sparse: as in ``F.embedding``.
+        max_norm: as in ``F.embedding``.
+        norm_type: as in ``F.embedding``.
+        scale_grad_by_freq: as in ``F.embedding``.
+        sparse: as in ``F.embedding``.
 
     Returns:
         ``Masked`` with data ``(*, embedding_dim)`` and mask ``(*, 1)``. Masked positions
@@ -131,7 +144,7 @@ def masked_embedding(
         with a ``mask`` needs ``padding_idx`` or ``mask_zero`` (a ``ValueError``
         otherwise), so that masked positions never count in a valid id's frequency.
 
-    Example:
+    Examples:
         >>> import torch
         >>> ids = torch.tensor([[3, 1, 0, 0]])
         >>> out = masked_embedding(ids, None, torch.arange(8.0).view(4, 2), mask_zero=True)

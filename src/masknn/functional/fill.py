@@ -8,14 +8,14 @@ import torch
 from torch import Tensor
 
 from masknn._masked import Masked
-from masknn._validation import check_data, shape_str, to_bool_mask
+from masknn._validation import check_data, check_dim, check_number, shape_str, to_bool_mask
 from masknn.functional._layout import follow_layout
 from masknn.functional._spatial import select
 from masknn.functional.reductions import masked_mean
 
 __all__ = ["FILL_STRATEGIES", "fill", "mask_channel"]
 
-#: Strategies understood by :func:`fill`.
+#: Strategies understood by [`fill`][masknn.functional.fill.fill].
 FILL_STRATEGIES = ("zero", "constant", "mean")
 
 
@@ -47,24 +47,37 @@ def fill(
         >>> fill(x, ~x.isnan(), "mean")
         tensor([[[1., 2., 3.]]])
     """
-    op = "fill"
+    return fill_values("fill", x, mask, strategy, value, dims)
+
+
+def fill_values(
+    op: str, x: Tensor, mask: Tensor, strategy: str, value: float, dims: Sequence[int] | None
+) -> Tensor:
+    """``fill`` with errors naming ``op``."""
     x = check_data(op, x)
+    if strategy not in FILL_STRATEGIES:
+        raise ValueError(f"{op}: strategy must be one of {FILL_STRATEGIES}, got {strategy!r}")
     m = follow_layout(to_bool_mask(op, x, mask), x)
     if strategy == "zero":
         return select(x, m)
     if strategy == "constant":
+        check_number(op, "value", value)
         return torch.where(m, x, torch.full((), value, dtype=x.dtype, device=x.device))
-    if strategy == "mean":
-        if dims is None:
-            if x.dim() < 3:
-                raise ValueError(
-                    f"{op}: strategy 'mean' with default dims expects (N, C, *) data with "
-                    f"at least 3 dimensions, got {shape_str(x.shape)}; pass dims explicitly"
-                )
-            dims = tuple(range(2, x.dim()))
-        stat = masked_mean(x, m, dim=tuple(dims), keepdim=True).data
-        return torch.where(m, x, stat.to(x.dtype))
-    raise ValueError(f"{op}: strategy must be one of {FILL_STRATEGIES}, got {strategy!r}")
+    # "mean"
+    if not x.is_floating_point():
+        raise TypeError(f"{op}: strategy 'mean' expects floating point data, got dtype {x.dtype}")
+    if dims is None:
+        if x.dim() < 3:
+            raise ValueError(
+                f"{op}: strategy 'mean' with default dims expects (N, C, *) data with "
+                f"at least 3 dimensions, got {shape_str(x.shape)}; pass dims explicitly"
+            )
+        dims = tuple(range(2, x.dim()))
+    elif isinstance(dims, int) or not isinstance(dims, Sequence):
+        raise TypeError(f"{op}: expected dims as a sequence of ints, got {dims!r}")
+    reduce = tuple(check_dim(op, "dims entry", d, x.dim()) for d in dims)
+    stat = masked_mean(x, m, dim=reduce, keepdim=True).data
+    return torch.where(m, x, stat.to(x.dtype))
 
 
 def mask_channel(x: Tensor, mask: Tensor, dim: int = 1) -> Masked:
@@ -86,12 +99,17 @@ def mask_channel(x: Tensor, mask: Tensor, dim: int = 1) -> Masked:
         >>> out.mask.shape
         torch.Size([1, 3, 1, 2])
     """
-    op = "mask_channel"
+    return append_mask("mask_channel", x, mask, dim)
+
+
+def append_mask(op: str, x: Tensor, mask: Tensor, dim: int) -> Masked:
+    """``mask_channel`` with errors naming ``op``; ``dim`` out of range raises an ``OutOfRangeError``
+    (a ``ValueError`` and an ``IndexError``, what ``torch.cat`` raises), never wraps around."""
     x = check_data(op, x)
     m = follow_layout(to_bool_mask(op, x, mask), x)
     if x.dim() < 2:
         raise ValueError(f"{op}: expected data with a channel dimension, got {shape_str(x.shape)}")
-    d = dim % x.dim()
+    d = check_dim(op, "dim", dim, x.dim())
     shape = list(x.shape)
     shape[d] = m.shape[d]
     m_ch = m.expand(shape)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from masknn._masked import Masked
-from masknn._validation import check_data, shape_str, to_bool_mask
+from masknn._validation import check_data, check_dim, shape_str, to_bool_mask
 from masknn.functional._select import select
 from masknn.functional._spatial import acc_dtype
 
@@ -31,17 +31,27 @@ def masked_linear(
     where at least one input feature is; its mask is ``(*, 1)`` and the output is
     exactly 0 elsewhere.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([[1.0, float("nan")]])
         >>> w = torch.ones(1, 2)
         >>> masked_linear(x, ~x.isnan(), w).data, masked_linear(x, ~x.isnan(), w, mode="partial").data
         (tensor([[1.]]), tensor([[2.]]))
     """
-    op = "masked_linear"
+    return linear("masked_linear", x, mask, weight, bias, mode)
+
+
+def linear(op: str, x: Tensor, mask: Tensor, weight: Tensor, bias: Tensor | None, mode: str) -> Masked:
+    """``masked_linear`` with errors naming ``op``."""
     x = check_data(op, x)
     if mode not in _MODES:
         raise ValueError(f"{op}: mode must be one of {_MODES}, got {mode!r}")
+    if not isinstance(weight, Tensor) or weight.dim() != 2:
+        got = shape_str(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
+        raise ValueError(f"{op}: expected a 2-d weight (out_features, in_features), got {got}")
+    if bias is not None and (not isinstance(bias, Tensor) or tuple(bias.shape) != (weight.shape[0],)):
+        got = shape_str(bias.shape) if isinstance(bias, Tensor) else type(bias).__name__
+        raise ValueError(f"{op}: expected bias of shape ({weight.shape[0]},) (out_features), got {got}")
     if x.dim() < 1 or x.shape[-1] != weight.shape[-1]:
         raise ValueError(
             f"{op}: data shape {shape_str(x.shape)} does not end with in_features = {weight.shape[-1]} "
@@ -78,22 +88,27 @@ def masked_linear(
 
 
 def masked_flatten(x: Tensor, mask: Tensor, start_dim: int = 1, end_dim: int = -1) -> Masked:
-    """Flatten ``x`` like :func:`torch.flatten`; the mask is flattened with it.
+    """Flatten ``x`` like ``torch.flatten``; the mask is flattened with it.
 
     A mask of size 1 over every flattened dimension stays size 1 (still broadcasting);
     otherwise it is expanded over the flattened dimensions first.
 
-    Example:
+    Examples:
         >>> import torch
         >>> out = masked_flatten(torch.ones(2, 3, 4), torch.ones(2, 1, 4, dtype=torch.bool))
         >>> out.data.shape, out.mask.shape
         (torch.Size([2, 12]), torch.Size([2, 12]))
     """
-    op = "masked_flatten"
+    return flatten("masked_flatten", x, mask, start_dim, end_dim)
+
+
+def flatten(op: str, x: Tensor, mask: Tensor, start_dim: int, end_dim: int) -> Masked:
+    """``masked_flatten`` with errors naming ``op``; a dim out of range raises an ``OutOfRangeError``
+    (a ``ValueError`` and an ``IndexError``, what ``torch.flatten`` raises), never wraps around."""
     x = check_data(op, x)
     m = to_bool_mask(op, x, mask, allow_sequence=False)
-    nd = max(x.dim(), 1)
-    s, e = start_dim % nd, end_dim % nd
+    s = check_dim(op, "start_dim", start_dim, x.dim())
+    e = check_dim(op, "end_dim", end_dim, x.dim())
     if s > e:
         raise ValueError(
             f"{op}: start_dim {start_dim} comes after end_dim {end_dim} for shape {shape_str(x.shape)}"

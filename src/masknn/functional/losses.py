@@ -1,7 +1,7 @@
 """Masked losses: reduced over valid elements only.
 
 Each loss takes ``(input, target, mask, reduction="mean")``. ``input`` and
-``target`` may also be :class:`~masknn.Masked` (their masks are combined with
+``target`` may also be [`Masked`][masknn.Masked] (their masks are combined with
 ``mask`` by logical and). Masked elements of either (NaN, Inf, garbage class
 indices included) never reach the loss nor receive a gradient. With
 ``reduction="mean"`` the sum is divided by the number of valid elements; a batch
@@ -28,7 +28,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from masknn._masked import Masked
-from masknn._validation import check_data, shape_str, to_bool_mask
+from masknn._validation import (
+    OutOfRangeError,
+    check_data,
+    check_number,
+    eager_checks,
+    shape_str,
+    to_bool_mask,
+)
 from masknn.functional._select import differentiable_backward, fast_path, mask_bits, select
 
 __all__ = [
@@ -75,6 +82,8 @@ def _unpack(
         )
     if not input.is_floating_point():
         raise TypeError(f"{op}: expected floating point input, got dtype {input.dtype}")
+    if target.dtype == torch.bool or target.is_complex():
+        raise TypeError(f"{op}: expected a real-valued target, got dtype {target.dtype}")
     if mask is not None:
         masks.append((input, mask))
     if not masks:
@@ -200,7 +209,7 @@ class _FusedLoss(torch.autograd.Function):
     and reduced while it is in cache. Backward: one or two passes writing the gradient,
     selected again when the cotangent is per element (``reduction="none"``), so a NaN or
     Inf cotangent at a masked element reaches nothing. With ``create_graph=True`` the
-    backward re-runs the plain composite (:func:`differentiable_backward`).
+    backward re-runs the plain composite (``differentiable_backward``).
     """
 
     @staticmethod
@@ -261,7 +270,7 @@ class _FusedLoss(torch.autograd.Function):
         return (gd if need_x else None), (gd.neg() if need_t else None), None, None, None, None
 
 
-def _loss(
+def loss(
     op: str,
     kind: str,
     input: Tensor | Masked,
@@ -272,7 +281,14 @@ def _loss(
     pos_weight: Tensor | None = None,
 ) -> Tensor:
     _check_reduction(op, reduction)
+    if kind == "smooth_l1":
+        check_number(op, "beta", beta, 0.0)
     x, t, valid = _unpack(op, input, target, mask)
+    if kind == "bce" and not t.is_floating_point():
+        raise TypeError(
+            f"{op}: expected a floating point target (probabilities in [0, 1]), got dtype {t.dtype}; "
+            "convert it with target.float()"
+        )
     x, t = _autocast_fp32(x, t)
     if (
         fast_path(x, t, valid)  # first: nothing below is evaluated under a tracer
@@ -299,7 +315,7 @@ def masked_mse_loss(
         >>> masked_mse_loss(pred, target, ~target.isnan())
         tensor(2.)
     """
-    return _loss("masked_mse_loss", "mse", input, target, mask, reduction)
+    return loss("masked_mse_loss", "mse", input, target, mask, reduction)
 
 
 def masked_l1_loss(
@@ -314,7 +330,7 @@ def masked_l1_loss(
         >>> masked_l1_loss(pred, target, ~target.isnan())
         tensor(2.)
     """
-    return _loss("masked_l1_loss", "l1", input, target, mask, reduction)
+    return loss("masked_l1_loss", "l1", input, target, mask, reduction)
 
 
 def masked_smooth_l1_loss(
@@ -333,9 +349,7 @@ def masked_smooth_l1_loss(
         >>> masked_smooth_l1_loss(pred, target, ~target.isnan(), reduction="none")
         tensor([0.1250, 0.0000, 2.5000])
     """
-    if beta < 0:
-        raise ValueError(f"masked_smooth_l1_loss: beta must be >= 0, got {beta}")
-    return _loss("masked_smooth_l1_loss", "smooth_l1", input, target, mask, reduction, beta)
+    return loss("masked_smooth_l1_loss", "smooth_l1", input, target, mask, reduction, beta)
 
 
 def masked_binary_cross_entropy_with_logits(
@@ -354,9 +368,22 @@ def masked_binary_cross_entropy_with_logits(
         >>> masked_binary_cross_entropy_with_logits(logits, target, torch.tensor([True, False]))
         tensor(0.6931)
     """
-    op = "masked_binary_cross_entropy_with_logits"
+    return bce("masked_binary_cross_entropy_with_logits", input, target, mask, reduction, pos_weight)
+
+
+def bce(
+    op: str,
+    input: Tensor | Masked,
+    target: Tensor | Masked,
+    mask: Tensor | None,
+    reduction: str,
+    pos_weight: Tensor | None,
+) -> Tensor:
+    """``masked_binary_cross_entropy_with_logits`` with errors naming ``op``."""
     if pos_weight is not None:
         pos_weight = check_data(op, pos_weight)
+        if not pos_weight.is_floating_point():
+            raise TypeError(f"{op}: expected a floating point pos_weight, got dtype {pos_weight.dtype}")
         x_shape = (input.data if isinstance(input, Masked) else check_data(op, input)).shape
         try:
             torch.broadcast_shapes(pos_weight.shape, x_shape)
@@ -365,7 +392,7 @@ def masked_binary_cross_entropy_with_logits(
                 f"{op}: pos_weight {shape_str(pos_weight.shape)} does not broadcast to the input "
                 f"{shape_str(x_shape)}; expected one weight per class along the last dimension"
             ) from None
-    return _loss(op, "bce", input, target, mask, reduction, pos_weight=pos_weight)
+    return loss(op, "bce", input, target, mask, reduction, pos_weight=pos_weight)
 
 
 def masked_cross_entropy(
@@ -404,7 +431,22 @@ def masked_cross_entropy(
         >>> masked_cross_entropy(per_step, torch.zeros(2, 5, dtype=torch.long), steps, class_dim=-1).shape
         torch.Size([])
     """
-    op = "masked_cross_entropy"
+    return cross_entropy(
+        "masked_cross_entropy", input, target, mask, reduction, label_smoothing, ignore_index, class_dim
+    )
+
+
+def cross_entropy(
+    op: str,
+    input: Tensor | Masked,
+    target: Tensor,
+    mask: Tensor | None,
+    reduction: str,
+    label_smoothing: float,
+    ignore_index: int,
+    class_dim: int,
+) -> Tensor:
+    """``masked_cross_entropy`` with errors naming ``op``."""
     _check_reduction(op, reduction)
     valid_in: Tensor | None = None
     if isinstance(input, Masked):
@@ -415,7 +457,7 @@ def masked_cross_entropy(
     target = check_data(op, target)
     nd = input.dim()
     if not isinstance(class_dim, int) or not -max(nd, 1) <= class_dim < max(nd, 1):
-        raise ValueError(
+        raise OutOfRangeError(
             f"{op}: class_dim {class_dim!r} is out of range for logits {shape_str(input.shape)}; "
             "expected 1 for (N, C, *) logits or -1 for (N, *, C)"
         )
@@ -437,7 +479,12 @@ def masked_cross_entropy(
             f"{shape_str(target.shape)}{hint}"
         )
     if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-        raise TypeError(f"{op}: expected integer class indices as target, got {target.dtype}")
+        raise TypeError(
+            f"{op}: expected integer class indices as target, got {target.dtype} (class probabilities "
+            "as target are not supported)"
+        )
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)):
+        raise TypeError(f"{op}: expected label_smoothing as a number, got {label_smoothing!r}")
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{op}: label_smoothing must lie in [0, 1], got {label_smoothing}")
     if not input.is_floating_point():
@@ -453,6 +500,16 @@ def masked_cross_entropy(
     chan = valid.unsqueeze(1) if nd > 1 else valid
     x = select(input, chan)
     t = torch.where(valid, target, torch.zeros((), dtype=target.dtype, device=target.device))
+    if eager_checks(t) and t.numel() > 0:  # torch raises IndexError/RuntimeError without the layer
+        c = input.shape[1] if nd > 1 else input.shape[0]
+        lo, hi = torch.aminmax(t)
+        if int(lo) < 0 or int(hi) >= c:
+            bad = int(lo) if int(lo) < 0 else int(hi)
+            raise OutOfRangeError(
+                f"{op}: target holds class index {bad} at a valid position, expected indices in "
+                f"[0, {c}) for {c} classes (or ignore_index={ignore_index}, or a False mask there); "
+                "torch raises IndexError: Target is out of bounds"
+            )
     # F.cross_entropy's formula, written out (log-softmax, gather, smoothing) so that every
     # exporter sees plain ops (the ONNX translation of label smoothing differs from torch's).
     logp = x.log_softmax(1 if nd > 1 else 0)

@@ -11,7 +11,7 @@ The moments are computed in two passes over the zero-filled data: the mean over
 the ``n`` valid elements, then the sum of squares of the valid deviations from it
 (a one-pass ``Σx²/n - mean²`` loses all precision in float32 when ``|mean| >> std``).
 
-Two implementations of one function (see :mod:`masknn.functional._select`):
+Two implementations of one function (see ``masknn.functional._select``):
 
 * the **composable path**: plain differentiable torch ops (``select``, sums,
   ``rsqrt``), taken under ``torch.compile``, ``torch.export``, ONNX export, every
@@ -104,7 +104,7 @@ def batch_norm_moments(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]
     ranks) combine exactly with Chan's formula:
     ``n = Σ n_i``, ``mean = Σ n_i·mean_i / n``, ``M2 = Σ M2_i + Σ n_i·(mean_i - mean)²``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([[[1.0, 3.0, float("nan")]], [[5.0, float("nan"), float("nan")]]])
         >>> batch_norm_moments(x, ~x.isnan())
@@ -363,25 +363,52 @@ def masked_batch_norm(
     one with a single valid element updates its mean only). Otherwise the running
     statistics are used.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([[[1.0, 3.0, 1e6]]])
         >>> m = torch.tensor([[[True, True, False]]])
         >>> masked_batch_norm(x, m, training=True, eps=0.0).data
         tensor([[[-1.,  1.,  0.]]])
     """
-    op = "masked_batch_norm"
+    return batch_norm(
+        "masked_batch_norm", x, mask, running_mean, running_var, weight, bias, training, momentum, eps
+    )
+
+
+def batch_norm(
+    op: str,
+    x: Tensor,
+    mask: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    training: bool,
+    momentum: float | None,
+    eps: float,
+    num_batches_tracked: Tensor | None = None,
+) -> Masked:
+    """``masked_batch_norm`` with errors naming ``op``, and the Modules' batch counter.
+
+    In training with ``num_batches_tracked`` (a 0-d integer buffer), the counter is
+    incremented in place when the batch holds at least one valid element (a batch with
+    none changes no state at all), and ``momentum=None`` updates the running statistics
+    with the cumulative average ``1 / num_batches_tracked``, as ``nn.BatchNorm2d``.
+    No Python branch on tensor values: compiled and exported graphs keep it.
+    """
     x, m = _prepare(op, x, mask, 2)
     if training:
         if _fast_bn(x, m, weight, bias):
             y, mean, var, n = _BatchNormTrain.apply(x, m, weight, bias, eps)
         else:
             y, mean, var, n = _batch_norm_train(x, m, weight, bias, eps)
-        if running_mean is not None or running_var is not None:
+        if running_mean is not None or running_var is not None or num_batches_tracked is not None:
             with torch.no_grad():
-                mean, var = mean.detach(), var.detach()
-                unbiased = var * n / (n - 1).clamp_min(1)
-                _update(running_mean, running_var, mean, unbiased, n > 0, n > 1, momentum)
+                mean, var, n = mean.detach(), var.detach(), n.detach()
+                factor = count_batch(num_batches_tracked, n, momentum)
+                if running_mean is not None or running_var is not None:
+                    unbiased = var * n / (n - 1).clamp_min(1)
+                    _update(running_mean, running_var, mean, unbiased, n > 0, n > 1, factor)
         return Masked(y, m)
     if running_mean is None or running_var is None:
         raise ValueError(f"{op}: running_mean and running_var are required when training=False")
@@ -393,6 +420,30 @@ def masked_batch_norm(
 
 
 @torch.no_grad()
+def count_batch(num_batches_tracked: Tensor | None, n: Tensor, momentum: float | None) -> float | Tensor:
+    """Count a training batch in ``num_batches_tracked`` (in place) when some channel has a valid
+    element (``n``: the per-channel valid counts); return the running statistics' update factor:
+    ``momentum``, or with ``momentum=None`` the cumulative average ``1 / num_batches_tracked``
+    (a 0-d tensor: no host synchronization, nothing for a compiler to guard on).
+
+    Examples:
+        >>> import torch
+        >>> tracked = torch.tensor(3)
+        >>> count_batch(tracked, torch.tensor([0.0, 5.0]), None), tracked
+        (tensor(0.2500), tensor(4))
+        >>> count_batch(tracked, torch.tensor([0.0, 0.0]), None), tracked  # no valid element: not counted
+        (tensor(0.2500), tensor(4))
+    """
+    if num_batches_tracked is not None:
+        num_batches_tracked.add_(n.any())  # counts are >= 0: any nonzero is a valid element
+    if momentum is not None:
+        return momentum
+    if num_batches_tracked is None:
+        return 0.0  # as nn.BatchNorm without a counter: the statistics stay
+    return 1.0 / num_batches_tracked.clamp_min(1).to(n.dtype)
+
+
+@torch.no_grad()
 def _update(
     running_mean: Tensor | None,
     running_var: Tensor | None,
@@ -400,7 +451,7 @@ def _update(
     unbiased_var: Tensor,
     has_mean: Tensor,
     has_var: Tensor,
-    momentum: float,
+    momentum: float | Tensor,
 ) -> None:
     """Move the running statistics toward ``mean``/``unbiased_var`` where ``has_*`` (per channel)."""
     if running_mean is not None:
@@ -427,17 +478,43 @@ def masked_instance_norm(
 ) -> Masked:
     """Instance normalization of ``x`` ``(N, C, *)`` over the valid elements of each (sample, channel).
 
-    As :func:`torch.nn.functional.instance_norm`. With ``use_input_stats`` and running
+    As ``torch.nn.functional.instance_norm``. With ``use_input_stats`` and running
     statistics, these are updated with the mean over the instances that have a valid
     element (the variance of each instance unbiased by ``n / (n - 1)``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([[[1.0, 3.0, float("nan")]]])
         >>> masked_instance_norm(x, ~x.isnan(), eps=0.0).data
         tensor([[[-1.,  1.,  0.]]])
     """
-    op = "masked_instance_norm"
+    return instance_norm(
+        "masked_instance_norm",
+        x,
+        mask,
+        running_mean,
+        running_var,
+        weight,
+        bias,
+        use_input_stats,
+        momentum,
+        eps,
+    )
+
+
+def instance_norm(
+    op: str,
+    x: Tensor,
+    mask: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    use_input_stats: bool,
+    momentum: float,
+    eps: float,
+) -> Masked:
+    """``masked_instance_norm`` with errors naming ``op``."""
     x, m = _prepare(op, x, mask, 3)
     dims = tuple(range(2, x.dim()))
     shape = _affine_shape(x)
@@ -475,15 +552,27 @@ def masked_group_norm(
 ) -> Masked:
     """Group normalization of ``x`` ``(N, C, *)`` over the valid elements of each (sample, group).
 
-    As :func:`torch.nn.functional.group_norm`.
+    As ``torch.nn.functional.group_norm``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([[[1.0], [3.0], [float("nan")], [5.0]]])
         >>> masked_group_norm(x, ~x.isnan(), 1, eps=0.0).data.flatten()
         tensor([-1.2247,  0.0000,  0.0000,  1.2247])
     """
-    op = "masked_group_norm"
+    return group_norm("masked_group_norm", x, mask, num_groups, weight, bias, eps)
+
+
+def group_norm(
+    op: str,
+    x: Tensor,
+    mask: Tensor,
+    num_groups: int,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    eps: float,
+) -> Masked:
+    """``masked_group_norm`` with errors naming ``op``."""
     x, m = _prepare(op, x, mask, 2)
     n_, c = x.shape[0], x.shape[1]
     if num_groups < 1 or c % num_groups:
@@ -513,16 +602,28 @@ def masked_layer_norm(
 ) -> Masked:
     """Layer normalization over the valid elements of the last ``len(normalized_shape)`` dimensions.
 
-    As :func:`torch.nn.functional.layer_norm`. A sequence mask ``(N, T)`` for data
+    As ``torch.nn.functional.layer_norm``. A sequence mask ``(N, T)`` for data
     ``(N, T, F)`` is taken as ``(N, T, 1)``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([[1.0, 3.0, float("nan")]])
         >>> masked_layer_norm(x, ~x.isnan(), 3, eps=0.0).data
         tensor([[-1.,  1.,  0.]])
     """
-    op = "masked_layer_norm"
+    return layer_norm("masked_layer_norm", x, mask, normalized_shape, weight, bias, eps)
+
+
+def layer_norm(
+    op: str,
+    x: Tensor,
+    mask: Tensor,
+    normalized_shape: int | Sequence[int],
+    weight: Tensor | None,
+    bias: Tensor | None,
+    eps: float,
+) -> Masked:
+    """``masked_layer_norm`` with errors naming ``op``."""
     x, m = _prepare(op, x, mask, 1, allow_sequence=True)
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     k = len(shape)

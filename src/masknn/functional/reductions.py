@@ -1,7 +1,7 @@
 """Masked reductions: sum, mean, var/std, max/min, logsumexp, softmax, log-softmax.
 
 Each takes ``(x, mask, dim=None, keepdim=False)`` and returns a
-:class:`~masknn.Masked` whose mask tells where at least one element was valid
+[`Masked`][masknn.Masked] whose mask tells where at least one element was valid
 (for var/std: more valid elements than ``correction``). A reduction over no
 valid element gives exactly 0 there (never NaN), and masked values (NaN, Inf
 included) never reach the result or receive a gradient.
@@ -14,7 +14,7 @@ sums and means accumulate in float32 and return the input's dtype.
 Every op is written with plain differentiable torch ops (``torch.compile`` with
 dynamic shapes, ``torch.export``, ONNX, ``torch.func`` and double backward all see
 them), except one eager-CPU fast kernel: the masked sum (hence the mean) selects and
-sums in cache-sized chunks (:func:`masknn.functional._select.fast_path` decides).
+sums in cache-sized chunks (``masknn.functional._select.fast_path`` decides).
 The mask is never expanded to the data's size: counts are taken on the mask as given
 and scaled by the sizes it broadcasts over.
 """
@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from masknn._masked import Masked
-from masknn._validation import check_data, to_bool_mask
+from masknn._validation import check_data, check_dim, to_bool_mask
 from masknn.functional._select import _BITS, differentiable_backward, fast_path, mask_bits, select
 
 __all__ = [
@@ -66,14 +66,10 @@ def _floating(op: str, x: Tensor) -> None:
 def _dims(op: str, x: Tensor, dim: Dims) -> tuple[int, ...]:
     """Normalized reduction dims; ``None`` and ``()`` mean every dimension (as torch)."""
     nd = x.dim()
+    if isinstance(dim, bool) or not (dim is None or isinstance(dim, (int, Sequence))):
+        raise TypeError(f"{op}: expected dim as int or a sequence of ints, got {dim!r}")
     dims = () if dim is None else (dim,) if isinstance(dim, int) else tuple(dim)
-    out = []
-    for d in dims:
-        if not isinstance(d, int) or isinstance(d, bool):
-            raise TypeError(f"{op}: expected dim as int or a sequence of ints, got {dim!r}")
-        if not -max(nd, 1) <= d < max(nd, 1):
-            raise ValueError(f"{op}: dim {d} is out of range for data with {nd} dimensions")
-        out.append(d % max(nd, 1))
+    out = [check_dim(op, "dim", d, nd) for d in dims]
     if len(set(out)) != len(out):
         raise ValueError(f"{op}: dims {dims} repeat a dimension")
     if nd == 0:
@@ -110,7 +106,7 @@ class _SelectSum(torch.autograd.Function):
 
     The bitwise select writes one chunk of the batch at a time into a small buffer that
     stays in cache and is summed at once: the data is read from memory once, as by a
-    plain ``sum``. The backward is :func:`select` of the expanded gradient (itself
+    plain ``sum``. The backward is ``select`` of the expanded gradient (itself
     differentiable, so double backward works).
     """
 
@@ -283,7 +279,7 @@ def masked_var(
 def masked_std(
     x: Tensor, mask: Tensor, dim: Dims = None, keepdim: bool = False, correction: int = 1
 ) -> Masked:
-    """Standard deviation of the valid elements (see :func:`masked_var`).
+    """Standard deviation of the valid elements (see [`masked_var`][masknn.functional.masked_var]).
 
     The gradient stays finite where the variance is 0.
 

@@ -8,7 +8,7 @@ loses every digit in float32 when ``|mean| >> std``):
 * composable path, two all-reduces: the valid counts and sums give the global mean;
   each rank then sums the squared deviations of its valid values from that mean, and
   a second all-reduce gives the centred second moment ``M2``; ``var = M2 / n``. This
-  is the two-pass computation of :func:`masknn.functional.masked_batch_norm` on the
+  is the two-pass computation of [`masknn.functional.masked_batch_norm`][] on the
   concatenated batch (only the order of the float additions differs);
 * eager fast path, one all-gather: each rank's count ``n_r``, sum and centred moment
   ``M2_r`` (two local passes) are gathered and merged exactly (Chan, Golub and
@@ -22,9 +22,9 @@ elements only); each rank computes its part and they are all-reduced, as torch's
 ``SyncBatchNorm`` does. The weight and bias gradients stay per rank (local sums):
 ``DistributedDataParallel`` averages them like every other parameter gradient.
 
-Two implementations, one function (see :mod:`masknn.functional._select`):
+Two implementations, one function (see ``masknn.functional._select``):
 
-* eager CPU (:func:`~masknn.functional._select.fast_path`): one autograd node that
+* eager CPU (``fast_path``): one autograd node that
   selects bit by bit, normalizes with torch's batch-norm kernel and all-reduces the
   two gradient sums in one call (1 all-gather forward, 1 all-reduce backward);
 * everywhere else (other devices, ``torch.compile``, ``torch.func`` transforms, a
@@ -50,7 +50,7 @@ from masknn._masked import Masked
 from masknn._validation import check_data, shape_str, to_bool_mask
 from masknn.functional._select import differentiable_backward, fast_path, select, select_into
 from masknn.functional._spatial import acc_dtype
-from masknn.functional.normalization import masked_batch_norm
+from masknn.functional.normalization import batch_norm, count_batch
 
 __all__ = ["masked_sync_batch_norm"]
 
@@ -61,7 +61,7 @@ def _check_process_group(name: str, process_group: Any) -> None:
     """Raise a ``TypeError`` naming ``name`` unless ``process_group`` is ``None`` or a
     ``torch.distributed.ProcessGroup`` (a list of ranks or a device mesh is not).
 
-    Example:
+    Examples:
         >>> _check_process_group("MyLayer", None)
     """
     if process_group is None:
@@ -77,24 +77,24 @@ def _check_process_group(name: str, process_group: Any) -> None:
         )
 
 
-def _sync_world_size(process_group: Any = None) -> int:
+def _sync_world_size(process_group: Any = None, op: str = _OP) -> int:
     """The number of processes that synchronize statistics: 1 without an initialized process group.
 
     ``process_group`` ``None`` means the default (world) group. Raises a ``ValueError``
     when this process is not a member of ``process_group``.
 
-    Example:
+    Examples:
         >>> _sync_world_size()  # no torch.distributed process group in this process
         1
     """
-    _check_process_group(_OP, process_group)
+    _check_process_group(op, process_group)
     if not (dist.is_available() and dist.is_initialized()):
         return 1
     group = dist.group.WORLD if process_group is None else process_group
     size = dist.get_world_size(group)
     if size < 1:
         raise ValueError(
-            f"{_OP}: this process (global rank {dist.get_rank()}) is not a member of the "
+            f"{op}: this process (global rank {dist.get_rank()}) is not a member of the "
             "process_group it was given; every rank that calls it must belong to the group"
         )
     return int(size)
@@ -263,7 +263,7 @@ def masked_sync_batch_norm(
     the global batch, the union of the batches of every rank in ``process_group``.
 
     Each channel's mean and biased variance are those of
-    :func:`masknn.functional.masked_batch_norm` on the concatenation of every rank's
+    [`masknn.functional.masked_batch_norm`][] on the concatenation of every rank's
     batch. ``running_mean``/``running_var`` (when given) are updated in place from the
     global statistics, identically on every rank: the variance unbiased by
     ``n / (n - 1)`` with the global ``n``; a channel with no valid element on any rank
@@ -274,27 +274,53 @@ def masked_sync_batch_norm(
     group, or with a group of one process, this is
     ``masked_batch_norm(..., training=True)`` and communicates nothing. Inference with
     running statistics needs no communication: call
-    :func:`masknn.functional.masked_batch_norm` with ``training=False``.
+    [`masknn.functional.masked_batch_norm`][] with ``training=False``.
 
     Every rank of the group must call it (collectives), with the same ``C``, dtype and
     ``requires_grad`` on ``x``; the input gradient accounts for the losses of every rank.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([[[1.0, 3.0, float("nan")]]])
         >>> masked_sync_batch_norm(x, ~x.isnan(), eps=0.0).data  # one process: as masked_batch_norm
         tensor([[[-1.,  1.,  0.]]])
     """
-    x = check_data(_OP, x)
+    return sync_batch_norm(
+        _OP, x, mask, running_mean, running_var, weight, bias, momentum, eps, process_group
+    )
+
+
+def sync_batch_norm(
+    op: str,
+    x: Tensor,
+    mask: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    momentum: float | None,
+    eps: float,
+    process_group: Any,
+    num_batches_tracked: Tensor | None = None,
+) -> Masked:
+    """``masked_sync_batch_norm`` with errors naming ``op``, and the Module's batch counter.
+
+    ``num_batches_tracked`` (when given) is incremented when the *global* batch holds a
+    valid element (the same on every rank); ``momentum=None`` is then the cumulative
+    average over those batches (see ``masknn.functional.normalization.count_batch``).
+    """
+    x = check_data(op, x)
     if x.dim() < 2:
         raise ValueError(
-            f"{_OP}: expected data (N, C, *) with at least 2 dimensions, got {shape_str(x.shape)}"
+            f"{op}: expected data (N, C, *) with at least 2 dimensions, got {shape_str(x.shape)}"
         )
     if not x.is_floating_point():
-        raise TypeError(f"{_OP}: expected floating point data, got dtype {x.dtype}")
-    m = to_bool_mask(_OP, x, mask, allow_sequence=False)
-    if _sync_world_size(process_group) == 1:
-        return masked_batch_norm(x, m, running_mean, running_var, weight, bias, True, momentum, eps)
+        raise TypeError(f"{op}: expected floating point data, got dtype {x.dtype}")
+    m = to_bool_mask(op, x, mask, allow_sequence=False)
+    if _sync_world_size(process_group, op) == 1:
+        return batch_norm(
+            op, x, m, running_mean, running_var, weight, bias, True, momentum, eps, num_batches_tracked
+        )
     group = dist.group.WORLD if process_group is None else process_group
     # The path must be the same on every rank (their collectives pair up): it depends only
     # on dtype, device and mode, which the ranks of one model share, never on the data.
@@ -302,8 +328,11 @@ def masked_sync_batch_norm(
         y, mean, var, n = _SyncBatchNormTrain.apply(x, m, weight, bias, eps, group)
     else:
         y, mean, var, n = _composite(x, m, weight, bias, eps, group)
-    if running_mean is not None or running_var is not None:
-        _update_running(running_mean, running_var, mean.detach(), var.detach(), n, momentum)
+    if running_mean is not None or running_var is not None or num_batches_tracked is not None:
+        with torch.no_grad():
+            factor = count_batch(num_batches_tracked, n.detach(), momentum)  # n: the global counts
+            if running_mean is not None or running_var is not None:
+                _update_running(running_mean, running_var, mean.detach(), var.detach(), n, factor)
     return Masked(y, m)
 
 
@@ -314,7 +343,7 @@ def _update_running(
     mean: Tensor,
     var: Tensor,
     n: Tensor,
-    momentum: float,
+    momentum: float | Tensor,
 ) -> None:
     """Move the running statistics toward the global ones where a channel had valid elements."""
     if running_mean is not None:

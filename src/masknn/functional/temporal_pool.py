@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from masknn._masked import Masked
-from masknn._validation import check_data, shape_str, to_bool_mask
+from masknn._validation import check_data, check_dim, shape_str, to_bool_mask
 from masknn.functional._select import select
 from masknn.functional.reductions import masked_max, masked_mean
 
@@ -16,15 +16,13 @@ POOL_MODES = ("mean", "max", "last")
 
 
 def temporal_pool(op: str, x: Tensor, mask: object, mode: str, time_dim: int) -> Masked:
-    """:func:`masked_temporal_pool` with errors naming ``op``."""
+    """[`masked_temporal_pool`][masknn.functional.masked_temporal_pool] with errors naming ``op``."""
     x = check_data(op, x)
     if mode not in POOL_MODES:
         raise ValueError(f"{op}: mode must be one of {POOL_MODES}, got {mode!r}")
     if x.dim() < 2:
         raise ValueError(f"{op}: expected data with a time dimension, got {shape_str(x.shape)}")
-    if not -x.dim() <= time_dim < x.dim():
-        raise ValueError(f"{op}: time_dim {time_dim} is out of range for data {shape_str(x.shape)}")
-    td = time_dim % x.dim()
+    td = check_dim(op, "time_dim", time_dim, x.dim())
     m = to_bool_mask(op, x, mask)
     if mode == "mean":
         return masked_mean(x, m, dim=td)
@@ -58,7 +56,7 @@ def masked_temporal_pool(x: Tensor, mask: object, mode: str = "mean", time_dim: 
     Keras-masked RNN); its gradient reaches that step only. With no time step at all
     (``T = 0``) every mode gives zeros with a False mask.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([[[1.0], [5.0], [3.0]], [[2.0], [4.0], [6.0]]])
         >>> m = torch.tensor([[1, 1, 0], [0, 0, 0]])

@@ -52,7 +52,7 @@ def time_distributed_linear(x: Tensor, mask: object, weight: Tensor, bias: Tenso
     A per-feature mask (last dimension > 1) raises a ``ValueError`` pointing to
     ``masknn.nn.MaskedLinear``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([[[1.0, 2.0], [float("nan"), 0.0], [3.0, 4.0]]])
         >>> out = time_distributed_linear(x, torch.tensor([[1, 0, 1]]), torch.eye(2))
@@ -67,7 +67,7 @@ def time_distributed_linear(x: Tensor, mask: object, weight: Tensor, bias: Tenso
 
 
 def td_linear(op: str, x: Tensor, mask: object, weight: Tensor, bias: Tensor | None) -> Masked:
-    """:func:`time_distributed_linear` with errors naming ``op``."""
+    """[`time_distributed_linear`][masknn.functional.time_distributed_linear] with errors naming ``op``."""
     m = row_mask(op, x, mask)
     if weight.dim() != 2 or weight.shape[1] != x.shape[-1]:
         raise ValueError(
@@ -107,7 +107,7 @@ class _RowLinear(torch.autograd.Function):
     """Eager fast path: ``out[rows] = x[rows] @ W.T + b``, 0 elsewhere; masked rows are never read.
 
     The work is proportional to the valid rows (a data-dependent gather, so this node only
-    runs where :func:`fast_path` allows). The fast backward reuses the gathered rows and
+    runs where ``fast_path`` allows). The fast backward reuses the gathered rows and
     touches only the valid rows of the gradients (a NaN cotangent in a masked row reaches
     nothing); a backward with ``create_graph=True`` (or under a transform) re-runs the
     static-shape composite.

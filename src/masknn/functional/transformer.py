@@ -182,7 +182,7 @@ def encoder_layer(
     training: bool,
 ) -> Tensor:
     """One encoder layer on ``x`` ``(N, T, E)`` (finite at masked positions) with the
-    attention mask of :func:`attention_mask`; the output is not selected. ``dropout``:
+    attention mask of ``attention_mask``; the output is not selected. ``dropout``:
     the probabilities on the attention weights, in the feed-forward block, and on the
     attention and feed-forward branches (``self_attn.dropout``, ``dropout``,
     ``dropout1``, ``dropout2`` of ``nn.TransformerEncoderLayer``)."""
@@ -293,7 +293,7 @@ def masked_transformer_encoder_layer(
         ``Masked`` output of ``src``'s shape with mask ``(N, T, 1)`` (resp. time first,
         ``(T, 1)`` unbatched): the input mask.
 
-    Example:
+    Examples:
         >>> import torch
         >>> layer = torch.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True).eval()
         >>> w = dict(layer.named_parameters())

@@ -1,4 +1,4 @@
-"""Mask-aware Modules: each takes a :class:`masknn.Masked` (or a plain tensor, taken as
+"""Mask-aware Modules: each takes a [`masknn.Masked`][] (or a plain tensor, taken as
 fully valid) and returns a ``Masked``."""
 
 from masknn.nn.attention import MaskedMultiheadAttention

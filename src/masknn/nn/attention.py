@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
 from masknn._masked import Masked, as_masked
-from masknn._validation import shape_str
+from masknn._validation import check_int, check_number, shape_str
 from masknn.functional._sequence import sequence_step_mask
+from masknn.nn._checks import construct
 
 __all__ = ["MaskedMultiheadAttention"]
 
 
 class MaskedMultiheadAttention(nn.MultiheadAttention):
-    """``nn.MultiheadAttention`` that takes and returns :class:`masknn.Masked`.
+    """``nn.MultiheadAttention`` that takes and returns [`masknn.Masked`][].
 
-    Constructor and parameters as :class:`torch.nn.MultiheadAttention` (its
+    Constructor and parameters as ``torch.nn.MultiheadAttention`` (its
     ``state_dict`` loads unchanged; note ``batch_first=False`` by default, as in
     torch). ``forward(query, key=None, value=None, need_weights=True,
     attn_mask=None, average_attn_weights=True, is_causal=False)`` returns
@@ -35,10 +38,14 @@ class MaskedMultiheadAttention(nn.MultiheadAttention):
     ``batch_first=False``). Key and value masks are combined. Masked keys get
     no weight; masked queries output exactly 0. A query with no key it may
     attend to (all keys masked) outputs 0 and is masked, never NaN. The output
-    mask is the query mask, minus such queries. Masked positions receive no
+    mask is the query mask, minus such queries. The keys that ``add_bias_kv`` and
+    ``add_zero_attn`` append are valid keys that no mask masks, as in
+    ``nn.MultiheadAttention``: with either, every valid query attends at least to
+    them and stays valid. ``key_padding_mask`` is refused (a ``TypeError``): pass
+    ``key=Masked(key, ~key_padding_mask)``. Masked positions receive no
     gradient (inputs are zero-filled with ``torch.where`` before projection).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> mha = MaskedMultiheadAttention(8, 2, batch_first=True)
@@ -50,6 +57,45 @@ class MaskedMultiheadAttention(nn.MultiheadAttention):
         (True, True)
     """
 
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        add_bias_kv: bool = False,
+        add_zero_attn: bool = False,
+        kdim: int | None = None,
+        vdim: int | None = None,
+        batch_first: bool = False,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        name = "MaskedMultiheadAttention"
+        check_int(name, "embed_dim", embed_dim, 1)
+        check_int(name, "num_heads", num_heads, 1)
+        if embed_dim % num_heads:
+            raise ValueError(f"{name}: embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
+        check_number(name, "dropout", dropout, 0.0, 1.0)
+        for label, d in (("kdim", kdim), ("vdim", vdim)):
+            if d is not None:
+                check_int(name, label, d, 1)
+        construct(
+            name,
+            super().__init__,
+            embed_dim,
+            num_heads,
+            dropout,
+            bias,
+            add_bias_kv,
+            add_zero_attn,
+            kdim,
+            vdim,
+            batch_first,
+            device,
+            dtype,
+        )
+
     def forward(  # type: ignore[override]
         self,
         query: Masked | Tensor,
@@ -59,8 +105,15 @@ class MaskedMultiheadAttention(nn.MultiheadAttention):
         attn_mask: Tensor | None = None,
         average_attn_weights: bool = True,
         is_causal: bool = False,
+        key_padding_mask: Tensor | None = None,
     ) -> tuple[Masked, Tensor | None]:
         name = "MaskedMultiheadAttention"
+        if key_padding_mask is not None:
+            raise TypeError(
+                f"{name}: key_padding_mask is not taken: the key mask travels as the mask of the Masked "
+                "key, True = valid (the opposite of PyTorch's key_padding_mask, True = ignore). Pass "
+                "key=Masked(key, ~key_padding_mask) instead"
+            )
         q = as_masked(name, query)
         k = q if key is None else as_masked(name, key)
         v = k if value is None else as_masked(name, value)
@@ -99,9 +152,15 @@ class MaskedMultiheadAttention(nn.MultiheadAttention):
             return torch.where(m, data, torch.zeros((), dtype=data.dtype, device=data.device))
 
         qd, kd, vd = fill(q.data, qv), fill(k.data, kv), fill(v.data, kv)
+        # add_bias_kv / add_zero_attn append keys that nn.MultiheadAttention never masks: every
+        # query has a key to attend to, as in nn (a finite output from the extra keys alone).
+        extra = self.bias_k is not None or self.add_zero_attn
 
         if attn_mask is None and not is_causal:
-            has_key = kv.any(1, keepdim=True)  # (N, 1)
+            if extra:
+                has_key = torch.ones((n, 1), dtype=torch.bool, device=kv.device)
+            else:
+                has_key = kv.any(1, keepdim=True)  # (N, 1)
             # True = ignore (PyTorch); a sample without any valid key ignores nothing, then is zeroed.
             kpm = ~(kv | ~has_key)
             out, w = super().forward(
@@ -146,6 +205,9 @@ class MaskedMultiheadAttention(nn.MultiheadAttention):
                     additive = am
             head_ok = allowed.any(-1)  # (N, H, L)
             safe = allowed | ~head_ok.unsqueeze(-1)
+            if extra:  # nn pads attn_mask with 0 for the extra keys: they stay allowed
+                head_ok = torch.ones_like(head_ok)
+                safe = allowed
             zero = torch.zeros((), dtype=qd.dtype, device=qd.device)
             add = zero if additive is None else torch.where(allowed, additive.to(qd.dtype), zero)
             final = torch.where(safe, add, torch.tensor(-torch.inf, dtype=qd.dtype, device=qd.device))

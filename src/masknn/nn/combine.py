@@ -5,7 +5,8 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from masknn._masked import Masked, as_masked
-from masknn.functional.combine import masked_add, masked_cat, masked_mul
+from masknn._validation import check_int
+from masknn.functional.combine import add, cat, mul
 
 __all__ = ["MaskedAdd", "MaskedCat", "MaskedMul"]
 
@@ -13,7 +14,7 @@ __all__ = ["MaskedAdd", "MaskedCat", "MaskedMul"]
 class MaskedAdd(nn.Module):
     """``a + b`` for two ``Masked``: masked terms count as 0, valid where either is valid.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> a = Masked(torch.ones(1, 2), torch.tensor([[True, False]]))
@@ -23,13 +24,13 @@ class MaskedAdd(nn.Module):
 
     def forward(self, a: Masked | Tensor, b: Masked | Tensor) -> Masked:
         a, b = as_masked("MaskedAdd", a), as_masked("MaskedAdd", b)
-        return masked_add(a.data, a.mask, b.data, b.mask)
+        return add("MaskedAdd", a.data, a.mask, b.data, b.mask)
 
 
 class MaskedMul(nn.Module):
     """``a * b`` for two ``Masked``: valid where both are valid, exactly 0 elsewhere.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> a = Masked(torch.full((1, 2), 3.0), torch.tensor([[True, False]]))
@@ -39,13 +40,13 @@ class MaskedMul(nn.Module):
 
     def forward(self, a: Masked | Tensor, b: Masked | Tensor) -> Masked:
         a, b = as_masked("MaskedMul", a), as_masked("MaskedMul", b)
-        return masked_mul(a.data, a.mask, b.data, b.mask)
+        return mul("MaskedMul", a.data, a.mask, b.data, b.mask)
 
 
 class MaskedCat(nn.Module):
     """Concatenate ``Masked`` inputs along ``dim``: ``MaskedCat(1)(a, b, c)`` or ``MaskedCat(1)([a, b, c])``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> a = Masked(torch.randn(2, 3, 4, 4), torch.rand(2, 1, 4, 4) > 0.5)
@@ -56,6 +57,7 @@ class MaskedCat(nn.Module):
 
     def __init__(self, dim: int = 1) -> None:
         super().__init__()
+        check_int("MaskedCat", "dim", dim)
         self.dim = dim
 
     def extra_repr(self) -> str:
@@ -68,4 +70,4 @@ class MaskedCat(nn.Module):
         else:
             items = list(xs)  # type: ignore[arg-type]
         ms = [as_masked("MaskedCat", i) for i in items]
-        return masked_cat([m.data for m in ms], [m.mask for m in ms], self.dim)
+        return cat("MaskedCat", [m.data for m in ms], [m.mask for m in ms], self.dim)

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, cast
 
 from torch import Tensor, nn
 
 from masknn._masked import Masked, as_masked
+from masknn._validation import check_int
+from masknn.functional._spatial import prepare
 from masknn.functional.conv import (
-    partial_conv1d,
-    partial_conv2d,
-    partial_conv3d,
-    partial_conv_transpose1d,
-    partial_conv_transpose2d,
-    partial_conv_transpose3d,
+    _direct_spec,
+    _partial_conv,
+    _partial_conv_transpose,
+    _transposed_spec,
 )
+from masknn.nn._checks import construct
 
 __all__ = [
     "PartialConv1d",
@@ -36,15 +36,30 @@ def _check_mode(layer: str, padding_mode: str) -> None:
 
 
 class _PartialConvMixin:
-    """Shared by the partial convolutions: the ``padding_valid`` flag, its repr, the mode check."""
+    """Shared by the partial convolutions: the ``padding_valid`` flag, its repr, the argument checks."""
 
     padding_valid: bool
     padding_mode: str
+    _nd: int
 
     def __init__(self, *args: Any, padding_valid: bool = False, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _check_mode(type(self).__name__, self.padding_mode)
+        layer = type(self).__name__
+        for i, name in enumerate(("in_channels", "out_channels")):
+            given = args[i] if len(args) > i else kwargs.get(name)
+            if given is not None:
+                check_int(layer, name, given, 1)
+        construct(layer, super().__init__, *args, **kwargs)
+        _check_mode(layer, self.padding_mode)
+        if not isinstance(padding_valid, bool):
+            raise TypeError(f"{layer}: expected padding_valid as a bool, got {padding_valid!r}")
         self.padding_valid = padding_valid
+        conv = cast(nn.Conv2d, self)
+        if any(k < 1 for k in conv.kernel_size):
+            raise ValueError(f"{layer}: expected kernel_size >= 1 in every dimension, got {conv.kernel_size}")
+        self._check_args(layer)
+
+    def _check_args(self, layer: str) -> None:
+        raise NotImplementedError
 
     def extra_repr(self) -> str:
         base: str = super().extra_repr()  # type: ignore[misc]
@@ -52,12 +67,17 @@ class _PartialConvMixin:
 
 
 class _PartialConvNd(_PartialConvMixin):
-    _op: Callable[..., Masked]
+    def _check_args(self, layer: str) -> None:
+        conv = cast(nn.Conv2d, self)
+        _direct_spec(layer, self._nd, conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups)
 
     def forward(self, x: Masked | Tensor) -> Masked:
         conv = cast(nn.Conv2d, self)
-        x = as_masked(type(self).__name__, x)
-        return self._op(
+        layer = type(self).__name__
+        x = as_masked(layer, x)
+        return _partial_conv(
+            layer,
+            self._nd,
             x.data,
             x.mask,
             conv.weight,
@@ -71,13 +91,20 @@ class _PartialConvNd(_PartialConvMixin):
 
 
 class _PartialConvTransposeNd(_PartialConvMixin):
-    _op: Callable[..., Masked]
-    _nd: int
+    def _check_args(self, layer: str) -> None:
+        conv = cast(nn.ConvTranspose2d, self)
+        padding = cast("tuple[int, ...]", conv.padding)
+        _transposed_spec(
+            layer, self._nd, conv.stride, padding, conv.output_padding, conv.dilation, conv.groups
+        )
 
     def forward(self, x: Masked | Tensor, output_size: list[int] | None = None) -> Masked:
         conv = cast(nn.ConvTranspose2d, self)
-        x = as_masked(type(self).__name__, x)
+        layer = type(self).__name__
+        x = as_masked(layer, x)
         padding = cast("tuple[int, ...]", conv.padding)
+        if output_size is not None and x.data.dim() != self._nd + 2:
+            prepare(layer, x.data, x.mask, self._nd)  # the output_size arithmetic reads (N, C, *spatial)
         try:
             opad = conv._output_padding(
                 x.data,
@@ -88,9 +115,11 @@ class _PartialConvTransposeNd(_PartialConvMixin):
                 self._nd,
                 list(conv.dilation),
             )
-        except ValueError as e:
-            raise ValueError(f"{type(self).__name__}: output_size={output_size!r}: {e}") from None
-        return self._op(
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{layer}: output_size={output_size!r}: {e}") from None
+        return _partial_conv_transpose(
+            layer,
+            self._nd,
             x.data,
             x.mask,
             conv.weight,
@@ -105,11 +134,11 @@ class _PartialConvTransposeNd(_PartialConvMixin):
 
 
 class PartialConv1d(_PartialConvNd, nn.Conv1d):  # type: ignore[misc]
-    """1-d partial convolution: :class:`torch.nn.Conv1d`'s arguments plus ``padding_valid``.
+    """1-d partial convolution: ``torch.nn.Conv1d``'s arguments plus ``padding_valid``.
 
-    See :class:`PartialConv2d`.
+    See [`PartialConv2d`][masknn.nn.PartialConv2d].
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> conv = PartialConv1d(2, 3, 3, padding=1)
@@ -117,13 +146,13 @@ class PartialConv1d(_PartialConvNd, nn.Conv1d):  # type: ignore[misc]
         torch.Size([4, 3, 10])
     """
 
-    _op = staticmethod(partial_conv1d)
+    _nd = 1
 
 
 class PartialConv2d(_PartialConvNd, nn.Conv2d):  # type: ignore[misc]
-    """2-d partial convolution (Liu et al. 2018): :class:`torch.nn.Conv2d`'s arguments plus ``padding_valid``.
+    """2-d partial convolution (Liu et al. 2018): ``torch.nn.Conv2d``'s arguments plus ``padding_valid``.
 
-    Takes and returns :class:`masknn.Masked`; a plain tensor is taken as fully valid.
+    Takes and returns [`masknn.Masked`][]; a plain tensor is taken as fully valid.
     ``out = W·(x⊙m) · (window size / valid count) + b`` where the window holds a valid
     input, exactly 0 with a False mask elsewhere. Channel-shared masks ``(N, 1, H, W)``
     give an ``(N, 1, H_out, W_out)`` output mask; per-channel masks ``(N, C_in, H, W)``
@@ -135,11 +164,11 @@ class PartialConv2d(_PartialConvNd, nn.Conv2d):  # type: ignore[misc]
     it never makes an output valid: an output still needs a valid input in its window (a
     window that reaches only padding is the bias alone, as in ``nn.Conv2d``, and valid
     when the sample has any valid input), so a fully masked sample gives zeros and an
-    all-False mask in both modes (:func:`masknn.functional.partial_conv2d`). Only
+    all-False mask in both modes ([`masknn.functional.partial_conv2d`][]). Only
     ``padding_mode='zeros'`` exists. The weights and ``state_dict`` are ``nn.Conv2d``'s;
     no state is kept between calls.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> conv = PartialConv2d(3, 8, 3, padding=1)
@@ -151,15 +180,15 @@ class PartialConv2d(_PartialConvNd, nn.Conv2d):  # type: ignore[misc]
         <All keys matched successfully>
     """
 
-    _op = staticmethod(partial_conv2d)
+    _nd = 2
 
 
 class PartialConv3d(_PartialConvNd, nn.Conv3d):  # type: ignore[misc]
-    """3-d partial convolution: :class:`torch.nn.Conv3d`'s arguments plus ``padding_valid``.
+    """3-d partial convolution: ``torch.nn.Conv3d``'s arguments plus ``padding_valid``.
 
-    See :class:`PartialConv2d`.
+    See [`PartialConv2d`][masknn.nn.PartialConv2d].
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> conv = PartialConv3d(2, 3, 3, padding=1)
@@ -167,13 +196,13 @@ class PartialConv3d(_PartialConvNd, nn.Conv3d):  # type: ignore[misc]
         torch.Size([1, 3, 4, 5, 6])
     """
 
-    _op = staticmethod(partial_conv3d)
+    _nd = 3
 
 
 class PartialConvTranspose1d(_PartialConvTransposeNd, nn.ConvTranspose1d):  # type: ignore[misc]
-    """1-d partial transposed convolution; see :class:`PartialConvTranspose2d`.
+    """1-d partial transposed convolution; see [`PartialConvTranspose2d`][masknn.nn.PartialConvTranspose2d].
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> up = PartialConvTranspose1d(2, 3, 2, stride=2)
@@ -181,7 +210,6 @@ class PartialConvTranspose1d(_PartialConvTransposeNd, nn.ConvTranspose1d):  # ty
         torch.Size([1, 3, 10])
     """
 
-    _op = staticmethod(partial_conv_transpose1d)
     _nd = 1
 
 
@@ -195,10 +223,10 @@ class PartialConvTranspose2d(_PartialConvTransposeNd, nn.ConvTranspose2d):  # ty
     ``nn.ConvTranspose2d`` on all-valid input at every position (positions that no
     input reaches, between strided taps or in ``output_padding`` rows, hold the bias,
     valid when the sample has any valid input). A fully masked sample gives zeros and an
-    all-False mask in both modes (:func:`masknn.functional.partial_conv_transpose2d`).
-    Masks as in :class:`PartialConv2d`.
+    all-False mask in both modes ([`masknn.functional.partial_conv_transpose2d`][]).
+    Masks as in [`PartialConv2d`][masknn.nn.PartialConv2d].
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> up = PartialConvTranspose2d(4, 2, 2, stride=2)
@@ -207,14 +235,13 @@ class PartialConvTranspose2d(_PartialConvTransposeNd, nn.ConvTranspose2d):  # ty
         (torch.Size([1, 2, 6, 6]), torch.Size([1, 1, 6, 6]))
     """
 
-    _op = staticmethod(partial_conv_transpose2d)
     _nd = 2
 
 
 class PartialConvTranspose3d(_PartialConvTransposeNd, nn.ConvTranspose3d):  # type: ignore[misc]
-    """3-d partial transposed convolution; see :class:`PartialConvTranspose2d`.
+    """3-d partial transposed convolution; see [`PartialConvTranspose2d`][masknn.nn.PartialConvTranspose2d].
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> up = PartialConvTranspose3d(2, 2, 2, stride=2)
@@ -222,5 +249,4 @@ class PartialConvTranspose3d(_PartialConvTransposeNd, nn.ConvTranspose3d):  # ty
         torch.Size([1, 2, 4, 4, 4])
     """
 
-    _op = staticmethod(partial_conv_transpose3d)
     _nd = 3

@@ -7,15 +7,17 @@ from typing import Any
 from torch import Tensor, nn
 
 from masknn._masked import Masked
+from masknn._validation import OutOfRangeError, check_int, check_number
 from masknn.functional.embedding import check_embedding_args, id_mask, lookup
+from masknn.nn._checks import construct
 
 __all__ = ["MaskedEmbedding"]
 
 
 class MaskedEmbedding(nn.Embedding):
-    """``nn.Embedding`` that returns a :class:`masknn.Masked`: the ids produce the mask.
+    """``nn.Embedding`` that returns a [`masknn.Masked`][]: the ids produce the mask.
 
-    Arguments and parameters as :class:`torch.nn.Embedding` (its ``state_dict`` loads
+    Arguments and parameters as ``torch.nn.Embedding`` (its ``state_dict`` loads
     unchanged, both ways), plus ``mask_zero`` (keyword): like Keras'
     ``Embedding(mask_zero=True)``, id 0 is padding and masked. A position is masked when
     its id is ``padding_idx`` (if set), or 0 with ``mask_zero``, or when the input is a
@@ -36,7 +38,7 @@ class MaskedEmbedding(nn.Embedding):
     every row it looks up. ``scale_grad_by_freq=True`` with a ``Masked`` input needs
     ``padding_idx`` or ``mask_zero`` (a ``ValueError`` otherwise).
 
-    Example:
+    Examples:
         >>> import torch
         >>> emb = MaskedEmbedding(10, 4, mask_zero=True)
         >>> out = emb(torch.tensor([[5, 2, 0, 0], [7, 0, 0, 0]]))
@@ -68,7 +70,21 @@ class MaskedEmbedding(nn.Embedding):
         *,
         mask_zero: bool = False,
     ) -> None:
-        super().__init__(
+        layer = "MaskedEmbedding"
+        check_int(layer, "num_embeddings", num_embeddings, 0)
+        check_int(layer, "embedding_dim", embedding_dim, 0)
+        if padding_idx is not None:
+            check_int(layer, "padding_idx", padding_idx)
+            if not -num_embeddings <= padding_idx < num_embeddings:
+                raise OutOfRangeError(
+                    f"{layer}: padding_idx must lie in [-{num_embeddings}, {num_embeddings}) "
+                    f"(num_embeddings), got {padding_idx}"
+                )
+        if max_norm is not None:
+            check_number(layer, "max_norm", max_norm, 0.0, low_open=True)
+        construct(
+            layer,
+            super().__init__,
             num_embeddings,
             embedding_dim,
             padding_idx,
@@ -98,9 +114,9 @@ class MaskedEmbedding(nn.Embedding):
         *,
         mask_zero: bool = False,
     ) -> MaskedEmbedding:
-        """As :meth:`torch.nn.Embedding.from_pretrained`, plus ``mask_zero``.
+        """As ``torch.nn.Embedding.from_pretrained``, plus ``mask_zero``.
 
-        Example:
+        Examples:
             >>> import torch
             >>> emb = MaskedEmbedding.from_pretrained(torch.eye(3), padding_idx=0)
             >>> emb(torch.tensor([[2, 0]])).mask[..., 0]
@@ -130,6 +146,8 @@ class MaskedEmbedding(nn.Embedding):
     def forward(self, input: Masked | Tensor) -> Masked:  # type: ignore[override]
         name = "MaskedEmbedding"
         ids, mask = (input.data, input.mask) if isinstance(input, Masked) else (input, None)
+        if isinstance(input, tuple) and not isinstance(input, Masked) and len(input) == 2:
+            ids, mask = input  # a Masked rebuilt as a plain tuple: (ids, mask), validated below
         ids, padding_idx = check_embedding_args(name, ids, self.weight, self.padding_idx)
         valid = id_mask(name, ids, mask, padding_idx, self.mask_zero)
         return lookup(

@@ -8,9 +8,9 @@ import torch
 from torch import Tensor, nn
 
 from masknn._masked import Masked, as_masked
-from masknn._validation import shape_str
+from masknn._validation import check_choice, check_dim, check_int, check_number, shape_str
 from masknn.functional._layout import follow_layout
-from masknn.functional.fill import FILL_STRATEGIES, fill, mask_channel
+from masknn.functional.fill import FILL_STRATEGIES, append_mask, fill_values
 from masknn.functional.reductions import masked_mean
 
 __all__ = ["Fill", "LearnedFill", "MaskChannel"]
@@ -24,17 +24,18 @@ class Fill(nn.Module):
     """Fill masked positions with zero, a constant, per-sample means or running means.
 
     After filling every position holds a defined value, so the output mask is
-    all True: put :class:`MaskChannel` *before* a fill to keep the mask as input.
+    all True: put [`MaskChannel`][masknn.nn.MaskChannel] *before* a fill to keep the mask as input.
 
     Args:
         strategy: ``"zero"``, ``"constant"``, ``"mean"`` (per sample and
-            channel, see :func:`masknn.functional.fill`) or ``"running_mean"``: a
+            channel, see [`masknn.functional.fill`][masknn.functional.fill.fill]) or ``"running_mean"``: a
             per-channel mean of the valid values over the training data, kept
             as a buffer (batch statistics in training, the running mean in eval,
             like BatchNorm).
         value: the constant for ``"constant"``.
         num_channels: channels (dimension 1) for ``"running_mean"``.
-        momentum: update rate of the running mean.
+        momentum: update rate of the running mean, in [0, 1] (``None``, a cumulative
+            average, is refused: there is no batch counter).
 
     Examples:
         >>> import torch
@@ -56,17 +57,23 @@ class Fill(nn.Module):
         dtype: Any = None,
     ) -> None:
         super().__init__()
-        if strategy not in FILL_STRATEGIES + ("running_mean",):
-            raise ValueError(
-                f"Fill: strategy must be one of {FILL_STRATEGIES + ('running_mean',)}, got {strategy!r}"
-            )
+        check_choice("Fill", "strategy", strategy, FILL_STRATEGIES + ("running_mean",))
+        check_number("Fill", "value", value)
+        if strategy == "running_mean":
+            if num_channels is None:
+                raise ValueError("Fill: strategy 'running_mean' needs num_channels")
+            check_int("Fill", "num_channels", num_channels, 1)
+            if momentum is None:
+                raise ValueError(
+                    "Fill: momentum=None (a cumulative average, as BatchNorm's) is not supported by "
+                    "strategy 'running_mean'; pass a momentum in [0, 1], e.g. 0.1"
+                )
+            check_number("Fill", "momentum", momentum, 0.0, 1.0)
         self.strategy = strategy
         self.value = value
         self.momentum = momentum
         self.num_channels = num_channels
-        if strategy == "running_mean":
-            if num_channels is None:
-                raise ValueError("Fill: strategy 'running_mean' needs num_channels")
+        if num_channels is not None and strategy == "running_mean":
             self.register_buffer("running_mean", torch.zeros(num_channels, device=device, dtype=dtype))
         else:
             self.register_buffer("running_mean", None)
@@ -82,9 +89,12 @@ class Fill(nn.Module):
     def forward(self, x: Masked | Tensor) -> Masked:
         x = as_masked("Fill", x)
         if self.strategy != "running_mean":
-            data = fill(x.data, x.mask, self.strategy, self.value)
+            data = fill_values("Fill", x.data, x.mask, self.strategy, self.value, None)
             return Masked(data, _all_valid(data))
-        assert self.running_mean is not None
+        if self.running_mean is None:
+            raise ValueError("Fill: strategy 'running_mean' lost its running_mean buffer")
+        if not x.data.is_floating_point():
+            raise TypeError(f"Fill: expected floating point data, got dtype {x.data.dtype}")
         if x.data.dim() < 2 or x.data.shape[1] != self.running_mean.shape[0]:
             raise ValueError(
                 f"Fill: expected data (N, {self.running_mean.shape[0]}, *), got {shape_str(x.data.shape)}"
@@ -132,6 +142,8 @@ class LearnedFill(nn.Module):
         self, num_channels: int, channel_dim: int = 1, device: Any = None, dtype: Any = None
     ) -> None:
         super().__init__()
+        check_int("LearnedFill", "num_channels", num_channels, 1)
+        check_int("LearnedFill", "channel_dim", channel_dim)
         self.num_channels = num_channels
         self.channel_dim = channel_dim
         self.token = nn.Parameter(torch.empty(num_channels, device=device, dtype=dtype))
@@ -151,7 +163,9 @@ class LearnedFill(nn.Module):
                 f"LearnedFill: data {shape_str(data.shape)} is on {data.device} but the token is on "
                 f"{self.token.device}; move both to the same device"
             )
-        d = self.channel_dim % max(data.dim(), 1)
+        if not data.is_floating_point():
+            raise TypeError(f"LearnedFill: expected floating point data, got dtype {data.dtype}")
+        d = check_dim("LearnedFill", "channel_dim", self.channel_dim, data.dim())
         if data.dim() <= d or data.shape[d] != self.num_channels:
             raise ValueError(
                 f"LearnedFill: expected {self.num_channels} channels in dimension "
@@ -165,7 +179,7 @@ class LearnedFill(nn.Module):
 
 
 class MaskChannel(nn.Module):
-    """Append the mask as input channel(s); see :func:`masknn.functional.mask_channel`.
+    """Append the mask as input channel(s); see [`masknn.functional.mask_channel`][].
 
     The data is zero-filled; the new channels are marked valid everywhere. A
     channel-shared mask adds one channel, a per-channel mask C channels.
@@ -180,6 +194,7 @@ class MaskChannel(nn.Module):
 
     def __init__(self, dim: int = 1) -> None:
         super().__init__()
+        check_int("MaskChannel", "dim", dim)
         self.dim = dim
 
     def extra_repr(self) -> str:
@@ -187,4 +202,4 @@ class MaskChannel(nn.Module):
 
     def forward(self, x: Masked | Tensor) -> Masked:
         x = as_masked("MaskChannel", x)
-        return mask_channel(x.data, x.mask, self.dim)
+        return append_mask("MaskChannel", x.data, x.mask, self.dim)

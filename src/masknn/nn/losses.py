@@ -1,10 +1,11 @@
-"""Masked loss Modules, thin wrappers of :mod:`masknn.functional.losses`."""
+"""Masked loss Modules, thin wrappers of ``masknn.functional.losses``."""
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
 from masknn._masked import Masked
+from masknn._validation import check_choice, check_int, check_number
 from masknn.functional import losses as L
 
 __all__ = [
@@ -19,10 +20,7 @@ __all__ = [
 class _MaskedLoss(nn.Module):
     def __init__(self, reduction: str = "mean") -> None:
         super().__init__()
-        if reduction not in ("none", "sum", "mean"):
-            raise ValueError(
-                f"{type(self).__name__}: reduction must be 'none', 'sum' or 'mean', got {reduction!r}"
-            )
+        check_choice(type(self).__name__, "reduction", reduction, ("none", "sum", "mean"))
         self.reduction = reduction
 
     def extra_repr(self) -> str:
@@ -30,7 +28,7 @@ class _MaskedLoss(nn.Module):
 
 
 class MaskedMSELoss(_MaskedLoss):
-    """Mean squared error over valid elements; see :func:`masknn.functional.masked_mse_loss`.
+    """Mean squared error over valid elements; see [`masknn.functional.masked_mse_loss`][].
 
     Examples:
         >>> import torch
@@ -41,48 +39,61 @@ class MaskedMSELoss(_MaskedLoss):
     """
 
     def forward(self, input: Tensor | Masked, target: Tensor | Masked, mask: Tensor | None = None) -> Tensor:
-        return L.masked_mse_loss(input, target, mask, self.reduction)
+        return L.loss(type(self).__name__, "mse", input, target, mask, self.reduction)
 
 
 class MaskedL1Loss(_MaskedLoss):
-    """Mean absolute error over valid elements; see :func:`masknn.functional.masked_l1_loss`."""
+    """Mean absolute error over valid elements; see [`masknn.functional.masked_l1_loss`][]."""
 
     def forward(self, input: Tensor | Masked, target: Tensor | Masked, mask: Tensor | None = None) -> Tensor:
-        return L.masked_l1_loss(input, target, mask, self.reduction)
+        return L.loss(type(self).__name__, "l1", input, target, mask, self.reduction)
 
 
 class MaskedSmoothL1Loss(_MaskedLoss):
-    """Smooth L1 loss over valid elements; see :func:`masknn.functional.masked_smooth_l1_loss`."""
+    """Smooth L1 loss over valid elements; see [`masknn.functional.masked_smooth_l1_loss`][]."""
 
     def __init__(self, reduction: str = "mean", beta: float = 1.0) -> None:
         super().__init__(reduction)
+        check_number(type(self).__name__, "beta", beta, 0.0)
         self.beta = beta
 
     def forward(self, input: Tensor | Masked, target: Tensor | Masked, mask: Tensor | None = None) -> Tensor:
-        return L.masked_smooth_l1_loss(input, target, mask, self.reduction, self.beta)
+        return L.loss(type(self).__name__, "smooth_l1", input, target, mask, self.reduction, self.beta)
 
 
 class MaskedBCEWithLogitsLoss(_MaskedLoss):
     """BCE on logits over valid elements.
 
-    See :func:`masknn.functional.masked_binary_cross_entropy_with_logits`.
+    See [`masknn.functional.masked_binary_cross_entropy_with_logits`][].
     """
 
     pos_weight: Tensor | None
 
     def __init__(self, reduction: str = "mean", pos_weight: Tensor | None = None) -> None:
         super().__init__(reduction)
+        layer = type(self).__name__
+        if pos_weight is not None:
+            if not isinstance(pos_weight, Tensor):
+                raise TypeError(
+                    f"{layer}: expected pos_weight as a tensor or None, got {type(pos_weight).__name__}"
+                )
+            if not pos_weight.is_floating_point():
+                raise TypeError(
+                    f"{layer}: expected a floating point pos_weight, got dtype {pos_weight.dtype}"
+                )
         self.register_buffer("pos_weight", pos_weight)
 
     def forward(self, input: Tensor | Masked, target: Tensor | Masked, mask: Tensor | None = None) -> Tensor:
-        return L.masked_binary_cross_entropy_with_logits(input, target, mask, self.reduction, self.pos_weight)
+        return L.bce(type(self).__name__, input, target, mask, self.reduction, self.pos_weight)
 
 
 class MaskedCrossEntropyLoss(_MaskedLoss):
-    """Cross-entropy at valid positions; see :func:`masknn.functional.masked_cross_entropy`.
+    """Cross-entropy at valid positions; see [`masknn.functional.masked_cross_entropy`][].
 
     Args:
-        reduction, label_smoothing, ignore_index: as ``nn.CrossEntropyLoss``.
+        reduction: as ``nn.CrossEntropyLoss``.
+        label_smoothing: as ``nn.CrossEntropyLoss``.
+        ignore_index: as ``nn.CrossEntropyLoss``.
         class_dim: where the classes are: ``1`` for ``(N, C, *)`` logits (torch's layout,
             the default) or ``-1`` for ``(N, *, C)`` (Keras' layout, e.g. ``(N, T, C)``
             from a per-timestep ``Linear``); the target is ``(N, *)`` either way.
@@ -104,10 +115,8 @@ class MaskedCrossEntropyLoss(_MaskedLoss):
         class_dim: int = 1,
     ) -> None:
         super().__init__(reduction)
-        if not 0.0 <= label_smoothing <= 1.0:
-            raise ValueError(
-                f"MaskedCrossEntropyLoss: label_smoothing must lie in [0, 1], got {label_smoothing}"
-            )
+        check_number("MaskedCrossEntropyLoss", "label_smoothing", label_smoothing, 0.0, 1.0)
+        check_int("MaskedCrossEntropyLoss", "ignore_index", ignore_index)
         if not isinstance(class_dim, int) or class_dim == 0:
             raise ValueError(
                 "MaskedCrossEntropyLoss: class_dim must be a non-batch dimension (1 or -1), "
@@ -121,6 +130,13 @@ class MaskedCrossEntropyLoss(_MaskedLoss):
         return super().extra_repr() + f", class_dim={self.class_dim}"
 
     def forward(self, input: Tensor | Masked, target: Tensor, mask: Tensor | None = None) -> Tensor:
-        return L.masked_cross_entropy(
-            input, target, mask, self.reduction, self.label_smoothing, self.ignore_index, self.class_dim
+        return L.cross_entropy(
+            type(self).__name__,
+            input,
+            target,
+            mask,
+            self.reduction,
+            self.label_smoothing,
+            self.ignore_index,
+            self.class_dim,
         )

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from masknn._masked import Masked, as_masked
 from masknn.functional import pooling as P
+from masknn.nn._checks import construct
 
 __all__ = [
     "MaskedAdaptiveAvgPool1d",
@@ -33,24 +34,42 @@ def _no_indices(layer: str, return_indices: bool) -> None:
 
 
 class _MaxPool:
-    _fn: Any
+    _nd: int
     kernel_size: Any
     stride: Any
     padding: Any
     dilation: Any
     ceil_mode: bool
+    return_indices: bool
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        layer = type(self).__name__
+        construct(layer, super().__init__, *args, **kwargs)
+        _no_indices(layer, self.return_indices)
+        P.window_args(
+            layer, self._nd, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode, "max"
+        )
 
     def forward(self, x: Masked | Tensor) -> Masked:
-        x = as_masked(type(self).__name__, x)
-        return type(self)._fn(
-            x.data, x.mask, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode
+        layer = type(self).__name__
+        x = as_masked(layer, x)
+        return P.max_pool(
+            layer,
+            self._nd,
+            x.data,
+            x.mask,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.ceil_mode,
         )
 
 
 class MaskedMaxPool1d(_MaxPool, nn.MaxPool1d):
-    """Max over the valid inputs of each window (arguments as :class:`torch.nn.MaxPool1d`).
+    """Max over the valid inputs of each window (arguments as ``torch.nn.MaxPool1d``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> MaskedMaxPool1d(2)(Masked(torch.tensor([[[1.0, 7.0, 3.0, 4.0]]]),
@@ -58,20 +77,16 @@ class MaskedMaxPool1d(_MaxPool, nn.MaxPool1d):
         tensor([[[1., 0.]]])
     """
 
-    _fn = staticmethod(P.masked_max_pool1d)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _no_indices("MaskedMaxPool1d", self.return_indices)
+    _nd = 1
 
 
 class MaskedMaxPool2d(_MaxPool, nn.MaxPool2d):
-    """Max over the valid inputs of each window (arguments as :class:`torch.nn.MaxPool2d`).
+    """Max over the valid inputs of each window (arguments as ``torch.nn.MaxPool2d``).
 
     Valid where the window holds a valid input (padding counts as masked); exactly 0
     elsewhere. A channel-shared mask stays channel-shared.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> out = MaskedMaxPool2d(2)(Masked(torch.randn(2, 3, 8, 8), torch.rand(2, 1, 8, 8) > 0.5))
@@ -79,53 +94,50 @@ class MaskedMaxPool2d(_MaxPool, nn.MaxPool2d):
         (torch.Size([2, 3, 4, 4]), torch.Size([2, 1, 4, 4]))
     """
 
-    _fn = staticmethod(P.masked_max_pool2d)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _no_indices("MaskedMaxPool2d", self.return_indices)
+    _nd = 2
 
 
 class MaskedMaxPool3d(_MaxPool, nn.MaxPool3d):
-    """Max over the valid inputs of each window (arguments as :class:`torch.nn.MaxPool3d`).
+    """Max over the valid inputs of each window (arguments as ``torch.nn.MaxPool3d``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> MaskedMaxPool3d(2)(Masked(torch.randn(1, 2, 4, 4, 4), torch.rand(1, 1, 4, 4, 4) > 0.5)).data.shape
         torch.Size([1, 2, 2, 2, 2])
     """
 
-    _fn = staticmethod(P.masked_max_pool3d)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _no_indices("MaskedMaxPool3d", self.return_indices)
+    _nd = 3
 
 
 class _AvgPool:
-    _fn: Any
+    _nd: int
     kernel_size: Any
     stride: Any
     padding: Any
     ceil_mode: bool
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        layer = type(self).__name__
+        construct(layer, super().__init__, *args, **kwargs)
+        if getattr(self, "divisor_override", None) is not None:
+            raise ValueError(f"{layer}: divisor_override is not supported (the divisor is the valid count)")
+        P.window_args(layer, self._nd, self.kernel_size, self.stride, self.padding, 1, self.ceil_mode, "avg")
+
     def forward(self, x: Masked | Tensor) -> Masked:
-        x = as_masked(type(self).__name__, x)
-        return type(self)._fn(x.data, x.mask, self.kernel_size, self.stride, self.padding, self.ceil_mode)
-
-
-def _no_divisor(layer: str, module: nn.Module) -> None:
-    if getattr(module, "divisor_override", None) is not None:
-        raise ValueError(f"{layer}: divisor_override is not supported (the divisor is the valid count)")
+        layer = type(self).__name__
+        x = as_masked(layer, x)
+        return P.avg_pool(
+            layer, self._nd, x.data, x.mask, self.kernel_size, self.stride, self.padding, self.ceil_mode
+        )
 
 
 class MaskedAvgPool1d(_AvgPool, nn.AvgPool1d):  # type: ignore[misc]
-    """Mean over the valid inputs of each window (arguments as :class:`torch.nn.AvgPool1d`).
+    """Mean over the valid inputs of each window (arguments as ``torch.nn.AvgPool1d``).
 
     Padding always counts as masked; ``count_include_pad`` is accepted and ignored.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> MaskedAvgPool1d(2)(Masked(torch.tensor([[[1.0, 7.0, 3.0, 5.0]]]),
@@ -133,16 +145,16 @@ class MaskedAvgPool1d(_AvgPool, nn.AvgPool1d):  # type: ignore[misc]
         tensor([[[1., 4.]]])
     """
 
-    _fn = staticmethod(P.masked_avg_pool1d)
+    _nd = 1
 
 
 class MaskedAvgPool2d(_AvgPool, nn.AvgPool2d):  # type: ignore[misc]
-    """Mean over the valid inputs of each window (arguments as :class:`torch.nn.AvgPool2d`).
+    """Mean over the valid inputs of each window (arguments as ``torch.nn.AvgPool2d``).
 
     Padding always counts as masked; ``count_include_pad`` is accepted and ignored;
     ``divisor_override`` is refused.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> out = MaskedAvgPool2d(2)(Masked(torch.randn(2, 3, 8, 8), torch.rand(2, 1, 8, 8) > 0.5))
@@ -150,43 +162,45 @@ class MaskedAvgPool2d(_AvgPool, nn.AvgPool2d):  # type: ignore[misc]
         (torch.Size([2, 3, 4, 4]), torch.Size([2, 1, 4, 4]))
     """
 
-    _fn = staticmethod(P.masked_avg_pool2d)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _no_divisor("MaskedAvgPool2d", self)
+    _nd = 2
 
 
 class MaskedAvgPool3d(_AvgPool, nn.AvgPool3d):  # type: ignore[misc]
-    """Mean over the valid inputs of each window (arguments as :class:`torch.nn.AvgPool3d`).
+    """Mean over the valid inputs of each window (arguments as ``torch.nn.AvgPool3d``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> MaskedAvgPool3d(2)(Masked(torch.randn(1, 2, 4, 4, 4), torch.rand(1, 1, 4, 4, 4) > 0.5)).data.shape
         torch.Size([1, 2, 2, 2, 2])
     """
 
-    _fn = staticmethod(P.masked_avg_pool3d)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _no_divisor("MaskedAvgPool3d", self)
+    _nd = 3
 
 
 class _Adaptive:
-    _fn: Any
+    _nd: int
+    _max: bool = False
     output_size: Any
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        layer = type(self).__name__
+        construct(layer, super().__init__, *args, **kwargs)
+        if getattr(self, "return_indices", False):
+            _no_indices(layer, True)
+        P.check_output_size(layer, self._nd, self.output_size)
+
     def forward(self, x: Masked | Tensor) -> Masked:
-        x = as_masked(type(self).__name__, x)
-        return type(self)._fn(x.data, x.mask, self.output_size)
+        layer = type(self).__name__
+        x = as_masked(layer, x)
+        fn = P.adaptive_max if self._max else P.adaptive_avg
+        return fn(layer, self._nd, x.data, x.mask, self.output_size)
 
 
 class MaskedAdaptiveAvgPool1d(_Adaptive, nn.AdaptiveAvgPool1d):  # type: ignore[misc]
-    """Adaptive mean over valid inputs (as :class:`torch.nn.AdaptiveAvgPool1d`).
+    """Adaptive mean over valid inputs (as ``torch.nn.AdaptiveAvgPool1d``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> MaskedAdaptiveAvgPool1d(1)(Masked(torch.tensor([[[1.0, 7.0, 3.0]]]),
@@ -194,13 +208,13 @@ class MaskedAdaptiveAvgPool1d(_Adaptive, nn.AdaptiveAvgPool1d):  # type: ignore[
         tensor([[[2.]]])
     """
 
-    _fn = staticmethod(P.masked_adaptive_avg_pool1d)
+    _nd = 1
 
 
 class MaskedAdaptiveAvgPool2d(_Adaptive, nn.AdaptiveAvgPool2d):  # type: ignore[misc]
-    """Adaptive mean over valid inputs (as :class:`torch.nn.AdaptiveAvgPool2d`).
+    """Adaptive mean over valid inputs (as ``torch.nn.AdaptiveAvgPool2d``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> x = Masked(torch.randn(2, 3, 7, 7), torch.rand(2, 1, 7, 7) > 0.5)
@@ -209,13 +223,13 @@ class MaskedAdaptiveAvgPool2d(_Adaptive, nn.AdaptiveAvgPool2d):  # type: ignore[
         torch.Size([2, 3, 2, 2])
     """
 
-    _fn = staticmethod(P.masked_adaptive_avg_pool2d)
+    _nd = 2
 
 
 class MaskedAdaptiveAvgPool3d(_Adaptive, nn.AdaptiveAvgPool3d):  # type: ignore[misc]
-    """Adaptive mean over valid inputs (as :class:`torch.nn.AdaptiveAvgPool3d`).
+    """Adaptive mean over valid inputs (as ``torch.nn.AdaptiveAvgPool3d``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> x = Masked(torch.randn(1, 2, 3, 3, 3), torch.ones(1, 1, 3, 3, 3))
@@ -223,13 +237,13 @@ class MaskedAdaptiveAvgPool3d(_Adaptive, nn.AdaptiveAvgPool3d):  # type: ignore[
         torch.Size([1, 2, 1, 1, 1])
     """
 
-    _fn = staticmethod(P.masked_adaptive_avg_pool3d)
+    _nd = 3
 
 
 class MaskedAdaptiveMaxPool1d(_Adaptive, nn.AdaptiveMaxPool1d):
-    """Adaptive max over valid inputs (as :class:`torch.nn.AdaptiveMaxPool1d`).
+    """Adaptive max over valid inputs (as ``torch.nn.AdaptiveMaxPool1d``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> MaskedAdaptiveMaxPool1d(1)(Masked(torch.tensor([[[1.0, 7.0, 3.0]]]),
@@ -237,17 +251,14 @@ class MaskedAdaptiveMaxPool1d(_Adaptive, nn.AdaptiveMaxPool1d):
         tensor([[[3.]]])
     """
 
-    _fn = staticmethod(P.masked_adaptive_max_pool1d)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _no_indices("MaskedAdaptiveMaxPool1d", self.return_indices)
+    _nd = 1
+    _max = True
 
 
 class MaskedAdaptiveMaxPool2d(_Adaptive, nn.AdaptiveMaxPool2d):
-    """Adaptive max over valid inputs (as :class:`torch.nn.AdaptiveMaxPool2d`).
+    """Adaptive max over valid inputs (as ``torch.nn.AdaptiveMaxPool2d``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> x = Masked(torch.randn(2, 3, 5, 5), torch.rand(2, 1, 5, 5) > 0.5)
@@ -255,17 +266,14 @@ class MaskedAdaptiveMaxPool2d(_Adaptive, nn.AdaptiveMaxPool2d):
         torch.Size([2, 3, 1, 1])
     """
 
-    _fn = staticmethod(P.masked_adaptive_max_pool2d)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _no_indices("MaskedAdaptiveMaxPool2d", self.return_indices)
+    _nd = 2
+    _max = True
 
 
 class MaskedAdaptiveMaxPool3d(_Adaptive, nn.AdaptiveMaxPool3d):
-    """Adaptive max over valid inputs (as :class:`torch.nn.AdaptiveMaxPool3d`).
+    """Adaptive max over valid inputs (as ``torch.nn.AdaptiveMaxPool3d``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> x = Masked(torch.randn(1, 2, 3, 3, 3), torch.ones(1, 1, 3, 3, 3))
@@ -273,17 +281,14 @@ class MaskedAdaptiveMaxPool3d(_Adaptive, nn.AdaptiveMaxPool3d):
         torch.Size([1, 2, 1, 1, 1])
     """
 
-    _fn = staticmethod(P.masked_adaptive_max_pool3d)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _no_indices("MaskedAdaptiveMaxPool3d", self.return_indices)
+    _nd = 3
+    _max = True
 
 
 class MaskedGlobalAvgPool(nn.Module):
     """Mean over every dimension after the channel dimension: ``(N, C, ...) -> Masked (N, C)``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> out = MaskedGlobalAvgPool()(Masked(torch.randn(2, 3, 5, 5), torch.rand(2, 1, 5, 5) > 0.5))
@@ -293,13 +298,13 @@ class MaskedGlobalAvgPool(nn.Module):
 
     def forward(self, x: Masked | Tensor) -> Masked:
         x = as_masked("MaskedGlobalAvgPool", x)
-        return P.masked_global_avg_pool(x.data, x.mask)
+        return P.global_avg_pool("MaskedGlobalAvgPool", x.data, x.mask)
 
 
 class MaskedGlobalMaxPool(nn.Module):
     """Max over every dimension after the channel dimension: ``(N, C, ...) -> Masked (N, C)``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> MaskedGlobalMaxPool()(Masked(torch.randn(2, 3, 5, 5), torch.rand(2, 1, 5, 5) > 0.5)).data.shape
@@ -308,4 +313,4 @@ class MaskedGlobalMaxPool(nn.Module):
 
     def forward(self, x: Masked | Tensor) -> Masked:
         x = as_masked("MaskedGlobalMaxPool", x)
-        return P.masked_global_max_pool(x.data, x.mask)
+        return P.global_max_pool("MaskedGlobalMaxPool", x.data, x.mask)

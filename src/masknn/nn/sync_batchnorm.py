@@ -9,9 +9,10 @@ from torch import Tensor, nn
 
 from masknn._masked import Masked, as_masked
 from masknn._validation import shape_str
-from masknn.functional.normalization import masked_batch_norm
-from masknn.functional.sync_batch_norm import _check_process_group, masked_sync_batch_norm
-from masknn.nn.normalization import MaskedBatchNorm1d, MaskedBatchNorm2d, MaskedBatchNorm3d
+from masknn.functional.normalization import batch_norm
+from masknn.functional.sync_batch_norm import _check_process_group, sync_batch_norm
+from masknn.nn._checks import check_device, construct
+from masknn.nn.normalization import MaskedBatchNorm1d, MaskedBatchNorm2d, MaskedBatchNorm3d, check_norm_args
 
 __all__ = ["MaskedSyncBatchNorm"]
 
@@ -20,23 +21,26 @@ _LAYER = "MaskedSyncBatchNorm"
 
 class MaskedSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     """Batch normalization over the valid elements of the global batch of every process
-    (as :class:`torch.nn.SyncBatchNorm`, for data with a mask).
+    (as ``torch.nn.SyncBatchNorm``, for data with a mask).
 
     In training, each channel's mean and variance are taken over the valid elements of
     the union of the batches of all processes in ``process_group`` (default: the whole
     world), so every rank normalizes with the same statistics and updates its running
     statistics identically; the gradient through those statistics is all-reduced in
-    backward (see :func:`masknn.functional.masked_sync_batch_norm`). A channel with no
+    backward (see [`masknn.functional.masked_sync_batch_norm`][]). A channel with no
     valid element on any rank keeps its running statistics; a rank whose batch has no
-    valid element still takes part.
+    valid element still takes part. ``num_batches_tracked`` counts the global batches
+    that hold a valid element on some rank, and ``momentum=None`` averages over those,
+    as in ``MaskedBatchNorm2d``.
 
     In eval mode it uses the running statistics and communicates nothing. Without an
     initialized process group (or with a group of one process) it is
-    :class:`MaskedBatchNorm2d` (any number of dimensions ``(N, C, *)``, like
+    [`MaskedBatchNorm2d`][masknn.nn.MaskedBatchNorm2d] (any number of dimensions ``(N, C, *)``, like
     ``nn.SyncBatchNorm``). Works with any ``torch.distributed`` backend, gloo on CPU
     included (torch's own ``SyncBatchNorm`` refuses CPU tensors).
 
-    Convert a model's ``MaskedBatchNorm1d/2d/3d`` with :meth:`convert_sync_batchnorm`,
+    Convert a model's ``MaskedBatchNorm1d/2d/3d`` with
+    [`convert_sync_batchnorm`][masknn.nn.MaskedSyncBatchNorm.convert_sync_batchnorm],
     **not** ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``: torch's converter turns
     them (they are ``_BatchNorm`` subclasses) into unmasked ``nn.SyncBatchNorm``
     layers, which refuse a ``Masked`` with an error pointing here.
@@ -45,7 +49,7 @@ class MaskedSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     refuses CPU models that hold one. ``state_dict`` keys are those of the batch-norm
     layers, so checkpoints load both ways.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> bn = MaskedSyncBatchNorm(3)  # no process group here: a MaskedBatchNorm
@@ -65,10 +69,11 @@ class MaskedSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        if not isinstance(num_features, int) or isinstance(num_features, bool) or num_features < 1:
-            raise ValueError(f"{_LAYER}: expected num_features as a positive int, got {num_features!r}")
+        check_norm_args(_LAYER, num_features, eps, momentum)
         _check_process_group(_LAYER, process_group)
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
+        construct(
+            _LAYER, super().__init__, num_features, eps, momentum, affine, track_running_stats, device, dtype
+        )
         self.process_group = process_group
 
     def forward(self, x: Masked | Tensor) -> Masked:  # type: ignore[override]
@@ -79,40 +84,37 @@ class MaskedSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
                 f"{_LAYER}: expected data (N, {self.num_features}, *) with {self.num_features} channels "
                 f"(num_features), got shape {shape_str(data.shape)}"
             )
-        for name, t in [*self.named_parameters(recurse=False), *self.named_buffers(recurse=False)]:
-            if t.device != data.device:
-                raise TypeError(
-                    f"{_LAYER}: data {shape_str(data.shape)} is on {data.device} but {name} is on "
-                    f"{t.device}; move both to the same device"
-                )
+        check_device(_LAYER, data, self)
+        if not data.is_floating_point():
+            raise TypeError(f"{_LAYER}: expected floating point data, got dtype {data.dtype}")
         w = self.weight
         if w is not None and data.dtype != w.dtype and data.dtype not in (torch.float16, torch.bfloat16):
             raise TypeError(
                 f"{_LAYER}: data {shape_str(data.shape)} is {data.dtype} but the parameters are {w.dtype}; "
                 "convert one of them"
             )
-        factor = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
-            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
         use_batch = self.training or (self.running_mean is None and self.running_var is None)
         track = not self.training or self.track_running_stats
         running_mean = self.running_mean if track else None
         running_var = self.running_var if track else None
+        # Counted (and, with momentum=None, averaged over) only batches with a valid element
+        # on some rank.
+        counter = self.num_batches_tracked if self.training and self.track_running_stats else None
         if use_batch and self.training:  # as torch: statistics are synchronized in training only
-            return masked_sync_batch_norm(
-                data, x.mask, running_mean, running_var, self.weight, self.bias, factor, self.eps,
-                self.process_group,
+            return sync_batch_norm(
+                _LAYER, data, x.mask, running_mean, running_var, self.weight, self.bias, self.momentum,
+                self.eps, self.process_group, counter,
             )  # fmt: skip
-        return masked_batch_norm(
-            data, x.mask, running_mean, running_var, self.weight, self.bias, use_batch, factor, self.eps
-        )
+        return batch_norm(
+            _LAYER, data, x.mask, running_mean, running_var, self.weight, self.bias, use_batch, self.momentum,
+            self.eps,
+        )  # fmt: skip
 
     @classmethod
     def convert_sync_batchnorm(cls, module: nn.Module, process_group: Any = None) -> nn.Module:
         """Replace every ``MaskedBatchNorm1d/2d/3d`` in ``module`` by a ``MaskedSyncBatchNorm``.
 
-        Mirrors :meth:`torch.nn.SyncBatchNorm.convert_sync_batchnorm`: the new layers take
+        Mirrors ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``: the new layers take
         over the very parameter and buffer tensors (an optimizer built before still
         updates them; ``state_dict`` keys are unchanged, so checkpoints load into the
         converted model and back), the configuration (``eps``, ``momentum``, ``affine``,
@@ -121,7 +123,7 @@ class MaskedSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         ``nn.BatchNorm*d`` layers are left as they are (they take plain tensors; convert
         them with torch's converter on their own submodules if needed).
 
-        Example:
+        Examples:
             >>> import torch
             >>> from masknn import nn as mnn
             >>> model = torch.nn.Sequential(mnn.PartialConv2d(1, 4, 3), mnn.MaskedBatchNorm2d(4))

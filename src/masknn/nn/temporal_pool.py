@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from masknn._masked import Masked, as_masked
+from masknn._validation import check_int
 from masknn.functional.temporal_pool import POOL_MODES, temporal_pool
 
 __all__ = ["MaskedTemporalPool"]
@@ -23,7 +24,7 @@ class MaskedTemporalPool(nn.Module):
     a per-feature mask; output ``Masked`` ``(N, F)``, valid where at least one
     step was valid; a sequence with no valid step gives 0, never NaN.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> pool = MaskedTemporalPool("last")
@@ -36,6 +37,7 @@ class MaskedTemporalPool(nn.Module):
         super().__init__()
         if mode not in POOL_MODES:
             raise ValueError(f"MaskedTemporalPool: mode must be one of {POOL_MODES}, got {mode!r}")
+        check_int("MaskedTemporalPool", "time_dim", time_dim)
         self.mode = mode
         self.time_dim = time_dim
 

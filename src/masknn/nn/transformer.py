@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from masknn._masked import Masked, as_masked
+from masknn._validation import check_int, check_number
 from masknn.functional._select import fast_path, select
 from masknn.functional.transformer import (
+    activation_fn,
     attention_mask,
     check_heads,
     encoder_layer,
     finish,
     prepare,
 )
+from masknn.nn._checks import construct
 
 __all__ = ["MaskedTransformerEncoder", "MaskedTransformerEncoderLayer"]
 
@@ -87,11 +92,11 @@ def _check_layer(name: str, layer: nn.Module) -> nn.TransformerEncoderLayer:
 
 
 class MaskedTransformerEncoderLayer(nn.TransformerEncoderLayer):
-    """``nn.TransformerEncoderLayer`` that takes and returns :class:`masknn.Masked`.
+    """``nn.TransformerEncoderLayer`` that takes and returns [`masknn.Masked`][].
 
     Constructor, arguments (``d_model, nhead, dim_feedforward, dropout, activation``
     (``"relu"``, ``"gelu"`` or a callable), ``layer_norm_eps, batch_first, norm_first,
-    bias, device, dtype``) and parameters as :class:`torch.nn.TransformerEncoderLayer`:
+    bias, device, dtype``) and parameters as ``torch.nn.TransformerEncoderLayer``:
     the same ``state_dict`` keys, so checkpoints load both ways. Note
     ``batch_first=False`` by default, as in torch.
 
@@ -123,7 +128,7 @@ class MaskedTransformerEncoderLayer(nn.TransformerEncoderLayer):
     this costs what PyTorch's own layer costs with ``src_key_padding_mask`` (whose fused
     inference kernel is not faster there; see ``benchmarks/RESULTS.md``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> layer = MaskedTransformerEncoderLayer(8, 2, dim_feedforward=16, batch_first=True)
@@ -135,6 +140,43 @@ class MaskedTransformerEncoderLayer(nn.TransformerEncoderLayer):
         >>> plain.load_state_dict(layer.state_dict())  # the same weights, both ways
         <All keys matched successfully>
     """
+
+    def __init__(
+        self,
+        d_model: int,
+        nhead: int,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        activation: str | Callable[[Tensor], Tensor] = F.relu,
+        layer_norm_eps: float = 1e-5,
+        batch_first: bool = False,
+        norm_first: bool = False,
+        bias: bool = True,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        name = "MaskedTransformerEncoderLayer"
+        check_int(name, "d_model", d_model, 1)
+        check_heads(name, d_model, nhead)
+        check_int(name, "dim_feedforward", dim_feedforward, 1)
+        check_number(name, "dropout", dropout, 0.0, 1.0)
+        check_number(name, "layer_norm_eps", layer_norm_eps, 0.0)
+        activation_fn(name, activation)
+        construct(
+            name,
+            super().__init__,
+            d_model,
+            nhead,
+            dim_feedforward,
+            dropout,
+            activation,
+            layer_norm_eps,
+            batch_first,
+            norm_first,
+            bias,
+            device,
+            dtype,
+        )
 
     def forward(  # type: ignore[override]
         self,
@@ -158,10 +200,11 @@ class MaskedTransformerEncoderLayer(nn.TransformerEncoderLayer):
 
 
 class MaskedTransformerEncoder(nn.TransformerEncoder):
-    """``nn.TransformerEncoder`` (a stack of encoder layers) on :class:`masknn.Masked`.
+    """``nn.TransformerEncoder`` (a stack of encoder layers) on [`masknn.Masked`][].
 
-    Arguments and parameters as :class:`torch.nn.TransformerEncoder`:
-    ``encoder_layer`` (a :class:`MaskedTransformerEncoderLayer`, or a plain
+    Arguments and parameters as ``torch.nn.TransformerEncoder``:
+    ``encoder_layer`` (a [`MaskedTransformerEncoderLayer`][masknn.nn.MaskedTransformerEncoderLayer], or a
+    plain
     ``nn.TransformerEncoderLayer``, run the same masked way), ``num_layers``, ``norm``
     (optional, applied to each position: ``nn.LayerNorm``, ``nn.RMSNorm``), and
     ``enable_nested_tensor``, ``mask_check`` (kept for compatibility; see Speed). The
@@ -169,7 +212,8 @@ class MaskedTransformerEncoder(nn.TransformerEncoder):
     both ways.
 
     ``forward(src, mask=None, is_causal=None)``: ``src`` is a ``Masked`` as for
-    :class:`MaskedTransformerEncoderLayer` (True = valid); ``mask`` is the attention
+    [`MaskedTransformerEncoderLayer`][masknn.nn.MaskedTransformerEncoderLayer] (True = valid); ``mask`` is the
+    attention
     mask in PyTorch's sense (True = may *not* attend), not the validity mask, and
     ``src_key_padding_mask`` is refused: pass ``Masked(src, ~src_key_padding_mask)``.
     ``is_causal=True`` without ``mask`` builds a causal mask.
@@ -178,7 +222,8 @@ class MaskedTransformerEncoder(nn.TransformerEncoder):
     ``src_key_padding_mask=~mask``; masked positions hold exactly 0 and receive no
     gradient, and a fully masked sequence gives zeros, not NaN.
 
-    Speed: plain differentiable ops, as in :class:`MaskedTransformerEncoderLayer`; the
+    Speed: plain differentiable ops, as in
+        [`MaskedTransformerEncoderLayer`][masknn.nn.MaskedTransformerEncoderLayer]; the
     masked positions are zeroed once before the first layer and once after the last
     (the layers in between never let them reach a valid position). One exception, in
     eager mode on CPU without gradients, in eval, without ``mask``, when
@@ -188,7 +233,7 @@ class MaskedTransformerEncoder(nn.TransformerEncoder):
     ``nn.TransformerEncoder`` does. The encoder runs its layers' computation itself:
     forward hooks registered on the layers or their submodules do not run.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> layer = MaskedTransformerEncoderLayer(8, 2, dim_feedforward=16, batch_first=True)
@@ -209,8 +254,12 @@ class MaskedTransformerEncoder(nn.TransformerEncoder):
         enable_nested_tensor: bool = True,
         mask_check: bool = True,
     ) -> None:
-        _check_layer("MaskedTransformerEncoder", encoder_layer)
-        super().__init__(encoder_layer, num_layers, norm, enable_nested_tensor, mask_check)
+        name = "MaskedTransformerEncoder"
+        _check_layer(name, encoder_layer)
+        check_int(name, "num_layers", num_layers, 1)
+        if norm is not None and not isinstance(norm, nn.Module):
+            raise TypeError(f"{name}: expected norm as an nn.Module or None, got {type(norm).__name__}")
+        construct(name, super().__init__, encoder_layer, num_layers, norm, enable_nested_tensor, mask_check)
 
     def forward(  # type: ignore[override]
         self,

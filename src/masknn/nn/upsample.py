@@ -7,19 +7,19 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from masknn._masked import Masked, as_masked
-from masknn.functional.upsample import masked_interpolate
+from masknn.functional.upsample import check_resize_args, interpolate
 
 __all__ = ["MaskedUpsample"]
 
 
 class MaskedUpsample(nn.Upsample):
-    """:class:`torch.nn.Upsample` for ``Masked``: nearest, or normalized (bi/tri)linear.
+    """``torch.nn.Upsample`` for ``Masked``: nearest, or normalized (bi/tri)linear.
 
-    See :func:`masknn.functional.masked_interpolate`: linear modes interpolate the
+    See [`masknn.functional.masked_interpolate`][]: linear modes interpolate the
     zero-filled data and the mask with the same weights and divide, valid where the
     mask weight is positive.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> up = MaskedUpsample(scale_factor=2, mode="bilinear")
@@ -35,11 +35,13 @@ class MaskedUpsample(nn.Upsample):
         mode: str = "nearest",
         align_corners: bool | None = None,
     ) -> None:
+        check_resize_args("MaskedUpsample", size, scale_factor, mode, align_corners)
         super().__init__(size, scale_factor, mode, align_corners)  # type: ignore[arg-type]
 
     def forward(self, x: Masked | Tensor) -> Masked:  # type: ignore[override]
         x = as_masked("MaskedUpsample", x)
-        return masked_interpolate(
+        return interpolate(
+            "MaskedUpsample",
             x.data,
             x.mask,
             self.size,

@@ -19,7 +19,7 @@ class PostMask(nn.Module):
     dimensions, each dimension equal or 1). Use it for layers that act position by
     position (a 1x1 convolution, a per-timestep ``nn.Linear`` on a row mask ``(N, T, 1)``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> layer = PostMask(torch.nn.Conv2d(3, 5, 1))
@@ -30,6 +30,11 @@ class PostMask(nn.Module):
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
+        if not isinstance(module, nn.Module):
+            raise TypeError(
+                f"{type(self).__name__}: expected the module to wrap as an nn.Module, got "
+                f"{type(module).__name__} (wrap a function with e.g. nn.ReLU(), or write a small nn.Module)"
+            )
         self.module = module
 
     def _name(self) -> str:
@@ -63,7 +68,7 @@ class Elementwise(PostMask):
     and masked outputs are exactly 0 (so ``sigmoid(0) = 0.5`` never appears at a
     masked position).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from masknn import Masked
         >>> x = Masked(torch.tensor([0.0, 9.0]), torch.tensor([True, False]))
