@@ -34,10 +34,10 @@ def reference_dir(name: str) -> Path:
     return path
 
 
-# The compatibility table (tests/compat). These hooks live here, not in tests/compat/conftest.py:
-# under pytest-xdist the controller, which receives every worker's reports, loads the conftest
-# files of its arguments' folders only (``pytest -n 2`` from the root never loads
-# tests/compat/conftest.py there), and only the controller sees every cell.
+# ---- The compatibility table (tests/compat): this block's hooks only. They live here, not in
+# tests/compat/conftest.py: under pytest-xdist the controller, which receives every worker's
+# reports, loads the conftest files of its arguments' folders only (``pytest -n 2`` from the
+# root never loads tests/compat/conftest.py there), and only the controller sees every cell.
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if not _COMPAT_TABLE:
         return
@@ -46,8 +46,10 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     results.record(report)
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # An xdist worker sees only its own cells: the controller writes the table.
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # An xdist worker sees only its own cells: the controller writes the table. (A session
+    # hook, not pytest_configure: a second pytest_configure in this file would replace it.)
+    config = session.config
     path = config.getoption("compat_table", None)
     _COMPAT_TABLE.clear()
     if path and not hasattr(config, "workerinput"):
@@ -66,3 +68,4 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 #: The path of ``--compat-table`` in the process that writes it (empty elsewhere).
 _COMPAT_TABLE: list[str] = []
+# ---- end of the compatibility table's block
