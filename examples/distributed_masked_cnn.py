@@ -14,6 +14,7 @@ statistics are those of the valid pixels of all ranks together.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
@@ -112,7 +113,12 @@ def launch(nproc: int = 2) -> None:
 if __name__ == "__main__":
     if "RANK" in os.environ:  # started by torchrun
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")  # torchrun's variables
-        train()  # returns after DDP and its process-group handles are gone
+        train()
+        # DDP's reducer can sit in a reference cycle after train() returns: collect it, so that
+        # no gloo work outlives the process group (otherwise the process can abort at exit,
+        # "terminate called without an active exception"), and let every rank finish first.
+        gc.collect()
+        dist.barrier()
         dist.destroy_process_group()
     else:
         launch()

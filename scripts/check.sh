@@ -3,6 +3,7 @@
 # Usage: bash scripts/check.sh [extra pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export HYPOTHESIS_PROFILE="${HYPOTHESIS_PROFILE:-ci}"  # property tests: the same examples every run (tests/conftest.py)
 # The tests read the demo data (loaders, --quick smoke runs), run the ONNX cells of the
 # compatibility suite (test: onnx, onnxscript, onnxruntime) and the check builds the docs:
 # install the demo, test and docs extras too.

@@ -1,9 +1,32 @@
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# --- Hypothesis profiles (tests/README.md) --------------------------------------------------
+# "ci" (selected by scripts/check.sh): the same examples on every run (derandomize: each
+# property test draws from a seed derived from its own name and source) and no example
+# database, so a check can only fail on an example that every other run of the same tree
+# sees too. "default" (a plain `pytest`): hypothesis explores new random examples on each
+# run and replays the failures it saved in .hypothesis/. Each test keeps its own
+# max_examples (in its @settings); a profile changes only how the examples are drawn. "ci"
+# also turns off what depends on the machine's speed (the per-example deadline and the
+# too_slow health check), so that a loaded CI machine cannot fail a run that a quiet one passes.
+# Select one with HYPOTHESIS_PROFILE=<name> or pytest's --hypothesis-profile=<name>.
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+# ---------------------------------------------------------------------------------------------
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:

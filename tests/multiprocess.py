@@ -16,6 +16,7 @@ and the children are daemonic (the parent's exit ends them).
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import tempfile
@@ -53,6 +54,11 @@ def _entry(
     try:
         results = target(rank, world_size)
     finally:
+        # A DistributedDataParallel object that outlives the process group aborts the process
+        # when it is finally freed ("terminate called without an active exception", gloo). One
+        # caught in a reference cycle (a converted model's forward refers to the model) is freed
+        # by the cycle collector only: run it while the group still exists.
+        gc.collect()
         dist.destroy_process_group()
     Path(outdir, f"rank{rank}.json").write_text(json.dumps(results))
 

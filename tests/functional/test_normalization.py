@@ -264,6 +264,26 @@ def test_eager_batch_norm_runs_one_fused_node_and_the_composable_path_plain_ops(
     torch.testing.assert_close(out.data, comp.data)
 
 
+def test_batch_norm_training_computes_the_centred_form_on_both_paths() -> None:
+    # Channel 0 has one valid value (its deviation is exactly 0: the output is exactly the
+    # bias), channel 1 nearly equal values (std 1e-3, rstd ~ 300). The fast path computes
+    # (x - mean)·rstd·w + b, as the composable (and compiled) path does, not torch's folded
+    # x·(rstd·w) + (b - mean·rstd·w), which gave 2e-5 instead of the bias for channel 0.
+    x = torch.tensor([[[-2.1787894], [2.5 + 1e-3], [7.0]], [[float("nan")], [2.5 - 1e-3], [-3.0]]])
+    m = ~x.isnan()
+    w = torch.tensor([1.5, 0.7, 1.0], requires_grad=True)
+    b = torch.tensor([0.25, -0.5, 0.0])
+    out = MF.masked_batch_norm(x, m, weight=w, bias=b, training=True).data
+    assert type(out.grad_fn).__name__ == "_BatchNormTrainBackward"
+    with composable_only():
+        comp = MF.masked_batch_norm(x, m, weight=w, bias=b, training=True).data
+    assert out[0, 0, 0].item() == comp[0, 0, 0].item() == 0.25  # exactly the bias
+    assert out[1, 0, 0].item() == comp[1, 0, 0].item() == 0.0  # masked
+    ref = MF.masked_batch_norm(x.double(), m, weight=w.double(), bias=b.double(), training=True).data
+    torch.testing.assert_close(out.double(), ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(comp.double(), ref, rtol=0, atol=1e-5)
+
+
 def test_batch_norm_empty_batch_and_half_precision_take_the_composable_path() -> None:
     out = MF.masked_batch_norm(torch.zeros(0, 3, 4), torch.ones(0, 1, 4, dtype=torch.bool), training=True)
     assert out.data.shape == (0, 3, 4)

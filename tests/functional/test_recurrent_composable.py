@@ -399,3 +399,44 @@ def test_autocast_dtypes_and_values_follow_the_twin(
             torch.testing.assert_close(states[0][:, i], h_i[:, 0], rtol=2e-2, atol=2e-2)
             if len(states) == 2:
                 torch.testing.assert_close(states[1][:, i], st_i[1][:, 0], rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize(
+    "cls,twin,kw,dtype",
+    AUTOCAST_CASES,
+    ids=[f"{c[0].__name__}-{c[3]}-{i}" for i, c in enumerate(AUTOCAST_CASES)],
+)
+@pytest.mark.parametrize("path", ["fast", "static"])
+def test_autocast_padded_steps_exact_and_gradients_finite(
+    cls: type[nn.RNNBase], twin: type[nn.RNNBase], kw: dict[str, Any], dtype: torch.dtype, path: str
+) -> None:
+    """Under CPU autocast (the kernels compute in float16/bfloat16, the padded-step constant
+    is the autocast dtype's): masked steps appended at the end, holding 1e30, inf or NaN,
+    make the static path run more padded steps and change no output, state or gradient;
+    every gradient is finite and zero at masked input steps; two layers, both directions, h_0
+    (and c_0) given."""
+    torch.manual_seed(0)
+    layer = cls(F_IN, HID, num_layers=2, bidirectional=True, batch_first=True, **kw)
+    x, mask = _data(3, 6, 0)
+    h_out = kw.get("proj_size", HID)
+    h0 = torch.randn(4, 3, h_out, generator=torch.Generator().manual_seed(1))
+    hx: Any = (h0, torch.randn(4, 3, HID)) if cls is mnn.MaskedLSTM else h0
+    results = []
+    for extra, fill in ((0, 0.0), (3, 1e30), (2, float("inf")), (1, float("nan"))):
+        xl = torch.cat([x, torch.full((3, extra, F_IN), fill)], 1).requires_grad_(True)
+        ml = torch.cat([mask, torch.zeros(3, extra, dtype=torch.bool)], 1)
+        with (
+            torch.autocast("cpu", dtype=dtype),
+            composable_only() if path == "static" else contextlib.nullcontext(),
+        ):
+            out, state = layer(Masked(xl, ml), hx)
+            states = state if isinstance(state, tuple) else (state,)
+            loss = out.data.float().pow(2).sum() + sum(s.float().sum() for s in states)
+        grads = torch.autograd.grad(loss, [xl, *layer.parameters()])
+        assert bool((out.data[:, 6:] == 0).all()) and bool((grads[0][~ml] == 0).all())
+        assert all(bool(g.isfinite().all()) for g in grads)
+        results.append((out.data[:, :6], *states, grads[0][:, :6], *grads[1:]))
+    tight = {torch.bfloat16: 3e-2, torch.float16: 4e-3}[dtype]  # the GEMMs' rounding (usually 0)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            torch.testing.assert_close(a, b, rtol=tight, atol=tight)

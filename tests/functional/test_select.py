@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from masknn.functional._select import composable_only, fast_path, select, select_into
+from masknn.functional._select import composable_only, fast_path, fill_value, select, select_into
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 _INT = {
@@ -119,3 +119,38 @@ def test_composable_only_forces_the_where_path() -> None:
     assert type(y.grad_fn).__name__ == "WhereBackward0"
     assert fast_path(x, m)
     assert torch.equal(y, select(x, m))
+
+
+@pytest.mark.compile
+@pytest.mark.parametrize("value", [0.0, float("-inf"), float("inf"), 2.5])
+def test_fill_value_is_derived_from_the_mask_under_compile(value: float) -> None:
+    # Under torch.compile the filler of a where is computed from the mask (no 0-d constant
+    # that AOTAutograd would share between every where of a model); its values where the
+    # mask is False are exactly ``value``, and a new mask of the same shape is data: no
+    # recompilation.
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    def fill(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.where(b, a, fill_value(b, a, value))
+
+    graphs: list[torch.fx.GraphModule] = []
+
+    def backend(gm: torch.fx.GraphModule, example_inputs: list[torch.Tensor]) -> torch.fx.GraphModule:
+        graphs.append(gm)
+        return gm
+
+    torch._dynamo.reset()
+    counter = CompileCounterWithBackend(backend)
+    compiled = torch.compile(fill, backend=counter, fullgraph=True)
+    for seed in range(3):
+        g = torch.Generator().manual_seed(seed)
+        m = torch.rand(2, 1, 3, 4, generator=g) > 0.5
+        x = torch.where(m, torch.randn(2, 3, 3, 4, generator=g), torch.nan)
+        out = compiled(x, m)
+        ref = torch.where(m, x, torch.tensor(value))
+        assert torch.equal(out, ref) and torch.equal(fill(x, m), ref)
+        if value == 0.0:
+            assert not out.signbit()[~m.expand(x.shape)].any()  # +0.0, as torch.where(m, x, 0.0)
+    assert counter.frame_count == 1
+    targets = [str(n.target) for n in graphs[0].graph.nodes if n.op == "call_function"]
+    assert not any("full" in t or "zeros" in t or "scalar_tensor" in t for t in targets), targets

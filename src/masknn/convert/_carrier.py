@@ -62,6 +62,13 @@ _HINTS = {
     "lstm": "use masknn.nn.MaskedLSTM (same weights) instead of nn.LSTM",
     "gru": "use masknn.nn.MaskedGRU (same weights) instead of nn.GRU",
     "multi_head_attention_forward": "use masknn.nn.MaskedMultiheadAttention instead",
+    "batch_norm_stats": (
+        "torch.nn.SyncBatchNorm's synchronized path, in a SyncBatchNorm that masknn.convert did not "
+        "set up (torch.nn.SyncBatchNorm.convert_sync_batchnorm applied after masknn.convert, or a "
+        "subclass with a forward of its own); synchronize the converted model with "
+        "masknn.nn.MaskedSyncBatchNorm.convert_sync_batchnorm(model) instead, or apply torch's "
+        "converter before masknn.convert"
+    ),
 }
 
 

@@ -11,13 +11,15 @@ from torch import Tensor, nn
 
 from masknn._masked import Masked
 from masknn._validation import to_bool_mask
-from masknn.convert import _options
+from masknn.convert import _options, _sync
 from masknn.convert._carrier import MaskedCarrier, carry, is_carrier
 from masknn.convert.errors import active_model
 from masknn.convert.registry import module_forward, module_handler
 from masknn.functional._select import select
+from masknn.functional.sync_batch_norm import _check_process_group
+from masknn.nn import sync_batchnorm
 
-__all__ = ["convert", "is_converted"]
+__all__ = ["convert", "is_converted", "synchronize_batch_norms"]
 
 
 def _wrap(obj: Any) -> Any:
@@ -65,6 +67,8 @@ def _converted_forward(
     module, options, original)``: an instance attribute (the class and the ``state_dict`` stay
     the original's) that pickles, deep-copies and exports."""
     forward = original or type(module).forward.__get__(module)
+    if not torch.compiler.is_compiling():
+        _sync.check_followed(module)  # nothing to check without a process group
     with active_model(module), _options.using(options):
         out = forward(*_wrap(args), **_wrap(kwargs))
     return _unwrap(out)
@@ -138,21 +142,87 @@ def convert(model: nn.Module, *, inplace: bool = False, linear_mode: str = "zero
     options = _options.Options(linear_mode=linear_mode)
     if is_converted(model):
         raise ValueError("masknn.convert: the model is already converted")
-    out = model if inplace else copy.deepcopy(model)
+    out = model if inplace else copy.deepcopy(model, _shared_objects(model))
     _install_module_handlers(out)
     original = out.__dict__.get("forward")
+    if _sync.torch_sync_batch_norm(out):  # the model is one torch.nn.SyncBatchNorm
+        original = functools.partial(_sync.synced_forward, out, _sync.OWN_GROUP, original)
     object.__setattr__(out, "forward", functools.partial(_converted_forward, out, options, original))
     return out
 
 
+def _shared_objects(model: nn.Module) -> dict[int, Any]:
+    """A ``copy.deepcopy`` memo under which the copy shares the model's ``torch.distributed``
+    process groups (an ``nn.SyncBatchNorm``'s ``process_group``), which cannot be copied."""
+    if not torch.distributed.is_available():
+        return {}
+    group = torch.distributed.ProcessGroup
+    return {id(v): v for m in model.modules() for v in vars(m).values() if isinstance(v, group)}
+
+
 def _install_module_handlers(root: nn.Module) -> None:
-    """Give each module of a registered class the registered forward (outermost first)."""
+    """Give each module of a registered class the registered forward (outermost first), and
+    each ``torch.nn.SyncBatchNorm`` the forward that synchronizes masked statistics over its
+    ``process_group`` (``masknn.convert._sync``)."""
     todo = list(root.children())
     while todo:
         mod = todo.pop()
         handler = module_handler(mod)
         if handler is None:
+            if _sync.torch_sync_batch_norm(mod):
+                _sync.install(mod, _sync.OWN_GROUP)
             todo.extend(mod.children())
             continue
         original = mod.__dict__.get("forward")
         object.__setattr__(mod, "forward", functools.partial(module_forward, mod, handler, original))
+
+
+def _synchronizable(module: nn.Module) -> bool:
+    """A batch norm of torch or of a model library (masknn's own layers take ``Masked``, not a
+    converted model's data, and are not converted)."""
+    return isinstance(module, nn.modules.batchnorm._BatchNorm) and not type(module).__module__.startswith(
+        "masknn."
+    )
+
+
+def synchronize_batch_norms(model: nn.Module, process_group: Any = None) -> bool:
+    """Synchronize every batch norm of ``model`` over ``process_group`` when ``model`` was
+    returned by [`convert`][masknn.convert.convert]; return whether it was.
+
+    What [`MaskedSyncBatchNorm.convert_sync_batchnorm`][masknn.nn.MaskedSyncBatchNorm.convert_sync_batchnorm]
+    does with a converted model (it calls this): each ``nn.BatchNorm1d/2d/3d``,
+    ``nn.SyncBatchNorm`` and other ``_BatchNorm`` subclass of the model (timm's
+    ``BatchNormAct2d``) keeps its class, code, parameters and buffers, and in training
+    mode takes its statistics over the valid positions of every rank's batch.
+
+    Examples:
+        >>> import torch
+        >>> from masknn.convert import convert
+        >>> from masknn.convert._model import synchronize_batch_norms
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+        >>> synchronize_batch_norms(net), synchronize_batch_norms(convert(net))
+        (False, True)
+    """
+    if not is_converted(model):
+        return False
+    _check_process_group("MaskedSyncBatchNorm.convert_sync_batchnorm", process_group)
+    for mod in model.modules():
+        if not _synchronizable(mod):
+            continue
+        if mod is model:  # the converted forward stays outermost; the batch norm's runs inside it
+            fwd = model.__dict__["forward"]
+            original = functools.partial(
+                _sync.synced_forward, mod, process_group, _sync.unwrapped(fwd.args[2])
+            )
+            object.__setattr__(
+                model, "forward", functools.partial(_converted_forward, *fwd.args[:2], original)
+            )
+        else:
+            _sync.install(mod, process_group)
+    return True
+
+
+# MaskedSyncBatchNorm.convert_sync_batchnorm (masknn.nn, a layer below this package, which
+# does not import it) hands converted models to synchronize_batch_norms.
+if synchronize_batch_norms not in sync_batchnorm._CONVERTED_MODELS:
+    sync_batchnorm._CONVERTED_MODELS.append(synchronize_batch_norms)

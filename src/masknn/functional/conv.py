@@ -360,16 +360,19 @@ def _build_geometry(
 def _rescale(cnt: Tensor, cnt_in: Tensor, geo: _Geometry, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """``(scale in dtype, valid)`` from the valid counts ``(N, G, *out)``."""
     valid = cnt > 0
+    # The scale only matters where the output is valid: elsewhere the convolution of the
+    # selected input is exactly 0 and the output and its gradient are selected, so a zero
+    # count is clamped to 1 (a finite scale, no ``where`` with a constant: see
+    # ``_select.fill_value`` for what a shared constant costs under torch.compile).
     if geo.pad is None:
-        # window / count where the count is positive; the inf and nan of a zero count become 0.
-        scale = torch.div(geo.window, cnt) if isinstance(geo.window, Tensor) else geo.window / cnt
-        scale = torch.nan_to_num(scale, 0.0, 0.0, 0.0)
+        c1 = cnt.clamp_min(1)
+        scale = torch.div(geo.window, c1) if isinstance(geo.window, Tensor) else geo.window / c1
     else:
         if geo.empty is not None:
             # A window that reaches no input is the bias alone: valid when the sample has a valid input.
             any_valid = cnt_in.amax(tuple(range(2, cnt_in.dim())), keepdim=True) > 0
             valid = valid | (geo.empty & any_valid)
-        scale = torch.where(valid, geo.window / (cnt + geo.pad).clamp_min(1), 0.0)
+        scale = geo.window / (cnt + geo.pad).clamp_min(1)
     return (scale if scale.dtype == dtype else scale.to(dtype)), valid
 
 
@@ -451,7 +454,7 @@ def _fast_forward(
     del xz
     gc = scale.shape[1]
     out = _grouped(raw, gc)
-    out.mul_(_small(scale, gc))  # exactly 0 at invalid outputs: their inputs and scale are 0
+    out.mul_(_small(scale, gc))  # exactly 0 at invalid outputs: all their inputs are selected zeros
     if bias is not None:
         out.addcmul_(_bias_view(bias, gc, spec.nd), _small(valid, gc))  # bool valid: b where valid
     return raw

@@ -20,7 +20,7 @@ from masknn._validation import shape_str
 from masknn.functional._autocast import twin_dtype
 from masknn.functional._layout import follow_layout
 from masknn.functional._scale_select import scale_select
-from masknn.functional._select import fast_path, mask_bits
+from masknn.functional._select import fast_path, fill_value, mask_bits
 from masknn.functional._spatial import IntOrSeq, acc_dtype, is_shared, select, shared
 from masknn.functional._spatial import prepare as _prepare_spatial
 
@@ -107,7 +107,7 @@ def _fill_neg_inf(x: Tensor, m: Tensor) -> Tensor:
     ):
         out: Tensor = _FillNegInf.apply(x, shared(m))
         return out
-    return torch.where(m, x, torch.full((), float("-inf"), dtype=x.dtype, device=x.device))
+    return torch.where(m, x, fill_value(m, x, float("-inf")))
 
 
 # --------------------------------------------------------------------------- arguments
@@ -320,6 +320,17 @@ def masked_max_pool3d(
     return max_pool("masked_max_pool3d", 3, x, mask, kernel_size, stride, padding, dilation, ceil_mode)
 
 
+def _inverse(frac: Tensor) -> Tensor:
+    """``1 / frac`` where the window holds a valid input (``frac > 0``), finite elsewhere.
+
+    An empty window's value is never used (its sum is 0 and its output and gradient are
+    selected); clamping to the smallest normal number keeps it finite without a ``where``
+    (see ``_select.fill_value`` for what a shared constant costs under torch.compile). A
+    window's valid fraction is at least ``1 / window size``, far above that.
+    """
+    return 1.0 / frac.clamp_min(torch.finfo(frac.dtype).tiny)
+
+
 def avg_pool(
     op: str,
     nd: int,
@@ -346,7 +357,7 @@ def avg_pool(
     frac = pool(pm.to(acc), k, s, p, ceil_mode, True)
     valid = frac > 0
     # Selected, never multiplied by the mask: a NaN/Inf gradient at an empty window stays there.
-    out = scale_select(total, 1.0 / torch.where(valid, frac, torch.ones_like(frac)), valid)
+    out = scale_select(total, _inverse(frac), valid)
     return Masked(out.to(twin_dtype(x, lambda t: pool(t, 1), (1, 1) + (1,) * nd)), valid)
 
 
@@ -425,7 +436,7 @@ def adaptive_avg(op: str, nd: int, x: Tensor, mask: Tensor, output_size: IntOrSe
     total = pool(select(x, m).to(acc), size)
     frac = pool(pm.to(acc), size)
     valid = frac > 0
-    out = scale_select(total, 1.0 / torch.where(valid, frac, torch.ones_like(frac)), valid)
+    out = scale_select(total, _inverse(frac), valid)
     return Masked(out.to(twin_dtype(x, lambda t: pool(t, 1), (1, 1) + (1,) * nd)), valid)
 
 

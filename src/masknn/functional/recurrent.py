@@ -13,14 +13,14 @@ How it runs without a Python loop over time:
 1. **Compaction.** Each sequence's valid steps are moved, in order, to the front
    (a cumulative sum of the mask gives every step its new position; one row
    gather), into a time-major batch ``(Tm, N, F)``, the kernels' own layout. The
-   batch is now right-padded with lengths ``L_i``.
+   batch is now right-padded with lengths ``L_i`` (left-padded for LSTM and the relu RNN, see 3).
 2. **One fused kernel call per layer and direction** on that batch
    (``torch._VF.lstm``/``gru``/``rnn_*``, the kernels behind ``nn.LSTM``). The
    outputs at positions ``< L_i`` are exact because padding only follows them.
    The backward direction runs the same kernel on each sequence's valid steps
    reversed in place (another row gather), so it too starts at the last valid
    step and padding again only follows.
-3. **Final states.** ``h_n`` is the output at position ``L_i - 1`` (the initial
+3. **Final states.** ``h_n`` is the output at the last valid position (the initial
    state where ``L_i = 0``). The LSTM cell state is the kernel's final ``c``:
    the padded steps carry ``c`` over exactly, by an extra input feature that is
    0 at valid steps and ``v`` at padded steps, with weight ``-v`` into the input
@@ -34,9 +34,18 @@ How it runs without a Python loop over time:
    0. No constant depends on the weights, so nothing can stop dominating or
    overflow. For ``nonlinearity='relu'`` the same feature drives the padded steps
    to ``relu(-inf) = 0``, so the state cannot grow to infinity there (its
-   gradient would be ``0 * inf = NaN``). Sequences with no valid step run from a
-   zero state (their result is the initial state, selected afterwards), so a
-   huge ``hx`` cannot overflow in steps that are discarded anyway.
+   gradient would be ``0 * inf = NaN``). For both, the padded steps come *first*
+   (each sequence's valid steps end at the last position) and run from ``h = 0``:
+   after the last valid step, a padded step would compute ``W_hh h_n``, a product
+   the plain layer never forms, which may overflow (``-inf + inf = NaN``, then
+   ``0 * NaN`` in the weight gradient; seen in float16 with the relu RNN's
+   unbounded state). ``h_0`` enters as an input instead: an extra input block
+   holding ``h_0`` at each sequence's first valid step, with weight ``W_hh`` (a
+   step reads ``h`` only through ``W_hh``); the LSTM's ``c_0`` is the kernel's
+   initial state, which the padded steps carry over exactly. Sequences
+   with no valid step run from a zero state (their result is the initial state,
+   selected afterwards), so a huge ``hx`` cannot overflow in steps that are
+   discarded anyway.
 4. **Back to the original time positions** (one row gather), with exact zeros
    selected at masked steps: a NaN or Inf cotangent there reaches no gradient.
 
@@ -220,9 +229,9 @@ def masked_recurrent(
             c_n = None
         else:
             tm = max(1, int(valid.sum(1).max()))  # the kernels run only as far as the longest sequence
-            out_full, h_n, c_n = _compacted(cfg, x, batch_first, valid, params, h0, c0, tm)
+            out_full, h_n, c_n = _compacted(cfg, x, batch_first, valid, params, h0, c0, hx is not None, tm)
     else:
-        out_full, h_n, c_n = _compacted(cfg, x, batch_first, valid, params, h0, c0, None)
+        out_full, h_n, c_n = _compacted(cfg, x, batch_first, valid, params, h0, c0, hx is not None, None)
     out_mask = valid.unsqueeze(-1)
     if not batch_first:
         out_mask = out_mask.transpose(0, 1)
@@ -324,6 +333,7 @@ def _run_direction(
     cfg: _Config,
     x: Tensor,
     pad_feature: Tensor | None,
+    feed: Tensor | None,
     w: Sequence[Tensor],
     h0: Tensor,
     c0: Tensor | None,
@@ -334,6 +344,9 @@ def _run_direction(
 
     ``pad_feature`` (Tm, N, 1) is 0 at valid steps and ``v`` at padded steps (LSTM
     and relu RNN only), appended to ``x`` here; None when ``x`` already ends with it.
+    ``feed`` (Tm, N, H_out), LSTM and relu RNN only, holds ``h_0`` at each sequence's first
+    valid position and 0 elsewhere; it is appended to the input with weight ``W_hh``, so
+    that the kernel runs from a zero state (None when ``h_0`` is zero).
     ``anchor`` is set on the static path (see the work-around below). Returns the
     outputs (Tm, N, H_out) and, for LSTM, the kernel's final cell state (N, H): the
     state after each sequence's last valid step, since padded steps carry ``c`` over
@@ -359,6 +372,8 @@ def _run_direction(
         col = torch.cat(full)
     else:
         col = torch.full((gates, 1), -v, dtype=w_ih.dtype, device=w_ih.device)
+    if feed is not None:  # W_hh h_0 enters through the input at the first valid step
+        col = torch.cat([col, w[1]], 1)
     params = [torch.cat([w_ih, col], 1), *w[1:]]
     if pad_feature is not None and anchor and not x.requires_grad and not torch.compiler.is_exporting():
         # Work-around for a PyTorch bug: compiled (aot_eager, inductor) oneDNN LSTM layers fail in
@@ -371,6 +386,8 @@ def _run_direction(
             off = torch.zeros((), dtype=torch.bool, device=x.device)
             pad_feature = pad_feature + torch.where(off, first, torch.zeros_like(first))
     x_aug = x if pad_feature is None else torch.cat([x, pad_feature], -1)
+    if feed is not None:
+        x_aug = torch.cat([x_aug, feed.to(x_aug.dtype)], -1)
     if cfg.mode == "LSTM":
         assert c0 is not None
         out, _, c_n = torch._VF.lstm(x_aug, (h0.unsqueeze(0), c0.unsqueeze(0)), params, *args)
@@ -415,11 +432,13 @@ def _compacted(
     params: Sequence[Tensor],
     h0: Tensor,
     c0: Tensor | None,
+    hx_given: bool,
     steps_run: int | None,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """Compact, run each layer and direction once over ``Tm`` steps, put back.
 
     ``x`` is in the caller's layout (``batch_first`` or not), ``valid`` is (N, T).
+    ``hx_given`` is False when ``h0`` is all zeros by construction (no ``hx``).
     ``steps_run`` is the longest sequence's number of valid steps on the eager fast
     path (``Tm``), and None on the static path (all ``T`` steps). The compacted batch
     is built time-major, ``(Tm, N, F)``, the kernels' native layout, so that they copy
@@ -436,17 +455,31 @@ def _compacted(
     steps_t = torch.arange(t, device=dev)
     # dest[i, s]: the compacted position of step s (valid steps first, in order, then the masked ones).
     dest = torch.where(valid, csum - 1, lengths.unsqueeze(1) + steps_t - csum)
+    # The LSTM's and relu RNN's valid steps end at position Tm - 1 instead (padding first): the
+    # same order rotated by Tm - L_i, so that their padded steps never see a sequence's state h.
+    left = cfg.mode in ("LSTM", "RNN_RELU")
+    first = (tm - lengths).unsqueeze(1) if left else torch.zeros_like(lengths).unsqueeze(1)  # (N, 1)
+    if left:
+        dest = dest + first
+        dest = torch.where(dest >= t, dest - t, dest)
     # src[i, k]: the step at compacted position k (dest inverted).
     src = torch.zeros_like(dest).scatter(1, dest, steps_t.expand(n, t))[:, :tm]
     steps = torch.arange(tm, device=dev)
-    inside = steps < lengths.unsqueeze(1)  # (N, Tm): compacted positions holding a valid step
+    # (N, Tm): compacted positions holding a valid step, [first_i, first_i + L_i)
+    inside = (steps >= first) & (steps < first + lengths.unsqueeze(1))
     inside_tm = inside.t()  # (Tm, N)
     batch = torch.arange(n, device=dev)
     has_any = (lengths > 0).unsqueeze(1)  # (N, 1)
-    last = (lengths - 1).clamp(min=0)  # (N,): the position of step L_i - 1
+    last = (first[:, 0] + lengths - 1).clamp(min=0)  # (N,): the position of the last valid step
     rev: Tensor | None = None
-    if cfg.bidirectional:  # position k <-> L_i - 1 - k inside each sequence, padding in place
-        rev = torch.where(inside, lengths.unsqueeze(1) - 1 - steps, steps).t()  # (Tm, N)
+    if cfg.bidirectional:  # position first + k <-> first + L_i - 1 - k inside each sequence, padding in place
+        rev = torch.where(inside, 2 * first + lengths.unsqueeze(1) - 1 - steps, steps).t()  # (Tm, N)
+    # Their h_0 enters as an input (the padded steps run from h = 0): h_0 at each sequence's
+    # first valid position, 0 elsewhere, with weight W_hh (see _run_direction). The LSTM's c_0
+    # is the kernel's initial state, carried exactly through the padded steps.
+    feed_at: Tensor | None = None
+    if left and hx_given:
+        feed_at = (steps == first).t().unsqueeze(-1)  # (Tm, N, 1)
     pad_feature: Tensor | None = None
     v = 0.0
     zero = torch.zeros((), dtype=x.dtype, device=dev)
@@ -454,8 +487,9 @@ def _compacted(
     if augment:
         v = _saturating_value(x.dtype, dev.type)
         pad_feature = torch.where(inside_tm.unsqueeze(-1), zero, torch.full((), v, dtype=x.dtype, device=dev))
-    # Sequences with no valid step run from a zero state (their final state is selected below).
-    h0_run = torch.where(has_any.unsqueeze(0), h0, zero)
+    # Sequences with no valid step run from a zero state (their final state is selected below),
+    # and h runs from zero in every LSTM and relu sequence (h_0 is an input, fed at the first valid step).
+    h0_run = torch.zeros_like(h0) if left else torch.where(has_any.unsqueeze(0), h0, zero)
     c0_run = None if c0 is None else torch.where(has_any.unsqueeze(0), c0, zero)
     src_tm = src.t()  # (Tm, N): the step read at each compacted (time-major) position
     source: Tensor | None = None
@@ -495,7 +529,8 @@ def _compacted(
                     xin = _gather(layer_in, rev, batch, fast)
             c0k = None if c0_run is None else c0_run[k]
             feature = None if layer == 0 and source is not None else pad_feature
-            out, c_last = _run_direction(cfg, xin, feature, w, h0_run[k], c0k, v, not fast)
+            feed = None if feed_at is None else torch.where(feed_at, h0[k], zero)
+            out, c_last = _run_direction(cfg, xin, feature, feed, w, h0_run[k], c0k, v, not fast)
             h_last = _gather(out, last, batch, fast)  # (N, H_out)
             h_list.append(torch.where(has_any, h_last, h0[k].to(h_last.dtype)))
             if c_last is not None:
@@ -513,10 +548,11 @@ def _compacted(
     # Back to the original time positions; masked steps read some row and are zeroed.
     if fast and cfg.mode == "LSTM" and not _needs_grad(x, h0, c0, params):
         # Inference: padded LSTM outputs are exact zeros (closed output gate); masked steps read
-        # one of them, when there is one, instead of being zeroed in a second pass.
+        # one of them (the shortest sequence's first position), when there is one, instead of
+        # being zeroed in a second pass.
         shortest = int(lengths.argmin())
         if int(lengths[shortest]) < tm:
-            rows = torch.where(valid, dest * n + batch.unsqueeze(1), (tm - 1) * n + shortest)
+            rows = torch.where(valid, dest * n + batch.unsqueeze(1), shortest)
             rows = rows if batch_first else rows.t()
             width = layer_in.shape[-1]
             flat_out = layer_in.reshape(tm * n, width)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -17,6 +18,11 @@ from masknn.nn.normalization import MaskedBatchNorm1d, MaskedBatchNorm2d, Masked
 __all__ = ["MaskedSyncBatchNorm"]
 
 _LAYER = "MaskedSyncBatchNorm"
+
+#: ``hook(module, process_group)``: synchronizes the batch norms of ``module`` in place and
+#: returns True when ``module`` is a model that ``masknn.convert`` produced (registered by
+#: that package, a layer above this one, which this module does not import).
+_CONVERTED_MODELS: list[Callable[[nn.Module, Any], bool]] = []
 
 
 class MaskedSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -120,8 +126,15 @@ class MaskedSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         converted model and back), the configuration (``eps``, ``momentum``, ``affine``,
         ``track_running_stats``) and the train/eval mode. Returns ``module`` converted in
         place, or a new layer when ``module`` itself is a masked batch norm. Plain
-        ``nn.BatchNorm*d`` layers are left as they are (they take plain tensors; convert
-        them with torch's converter on their own submodules if needed).
+        ``nn.BatchNorm*d`` layers outside converted models are left as they are (they take
+        plain tensors; convert them with torch's converter on their own submodules if needed).
+
+        A model returned by [`masknn.convert`][masknn.convert.convert] (``module`` itself, or
+        held anywhere inside it) has plain batch norms that take masked data: each of them
+        (``nn.BatchNorm1d/2d/3d``, ``nn.SyncBatchNorm``, subclasses whose forward calls
+        ``F.batch_norm`` such as timm's ``BatchNormAct2d``) keeps its class, code, parameters
+        and buffers and is synchronized in place over ``process_group``: in training mode
+        its statistics are those of the valid positions of every rank's batch.
 
         Examples:
             >>> import torch
@@ -131,6 +144,8 @@ class MaskedSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
             >>> type(model[1]).__name__
             'MaskedSyncBatchNorm'
         """
+        if any(sync(module, process_group) for sync in _CONVERTED_MODELS):
+            return module  # a model converted by masknn.convert: synchronized in place
         out = module
         if isinstance(module, (MaskedBatchNorm1d, MaskedBatchNorm2d, MaskedBatchNorm3d)):
             ref = module.weight if module.weight is not None else module.running_mean

@@ -5,6 +5,12 @@ updated from valid values only, DESIGN section 4) with the same arguments. Becau
 functional call is intercepted, a norm called inside another module's forward (timm's
 fused ``BatchNormAct2d`` calls ``F.batch_norm`` directly; torchvision's ConvNeXt applies
 ``F.layer_norm`` over channels after a permute) is converted like ``nn.BatchNorm2d``.
+
+``F.batch_norm`` called by a synchronized batch norm in training mode (``masknn.convert._sync``:
+a ``torch.nn.SyncBatchNorm``, or any batch norm after
+[`MaskedSyncBatchNorm.convert_sync_batchnorm`][masknn.nn.MaskedSyncBatchNorm.convert_sync_batchnorm])
+takes its statistics over the valid positions of every rank's batch:
+[`masknn.functional.masked_sync_batch_norm`][] with the same arguments.
 """
 
 from __future__ import annotations
@@ -12,10 +18,11 @@ from __future__ import annotations
 from typing import Any
 
 import masknn.functional.normalization as mnorm
-from masknn.convert import _table
+from masknn.convert import _sync, _table
 from masknn.convert._carrier import carry
 from masknn.convert.rules._args import REQUIRED, bind
 from masknn.convert.rules._common import one_data
+from masknn.functional.sync_batch_norm import masked_sync_batch_norm
 
 __all__: list[str] = []
 
@@ -29,7 +36,11 @@ def _batch_norm(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any
         (REQUIRED, REQUIRED, REQUIRED, None, None, False, 0.1, 1e-5),
     )
     data, mask = one_data(func, x, (rm, rv, w, b))
-    out = mnorm.masked_batch_norm(data, mask, rm, rv, w, b, bool(training), float(momentum or 0.0), eps)
+    synced, group = _sync.sync_group(bool(training))
+    if synced:
+        out = masked_sync_batch_norm(data, mask, rm, rv, w, b, float(momentum or 0.0), eps, group)
+    else:
+        out = mnorm.masked_batch_norm(data, mask, rm, rv, w, b, bool(training), float(momentum or 0.0), eps)
     return carry(out.data, out.mask)
 
 
