@@ -80,4 +80,15 @@ echo "== docs (mkdocs build --strict)"
 # One thread: the suite is many small tensors, where OpenMP start-up costs more than it
 # saves (measured: 20 s with one thread vs 280 s with two on a loaded 2-core machine).
 # Benchmarks (benchmarks/) choose their own thread count.
-echo "== pytest";              OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" "$PY" -m pytest "$@"
+# Parallel: pytest-xdist (dev extra), one worker per core (MASKNN_TEST_WORKERS, default 2: CI's
+# cores; 0 runs in this process); worksteal balances the few long torch.compile tests. Each
+# worker compiles inductor kernels in its own process (TORCHINDUCTOR_COMPILE_THREADS=1): the
+# workers already fill the cores, a pool of compile processes per worker would only add
+# start-up time and memory. Extra arguments come last (`-n 0` there overrides).
+XDIST=()
+if "$PY" -c "import xdist" >/dev/null 2>&1; then
+  XDIST=(-n "${MASKNN_TEST_WORKERS:-2}" --dist worksteal)
+fi
+echo "== pytest"
+OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" TORCHINDUCTOR_COMPILE_THREADS="${TORCHINDUCTOR_COMPILE_THREADS:-1}" \
+  "$PY" -m pytest ${XDIST[@]+"${XDIST[@]}"} "$@"

@@ -55,3 +55,40 @@ def reference_dir(name: str) -> Path:
             "(tests/data/README.md), restore them with git checkout -- tests/data"
         )
     return path
+
+
+# ---- The compatibility table (tests/compat): this block's hooks only. They live here, not in
+# tests/compat/conftest.py: under pytest-xdist the controller, which receives every worker's
+# reports, loads the conftest files of its arguments' folders only (``pytest -n 2`` from the
+# root never loads tests/compat/conftest.py there), and only the controller sees every cell.
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if not _COMPAT_TABLE:
+        return
+    from tests.compat import results
+
+    results.record(report)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # An xdist worker sees only its own cells: the controller writes the table. (A session
+    # hook, not pytest_configure: a second pytest_configure in this file would replace it.)
+    config = session.config
+    path = config.getoption("compat_table", None)
+    _COMPAT_TABLE.clear()
+    if path and not hasattr(config, "workerinput"):
+        _COMPAT_TABLE.append(path)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not _COMPAT_TABLE:
+        return
+    from tests.compat import results
+
+    if results.RESULTS:
+        Path(_COMPAT_TABLE[0]).write_text(results.markdown(results.RESULTS), encoding="utf-8")
+        print(f"\ncompatibility table written to {_COMPAT_TABLE[0]}")
+
+
+#: The path of ``--compat-table`` in the process that writes it (empty elsewhere).
+_COMPAT_TABLE: list[str] = []
+# ---- end of the compatibility table's block

@@ -31,5 +31,6 @@ reason and an expected error, and the cell's test then runs the twin through the
 check and passes only if the twin fails that way (so an n/a cannot go stale).
 ``-m compat`` selects the whole suite; ``-k PartialConv2d`` one row.
 ``pytest tests/compat --compat-table docs/guide/compatibility.md`` regenerates the
-human-readable table of results.
+human-readable table of results, also under pytest-xdist (``-n 2``): the hooks that record
+the cells and write the table live in ``tests/conftest.py``, which the xdist controller loads.
 """

@@ -432,19 +432,25 @@ def check_gradgrad(row: CompatInfo, twin: bool = False) -> None:
 
 # ------------------------------------------------------------------------------ autocast
 def check_autocast(row: CompatInfo, twin: bool = False) -> None:
-    """Under autocast(cpu, bfloat16) the float outputs have the plain twin's dtypes, and a
-    backward runs."""
+    """Under autocast(cpu, bfloat16) the float outputs have the plain twin's dtypes (both run
+    with gradients: some of torch's layers take another kernel without, e.g. the fused
+    inference kernel of nn.TransformerEncoderLayer), a backward runs, and inference
+    (``torch.no_grad``) gives the same dtypes."""
     del twin  # the twin is the reference here
     op = build(row)
     ref = build(row, twin=True)
     inputs, req = _with_grad(make_inputs(row))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = [t for t in leaves(op(*inputs)) if t.is_floating_point()]
+        twin_inputs, _ = _with_grad(make_inputs(row, twin=True))
+        expected = [t for t in leaves(ref(*twin_inputs)) if t.is_floating_point()]
         with torch.no_grad():
-            expected = [t for t in leaves(ref(*make_inputs(row, twin=True))) if t.is_floating_point()]
+            inference = [t for t in leaves(build(row)(*make_inputs(row))) if t.is_floating_point()]
     got = [t.dtype for t in out]
     want = [t.dtype for t in expected]
     assert got == want, f"autocast: output dtypes {got}, the plain twin gives {want}"
+    no_grad = [t.dtype for t in inference]
+    assert no_grad == got, f"autocast: output dtypes {no_grad} without gradients, {got} with"
     loss = weighted_loss(out)
     if loss.requires_grad:
         loss.backward()

@@ -26,6 +26,21 @@ def parse_nodeid(nodeid: str) -> tuple[str, str] | None:
     return match.group(2), match.group(1)
 
 
+def record(report: Any) -> None:
+    """Records the outcome of a compatibility cell's test report in :data:`RESULTS` (any other
+    report is ignored): the call phase, or a setup that did not pass."""
+    cell = parse_nodeid(report.nodeid)
+    if cell is None or not (report.when == "call" or (report.when == "setup" and not report.passed)):
+        return
+    if report.passed:
+        na = dict(report.user_properties).get("compat_na")
+        RESULTS[cell] = ("n/a", str(na)) if na is not None else ("pass", "")
+    elif report.skipped:
+        RESULTS[cell] = ("skipped", message(report))
+    else:
+        RESULTS[cell] = ("FAIL", message(report))
+
+
 def message(report: Any) -> str:
     """The first line of a failure or skip, without pytest's decorations."""
     crash = getattr(getattr(report, "longrepr", None), "reprcrash", None)

@@ -213,6 +213,29 @@ def test_encoder_nested_inference_path_equals_the_composable_path() -> None:
         assert not enc._nested_ok(x, right, False)
 
 
+def test_encoder_inference_under_cpu_autocast_with_right_padding() -> None:
+    """nn.TransformerEncoder fails here (torch.is_autocast_enabled() sees CUDA's state only, so
+    it takes its nested path, whose fused kernel refuses the bfloat16 activations); the masked
+    encoder takes the composable path under autocast: the output dtype of the
+    differentiable path, whatever the mask, and the values of float32 to bfloat16 precision."""
+    torch.manual_seed(0)
+    enc = MaskedTransformerEncoder(MaskedTransformerEncoderLayer(D, H, FF, batch_first=True), 2).eval()
+    x = torch.randn(3, 6, D)
+    right = Masked.from_lengths(x, [6, 2, 4])
+    holes = Masked(x, right.mask & (torch.arange(6) != 1).view(1, 6, 1))
+    plain = nn.TransformerEncoder(nn.TransformerEncoderLayer(D, H, FF, batch_first=True), 2).eval()
+    plain.load_state_dict(enc.state_dict())
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        with pytest.raises(RuntimeError, match="expected scalar type"):  # torch's own limit
+            plain(x, src_key_padding_mask=~right.mask[..., 0])
+        assert not enc._nested_ok(x, right.mask[..., 0], False)
+        outs = [enc(right), enc(holes)]
+    with torch.no_grad():
+        ref = enc(right)
+    assert [o.data.dtype for o in outs] == [torch.float32, torch.float32]
+    torch.testing.assert_close(outs[0].data, ref.data, atol=0.1, rtol=0.05)
+
+
 def test_unbatched_input() -> None:
     _, masked = _pair(batch_first=True)
     x, valid = _holes()

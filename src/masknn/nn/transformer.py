@@ -314,7 +314,10 @@ class MaskedTransformerEncoder(nn.TransformerEncoder):
             and fast_path(data)
             and not _needs_grad(data, self)
             and torch.backends.mha.get_fastpath_enabled()
-            and not torch.is_autocast_enabled()
+            # torch.is_autocast_enabled() without a device is CUDA's state only: under CPU autocast
+            # nn.TransformerEncoder takes its nested path and its fused kernel fails on the
+            # bfloat16 activations ("expected scalar type Float but found BFloat16")
+            and not torch.is_autocast_enabled(data.device.type)
             and not any(m.training for m in self.layers.modules())
             and not any(m._forward_hooks or m._forward_pre_hooks for m in self.layers.modules())
             and bool(valid[:, 0].all())
