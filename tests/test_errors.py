@@ -49,7 +49,13 @@ def _variants(x: Masked) -> dict[str, Masked]:
 @pytest.mark.parametrize("info", ENTRIES, ids=[e.id for e in ENTRIES])
 def test_bad_data_raises_a_clear_error(info: ModuleInfo) -> None:
     torch.manual_seed(0)
-    module: Callable[..., object] = info.make()
+    made = info.make()
+    # A pipeline entry (nn.Sequential of masknn layers) may fail in any of its layers: the one
+    # that raises names itself.
+    layers = {info.cls.__name__} | {
+        type(m).__name__ for m in made.modules() if type(m).__module__.startswith("masknn.")
+    }
+    module: Callable[..., object] = made
     inputs = list(info.inputs())
     if info.call is not None:
         module = Adapter(module, info.call)  # type: ignore[arg-type]
@@ -60,11 +66,6 @@ def test_bad_data_raises_a_clear_error(info: ModuleInfo) -> None:
         try:
             module(*args)
         except (ValueError, TypeError) as e:
-            # A pipeline entry (nn.Sequential of masknn layers) may fail in any of its layers:
-            # the one that raises names itself.
-            layers = {info.cls.__name__} | {
-                type(m).__name__ for m in info.make().modules() if type(m).__module__.startswith("masknn.")
-            }
             assert any(_named(layer, str(e)) for layer in layers), f"{info.id} with {name} data: {e}"
         except Exception as e:
             pytest.fail(f"{info.id} with {name} data raised {type(e).__name__}: {e}")
