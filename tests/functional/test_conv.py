@@ -13,8 +13,10 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch import Tensor
 
 import masknn.functional as MF
+import masknn.functional.conv as conv_mod
 from masknn import Masked
 from masknn import nn as MNN
 from masknn.functional._select import composable_only
@@ -463,6 +465,83 @@ def test_both_paths_equal_forward_and_gradients(name: str, nd: int, per_channel:
     masked = ~m.expand(x.shape)
     assert bool((fast_grads[0][masked] == 0).all()) and bool((comp_grads[0][masked] == 0).all())
     assert bool((fast.data[~fast.mask.expand(fast.data.shape)] == 0).all())
+
+
+@pytest.mark.parametrize("one_call", [True, False])
+@pytest.mark.parametrize("needs", ["xwb", "x", "w", "wb", "xb"])
+@pytest.mark.parametrize("case", ["conv2d", "conv2d-pc-groups-pv", "conv1d-pc", "convT2d"])
+def test_every_fast_backward_branch_equals_the_composable_path(
+    case: str, needs: str, one_call: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast backward has a branch for small inputs (both gradients from one call, and a
+    shorter one for channel-shared masks) and one for large inputs; each, for every subset
+    of gradients asked for, equals the composable path."""
+    monkeypatch.setattr(conv_mod, "_ONE_CALL", 1 << 30 if one_call else 0)
+    _, nd, per_channel, kw = next(c for c in PATH_CASES if c[0] == case)
+    x, _, w, b, f = _path_case(nd, per_channel, kw)
+    want = {"x": "x" in needs, "w": "w" in needs, "b": "b" in needs}
+
+    def run() -> tuple[Masked, list[Tensor | None]]:
+        xs, ws, bs = (t.detach().clone().requires_grad_(want[k]) for t, k in ((x, "x"), (w, "w"), (b, "b")))
+        out = f(xs, ws, bs)
+        cot = torch.randn(out.data.shape, generator=torch.Generator().manual_seed(5), dtype=out.data.dtype)
+        cot = torch.where(out.mask.expand(cot.shape), cot, torch.nan)
+        ins = [t for t in (xs, ws, bs) if t.requires_grad]
+        grads = iter(torch.autograd.grad(out.data, ins, cot))
+        return out, [next(grads) if t.requires_grad else None for t in (xs, ws, bs)]
+
+    fast, fast_grads = run()
+    assert type(fast.data.grad_fn).__name__ == "_PartialConvFnBackward"
+    with composable_only():
+        comp, comp_grads = run()
+    torch.testing.assert_close(fast.data, comp.data, rtol=1e-12, atol=1e-12)
+    for a, c in zip(fast_grads, comp_grads):
+        assert (a is None) == (c is None)
+        if a is not None:
+            assert bool(torch.isfinite(a).all())
+            torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-12)
+
+
+def test_the_common_case_shortcut_equals_the_general_path() -> None:
+    """A channel-shared ``(N, 1, H, W)`` bool mask in float32/float64 takes a shortcut with fewer
+    checks; the same call through the general path (a mask expanded over the channels, list
+    arguments) gives the same output, mask and gradients, and bad input still raises there."""
+    g = torch.Generator().manual_seed(3)
+    for dtype in (torch.float32, torch.float64):
+        x = torch.randn(2, 3, 6, 7, generator=g, dtype=dtype)
+        m = torch.rand(2, 1, 6, 7, generator=g) > 0.5
+        x = torch.where(m, x, torch.nan)
+        w = torch.randn(4, 3, 3, 3, generator=g, dtype=dtype)
+        b = torch.randn(4, generator=g, dtype=dtype)
+        outs = []
+        for mask, kw in (
+            (m, dict(stride=(1, 1), padding=(1, 1))),
+            (m.expand(2, 3, 6, 7), dict(stride=[1, 1], padding=[1, 1])),
+        ):
+            xs, ws, bs = (t.clone().requires_grad_() for t in (x, w, b))
+            out = MF.partial_conv2d(xs, mask, ws, bs, **kw)
+            cot = torch.where(out.mask, torch.ones_like(out.data), torch.nan)
+            outs.append((out, torch.autograd.grad(out.data, (xs, ws, bs), cot)))
+        (o1, g1), (o2, g2) = outs
+        assert torch.equal(o1.mask, o2.mask) and torch.equal(o1.data, o2.data)
+        for a, c in zip(g1, g2):
+            assert torch.equal(a, c)
+    with pytest.raises(ValueError, match="partial_conv2d"):
+        MF.partial_conv2d(
+            torch.ones(1, 3, 4, 4), torch.ones(1, 1, 4, 5, dtype=torch.bool), torch.ones(2, 3, 3, 3)
+        )
+    with pytest.raises(ValueError, match="partial_conv2d"):
+        MF.partial_conv2d(
+            torch.ones(1, 3, 4, 4), torch.ones(1, 1, 4, 4, dtype=torch.bool), torch.ones(2, 2, 3, 3)
+        )
+    with pytest.raises(ValueError, match="partial_conv2d"):
+        MF.partial_conv2d(
+            torch.ones(1, 3, 2, 2), torch.ones(1, 1, 2, 2, dtype=torch.bool), torch.ones(2, 3, 3, 3)
+        )
+    with pytest.raises(TypeError, match="partial_conv2d"):
+        MF.partial_conv2d(
+            torch.ones(1, 3, 4, 4), torch.ones(1, 1, 4, 4, dtype=torch.bool), torch.ones(2, 3, 3, 3).double()
+        )
 
 
 @pytest.mark.parametrize("path", ["fast", "composable"])

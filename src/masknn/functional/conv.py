@@ -86,6 +86,9 @@ __all__ = [
     "partial_conv_transpose3d",
 ]
 
+_CONV_BACKWARD = torch.ops.aten.convolution_backward.default
+#: Inputs up to this many elements get both convolution gradients from one call.
+_ONE_CALL = 1 << 16
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
@@ -460,6 +463,16 @@ def _fast_forward(
     return raw
 
 
+class _Aux(NamedTuple):
+    """What the fused node needs besides its differentiable inputs."""
+
+    m: Tensor
+    scale: Tensor
+    valid: Tensor
+    spec: _Spec
+    bits: Tensor | None
+
+
 class _PartialConvFn(torch.autograd.Function):
     """The eager-CPU partial convolution as one autograd node.
 
@@ -474,26 +487,18 @@ class _PartialConvFn(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(
-        ctx: Any,
-        x: Tensor,
-        m: Tensor,
-        weight: Tensor,
-        bias: Tensor | None,
-        scale: Tensor,
-        valid: Tensor,
-        spec: _Spec,
-        bits: Tensor | None,
-    ) -> Tensor:
-        ctx.save_for_backward(x, m, weight, bias, scale, valid)
-        ctx.spec, ctx.bits = spec, bits
-        return _fast_forward(x, m, bits, weight, bias, scale, valid, spec)
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, aux: _Aux) -> Tensor:
+        # Only x, the weight and the bias are autograd inputs; the mask-derived tensors travel
+        # in ``aux`` (fewer arguments to unwrap and record per call).
+        ctx.save_for_backward(x, weight, bias, aux.m)
+        ctx.aux = aux
+        return _fast_forward(x, aux.m, aux.bits, weight, bias, aux.scale, aux.valid, aux.spec)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        x, m, weight, bias, scale, valid = ctx.saved_tensors
-        spec: _Spec = ctx.spec
-        need_x, _, need_w, need_b = ctx.needs_input_grad[:4]
+        x, weight, bias, m = ctx.saved_tensors
+        _, scale, valid, spec, bits = ctx.aux
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
         if torch.is_grad_enabled() or not fast_path(grad):
             gx, _, gw, gb, _, _ = differentiable_backward(
                 functools.partial(_composite, spec=spec),
@@ -501,7 +506,21 @@ class _PartialConvFn(torch.autograd.Function):
                 (grad,),
                 (need_x, False, need_w, need_b, False, False),
             )
-            return gx, None, gw, gb, None, None, None, None
+            return gx, gw, gb, None
+        args = (spec.stride, spec.padding, spec.dilation, spec.transposed, spec.output_padding, spec.groups)
+        if bits is not None and need_w and x.numel() <= _ONE_CALL:
+            # Small, channel-shared: the same steps with the fewest calls (per-call cost dominates).
+            itype = bits.dtype
+            g = torch.bitwise_and(grad.resolve_neg().view(itype), mask_bits(valid, grad.dtype)).view(
+                grad.dtype
+            )
+            grad_b = g.sum([0, *range(2, g.dim())]) if need_b else None
+            g.mul_(scale)
+            xz = torch.bitwise_and(x.resolve_neg().view(itype), bits).view(x.dtype)
+            grad_x, grad_w, _ = _CONV_BACKWARD(g, xz, weight, None, *args, [need_x, True, False])
+            if grad_x is not None:
+                grad_x.view(itype).bitwise_and_(bits)
+            return grad_x, grad_w, grad_b, None
         gc = scale.shape[1]
         g = torch.empty_like(grad)
         g_g = _grouped(g, gc)
@@ -509,17 +528,22 @@ class _PartialConvFn(torch.autograd.Function):
         grad_b = g.sum([0, *range(2, g.dim())]) if need_b else None
         g_g.mul_(_small(scale, gc))
         grad_x = grad_w = None
-        args = (spec.stride, spec.padding, spec.dilation, spec.transposed, spec.output_padding, spec.groups)
-        bits = ctx.bits
-        if need_w:
+        if need_w and x.numel() <= _ONE_CALL:
+            # Small inputs: one call for both gradients (the selected input lives a little longer).
             xz = _select_fast(x, m, bits, torch.empty_like(x))
-            grad_w = torch.ops.aten.convolution_backward(g, xz, weight, None, *args, [False, True, False])[1]
-            del xz  # freed before the input gradient is allocated
-        if need_x:
-            # The input gradient reads the input's shape only, not its values.
-            grad_x = torch.ops.aten.convolution_backward(g, x, weight, None, *args, [True, False, False])[0]
+            grad_x, grad_w, _ = _CONV_BACKWARD(g, xz, weight, None, *args, [need_x, True, False])
+            del xz
+        else:
+            if need_w:
+                xz = _select_fast(x, m, bits, torch.empty_like(x))
+                grad_w = _CONV_BACKWARD(g, xz, weight, None, *args, [False, True, False])[1]
+                del xz  # freed before the input gradient is allocated
+            if need_x:
+                # The input gradient reads the input's shape only, not its values.
+                grad_x = _CONV_BACKWARD(g, x, weight, None, *args, [True, False, False])[0]
+        if grad_x is not None:
             _select_fast(grad_x, m, bits, grad_x)
-        return grad_x, None, grad_w, grad_b, None, None, None, None
+        return grad_x, grad_w, grad_b, None
 
 
 def _finish(
@@ -540,6 +564,8 @@ def _finish(
     acc = acc_dtype(x)
     groups = spec.groups
     is_sh = m.shape[1] == 1 or is_shared(m)
+    if eager and is_sh and not (padding_valid or autocast or spec.transposed or spec.pre_pad):
+        return _shared_eager(x, m if m.shape[1] == 1 else shared(m), weight, bias, kernel, spec, acc)
     if is_sh:
         m_sh = m if m.shape[1] == 1 else shared(m)
         cnt_in, per = m_sh.to(acc), 1
@@ -564,7 +590,7 @@ def _finish(
         if torch.is_grad_enabled() and (
             x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
         ):
-            out = _PartialConvFn.apply(x, m, weight, bias, scale, valid, spec, bits)
+            out = _PartialConvFn.apply(x, weight, bias, _Aux(m, scale, valid, spec, bits))
         else:
             out = _fast_forward(x, m, bits, weight, bias, scale, valid, spec)
     else:
@@ -580,6 +606,37 @@ def _finish(
     if eager:  # both tensors come from this op: skip the carrier's re-validation
         return tuple.__new__(Masked, (out, mask))
     return Masked(out, mask)
+
+
+def _shared_eager(
+    x: Tensor,
+    m: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    kernel: tuple[int, ...],
+    spec: _Spec,
+    acc: torch.dtype,
+) -> Masked:
+    """``_finish`` for the common case, inline: eager CPU, a channel-shared mask ``(N, 1, ...)``,
+    a direct convolution, zero padding counted as masked, no autocast.
+
+    The same steps and kernels as the general path, with fewer Python calls: at small sizes the
+    per-call cost is what the layer adds to a plain convolution.
+    """
+    cnt = _box_eager(m.to(acc), kernel, spec)
+    valid = cnt > 0
+    # Zero counts clamped to 1: see ``_rescale``.
+    scale = torch.div(_cached_scalar(float(math.prod(kernel)), acc, x.device), cnt.clamp_min_(1))
+    if scale.dtype != x.dtype:
+        scale = scale.to(x.dtype)
+    bits = mask_bits(m, x.dtype)
+    if torch.is_grad_enabled() and (
+        x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+    ):
+        out = _PartialConvFn.apply(x, weight, bias, _Aux(m, scale, valid, spec, bits))
+    else:
+        out = _fast_forward(x, m, bits, weight, bias, scale, valid, spec)
+    return tuple.__new__(Masked, (out, valid))
 
 
 def _direct_spec(
@@ -639,6 +696,75 @@ def _spec(eager: bool, build: Any, cached: Any, *args: Any) -> Any:
     return build(*args)
 
 
+_PLAIN = (Tensor, torch.nn.Parameter)
+
+
+def _quick(
+    op: str,
+    nd: int,
+    x: object,
+    mask: object,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: IntOrSeq,
+    padding: Padding,
+    dilation: IntOrSeq,
+    groups: int,
+    padding_valid: bool,
+) -> Masked | None:
+    """The common case in a few comparisons, or ``None`` for anything else.
+
+    Common: eager CPU float32/float64 tensors, a bool mask ``(N, 1, *spatial)`` (channel-shared,
+    not broadcast over the batch), a direct convolution whose arguments the Modules store,
+    ``padding_valid=False``, no autocast. Every condition that the general path checks is
+    checked here too (as a condition for taking this path: anything unusual goes through
+    ``_partial_conv``'s validation, which raises the errors); the partial convolution is then
+    ``_shared_eager``, as the general path would run it. At small sizes the per-call Python
+    work is what a masked layer adds to a plain convolution, so it is kept short.
+    """
+    if padding_valid or type(x) is not Tensor or type(mask) is not Tensor or mask.dtype is not torch.bool:
+        return None
+    xs, ms, ws = x.shape, mask.shape, weight.shape
+    dt = x.dtype
+    if (
+        len(xs) != nd + 2
+        or len(ms) != nd + 2
+        or len(ws) != nd + 2
+        or ms[1] != 1
+        or ms[0] != xs[0]
+        or ms[2:] != xs[2:]
+        or xs[0] == 0
+        or (dt is not torch.float32 and dt is not torch.float64)
+        or type(weight) not in _PLAIN
+        or weight.dtype is not dt
+        or type(groups) is not int
+        or groups < 1
+        or xs[1] != ws[1] * groups
+        or ws[0] % groups
+        or not (x.is_cpu and mask.is_cpu and weight.is_cpu)
+        or x.layout is not torch.strided
+        or torch.is_autocast_enabled("cpu")
+    ):
+        return None
+    if bias is not None and (
+        type(bias) not in _PLAIN or bias.dtype is not dt or not bias.is_cpu or bias.shape != ws[:1]
+    ):
+        return None
+    if not fast_path():
+        return None
+    kernel = tuple(ws[2:])
+    try:
+        spec, pads = _cached_direct_spec(op, nd, kernel, stride, padding, dilation, groups)
+    except TypeError:  # unhashable arguments (lists): the general path
+        return None
+    if spec.pre_pad is not None:
+        return None
+    for n, (a, _), k, d in zip(xs[2:], pads, kernel, spec.dilation):
+        if n < 1 or n + 2 * a - d * (k - 1) - 1 < 0:
+            return None  # an empty input or output: the general path raises
+    return _shared_eager(x, mask, weight, bias, kernel, spec, dt)
+
+
 def _partial_conv(
     op: str,
     nd: int,
@@ -652,6 +778,9 @@ def _partial_conv(
     groups: int,
     padding_valid: bool,
 ) -> Masked:
+    quick = _quick(op, nd, x, mask, weight, bias, stride, padding, dilation, groups, padding_valid)
+    if quick is not None:
+        return quick
     x, m = prepare(op, x, mask, nd)
     x, weight, bias, autocast = _autocast(x, weight, bias)
     weight, bias = _check_params(op, nd, x, weight, bias, groups, transposed=False)
