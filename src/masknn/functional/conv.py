@@ -608,6 +608,16 @@ def _finish(
     return Masked(out, mask)
 
 
+_THNN_CONV2D: Any = torch._C._nn.thnn_conv2d  # type: ignore[attr-defined]
+
+
+@functools.lru_cache(maxsize=64)
+def _cpu_box(kernel: tuple[int, ...], dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """The ones kernel of the valid counts and the window size, on the CPU."""
+    ones = _cached_ones((1, 1, *kernel), dtype, torch.device("cpu"))
+    return ones, torch.tensor(float(math.prod(kernel)), dtype=dtype)
+
+
 def _shared_eager(
     x: Tensor,
     m: Tensor,
@@ -623,10 +633,14 @@ def _shared_eager(
     The same steps and kernels as the general path, with fewer Python calls: at small sizes the
     per-call cost is what the layer adds to a plain convolution.
     """
-    cnt = _box_eager(m.to(acc), kernel, spec)
+    ones, window = _cpu_box(kernel, acc)
+    if spec.nd == 2 and spec.dilation == (1, 1):  # ``_box_eager``'s kernel, called directly
+        cnt = _THNN_CONV2D(m.to(acc), ones, kernel, None, spec.stride, spec.padding)
+    else:
+        cnt = _box_eager(m.to(acc), kernel, spec)
     valid = cnt > 0
     # Zero counts clamped to 1: see ``_rescale``.
-    scale = torch.div(_cached_scalar(float(math.prod(kernel)), acc, x.device), cnt.clamp_min_(1))
+    scale = torch.div(window, cnt.clamp_min_(1))
     if scale.dtype != x.dtype:
         scale = scale.to(x.dtype)
     bits = mask_bits(m, x.dtype)
