@@ -483,7 +483,13 @@ class _PartialConvFn(torch.autograd.Function):
     backward: ``g = select(grad, valid) · scale`` (in place), the bias gradient
     ``Σ select(grad, valid)``, the weight gradient from ``g`` and the re-selected input
     (freed at once), the input gradient from ``g`` selected in place by the input mask.
-    With ``create_graph`` or a batched gradient: the composable path's backward.
+    Inputs of up to ``_ONE_CALL`` elements get both gradients from one
+    ``convolution_backward`` call (the re-selected input then lives until the input
+    gradient is computed: a few hundred kilobytes at most). With ``create_graph`` or a
+    batched gradient: the composable path's backward.
+
+    Only ``x``, the weight and the bias are autograd inputs; the mask, the rescale, the
+    output validity, the mask bits and the convolution's arguments travel in one ``_Aux``.
     """
 
     @staticmethod
