@@ -107,6 +107,7 @@ def _sum_mean_case(
     x = torch.randn(shape, generator=g)
     m = torch.rand(shape[0], 1, *shape[2:], generator=g) > 0.5
     me = m.expand(shape)
+    xn = torch.where(m, x, torch.tensor(float("nan")))  # raw data with NaN holes: the fallback
     xg = x.clone().requires_grad_(True)
 
     def mine(a: torch.Tensor) -> torch.Tensor:
@@ -122,6 +123,7 @@ def _sum_mean_case(
             f"masked_{name}": _infer(lambda: mine(x)),
             f"torch.masked.{name}": _infer(lambda: tm(x)),
             "composable": _composable(_infer(lambda: mine(x))),
+            "NaN at masked": _infer(lambda: mine(xn)),
         },
         repeats,
     )

@@ -13,16 +13,24 @@ sums and means accumulate in float32 and return the input's dtype.
 
 Every op is written with plain differentiable torch ops (``torch.compile`` with
 dynamic shapes, ``torch.export``, ONNX, ``torch.func`` and double backward all see
-them), except one eager-CPU fast kernel: the masked sum (hence the mean) selects and
-sums in cache-sized chunks (``masknn.functional._select.fast_path`` decides).
+them), except one eager-CPU fast kernel (``masknn.functional._select.fast_path`` decides):
+the masked sum (hence the mean). Where the mask is shared along dimensions next to the
+reduced ones (an ``(N, 1, H, W)`` mask over ``(2, 3)``, an ``(N, T, 1)`` mask over time),
+float32/float64 data is multiplied by the mask as a batched matrix-vector product (one
+read of the data, as ``x.sum``); a masked NaN or Inf, which a product cannot ignore
+(``0 * inf = NaN``), sends the whole sum back to the select. Elsewhere it selects and sums
+in cache-sized chunks. The product adds in another order than ``x.sum``: its results
+equal the select's within float rounding, not bit for bit.
 The mask is never expanded to the data's size: counts are taken on the mask as given
 and scaled by the sizes it broadcasts over.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -47,6 +55,8 @@ Dims = int | Sequence[int] | None
 
 _HALF = (torch.float16, torch.bfloat16)
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+#: Dtypes of the product path (half precision keeps the select: its sum accumulates in float32).
+_PRODUCT = (torch.float32, torch.float64)
 #: Elements per chunk of the fast masked sum (4 MB of float32): below that one chunk costs fewer
 #: ops; above, the selected copy of a chunk stays in the last-level cache.
 _CHUNK = 1 << 20
@@ -101,37 +111,114 @@ def _out_mask(valid: Tensor, like: Tensor) -> Tensor:
     return valid.expand(like.shape) if valid.shape != like.shape else valid
 
 
-class _SelectSum(torch.autograd.Function):
-    """``torch.where(m, x, 0).sum(dims, keepdim=True, dtype=dtype)`` on eager CPU, chunked.
+class _Plan(NamedTuple):
+    """How a masked sum runs as a batched product ``mask (P, 1, R) @ data (P, R, Q) -> (P, 1, Q)``.
 
-    The bitwise select writes one chunk of the batch at a time into a small buffer that
-    stays in cache and is summed at once: the data is read from memory once, as by a
-    plain ``sum``. The backward is ``select`` of the expanded gradient (itself
-    differentiable, so double backward works).
+    The data (contiguous) is split into three blocks of consecutive dimensions: ``P``
+    (any), ``R`` (reduced, read with the mask), ``Q`` (the mask is shared along them);
+    ``q_first`` when the blocks lie in the order ``P, Q, R`` (the data is then read as
+    ``(P, Q, R)`` transposed), else ``P, R, Q``. ``mask_shape`` is the mask expanded over
+    ``P`` and ``R`` (size 1 along ``Q``); ``out_shape`` the product's keepdim shape before
+    ``after``, the reduced dimensions of ``P`` and ``Q`` summed from the small product.
+    """
+
+    p: int
+    q: int
+    r: int
+    q_first: bool
+    mask_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    after: tuple[int, ...]
+
+
+#: The product path needs the mask shared along at least this many elements per row ...
+_MIN_Q = 2
+#: ... and rows of at least this many reduced elements (shorter rows: the chunked select).
+_MIN_R = 8
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(xs: tuple[int, ...], ms: tuple[int, ...], dims: tuple[int, ...]) -> _Plan | None:
+    """The cheapest product layout for ``sum(where(m, x, 0), dims)``, or None when none fits.
+
+    Shapes only (cached): the reduced block ``R`` must be reduced along every dimension
+    and the block ``Q`` next to it must have the mask shared (size 1) along every
+    dimension. The cost counted is what is written: the float mask ``P x R`` and the
+    product ``P x Q``.
+    """
+    nd = len(xs)
+    if len(ms) != nd or not dims:
+        return None
+    red = [i in dims or xs[i] == 1 for i in range(nd)]
+    one = [ms[i] == 1 for i in range(nd)]
+    best: tuple[int, _Plan] | None = None
+    for a in range(nd):
+        for b in range(a + 1, nd):
+            for q_first in (True, False):
+                q_dims = range(a, b) if q_first else range(b, nd)
+                r_dims = range(b, nd) if q_first else range(a, b)
+                if not all(one[i] for i in q_dims) or not all(red[i] for i in r_dims):
+                    continue
+                p, q, r = (
+                    math.prod(xs[:a]),
+                    math.prod(xs[i] for i in q_dims),
+                    math.prod(xs[i] for i in r_dims),
+                )
+                if q < _MIN_Q or r < _MIN_R:
+                    continue
+                cost = p * r + p * q
+                if best is not None and best[0] <= cost:
+                    continue
+                mask_shape = tuple(1 if i in q_dims else s for i, s in enumerate(xs))
+                out_shape = tuple(1 if i in r_dims else s for i, s in enumerate(xs))
+                after = tuple(d for d in dims if d not in r_dims and xs[d] != 1)
+                best = (cost, _Plan(p, q, r, q_first, mask_shape, out_shape, after))
+    return None if best is None else best[1]
+
+
+def _product_sum(x: Tensor, m: Tensor, plan: _Plan) -> Tensor | None:
+    """The masked sum as one batched matrix-vector product (reads ``x`` once, as ``x.sum``).
+
+    Each product is exact (``v * 1 = v``; ``v * 0 = ±0`` for finite ``v``), so masked
+    finite values never change a result; only a masked NaN/Inf can (``0 * inf = NaN``).
+    Returns None when any product is not finite: the caller then recomputes the whole
+    sum with the select (a valid NaN/Inf propagates there, a masked one never does).
+    """
+    mf = m.expand(plan.mask_shape).to(x.dtype).reshape(plan.p, 1, plan.r)
+    if plan.q_first:
+        xv = x.view(plan.p, plan.q, plan.r).transpose(1, 2)
+    else:
+        xv = x.view(plan.p, plan.r, plan.q)
+    out = torch.bmm(mf, xv)
+    if not bool(torch.isfinite(out).all()):
+        return None
+    out = out.view(plan.out_shape)
+    return out.sum(plan.after, keepdim=True) if plan.after else out
+
+
+class _SelectSum(torch.autograd.Function):
+    """``torch.where(m, x, 0).sum(dims, keepdim=True, dtype=dtype)`` on eager CPU.
+
+    When the mask is shared along some dimensions next to the reduced ones (an
+    ``(N, 1, H, W)`` mask summed over ``(2, 3)``; ``(N, T, 1)`` over ``1``) and the data
+    is float32/float64, contiguous and finite at masked positions, the sum is a batched
+    matrix-vector product with the mask as floats (``_product_sum``): one read of the
+    data. Otherwise the bitwise select writes one chunk of the batch at a time into a
+    small buffer that stays in cache and is summed at once. The backward is ``select``
+    of the expanded gradient (itself differentiable, so double backward works).
     """
 
     @staticmethod
-    def forward(x: Tensor, m: Tensor, dims: tuple[int, ...], dtype: torch.dtype) -> Tensor:
-        # Integer mask bits for the whole batch when they are small (fewer ops), else per chunk:
-        # a fresh multi-megabyte buffer costs more in page faults than the extra small ops.
-        shared = mask_bits(m, x.dtype) if m.numel() <= _CHUNK or m.shape[0] == 1 else None
-        itype = _BITS[x.dtype]
-        xr = x.resolve_neg()
-        n = int(x.shape[0])
-        row = max(1, x.numel() // max(n, 1))
-        step = max(1, _CHUNK // row)
-        out = torch.empty([1 if i in dims else int(s) for i, s in enumerate(x.shape)], dtype=dtype)
-        buf = torch.empty((min(step, n), *x.shape[1:]), dtype=x.dtype)
-        for i in range(0, n, step):
-            j = min(i + step, n)
-            part = buf[: j - i]
-            if shared is None:
-                b = mask_bits(m[i:j], x.dtype)
-            else:
-                b = shared if shared.shape[0] == 1 else shared[i:j]
-            torch.bitwise_and(xr[i:j].view(itype), b, out=part.view(itype))
-            torch.sum(part, dims, keepdim=True, dtype=dtype, out=out[i:j])
-        return out
+    def forward(
+        x: Tensor, m: Tensor, dims: tuple[int, ...], dtype: torch.dtype, plan: _Plan | None
+    ) -> Tensor:
+        if plan is not None:
+            got = _product_sum(x, m, plan)
+            if got is not None:
+                return got
+        if 0 in dims:  # the chunks run along dimension 0
+            return select(x, m).sum(dims, keepdim=True, dtype=dtype)
+        return _chunked_sum(x, m, dims, dtype)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
@@ -144,22 +231,49 @@ class _SelectSum(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         (m,) = ctx.saved_tensors
         g = grad.to(ctx.xdtype).expand(ctx.shape)
-        return select(g, m), None, None, None
+        return select(g, m), None, None, None, None
+
+
+def _chunked_sum(x: Tensor, m: Tensor, dims: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    """The bitwise select and sum, chunk by chunk along dimension 0 (not reduced)."""
+    # Integer mask bits for the whole batch when they are small (fewer ops), else per chunk:
+    # a fresh multi-megabyte buffer costs more in page faults than the extra small ops.
+    shared = mask_bits(m, x.dtype) if m.numel() <= _CHUNK or m.shape[0] == 1 else None
+    itype = _BITS[x.dtype]
+    xr = x.resolve_neg()
+    n = int(x.shape[0])
+    row = max(1, x.numel() // max(n, 1))
+    step = max(1, _CHUNK // row)
+    out = torch.empty([1 if i in dims else int(s) for i, s in enumerate(x.shape)], dtype=dtype)
+    buf = torch.empty((min(step, n), *x.shape[1:]), dtype=x.dtype)
+    for i in range(0, n, step):
+        j = min(i + step, n)
+        part = buf[: j - i]
+        if shared is None:
+            b = mask_bits(m[i:j], x.dtype)
+        else:
+            b = shared if shared.shape[0] == 1 else shared[i:j]
+        torch.bitwise_and(xr[i:j].view(itype), b, out=part.view(itype))
+        torch.sum(part, dims, keepdim=True, dtype=dtype, out=out[i:j])
+    return out
 
 
 def _select_sum(x: Tensor, m: Tensor, dims: tuple[int, ...], dtype: torch.dtype) -> Tensor:
     """``torch.where(m, x, 0).sum(dims, keepdim=True, dtype=dtype)``: exact, NaN-safe, composable."""
     if not dims:
         return select(x, m).to(dtype)
-    if (
-        fast_path(x, m)  # first: nothing below is evaluated under a tracer
-        and x.dtype in _FLOATS
-        and x.dim() >= 2
-        and 0 not in dims
-        and x.numel() > 0
-    ):
-        out: Tensor = _SelectSum.apply(x, m, dims, dtype)
-        return out
+    if fast_path(x, m) and x.dtype in _FLOATS and x.dim() >= 2 and x.numel() > 0:  # fast_path first
+        plan = None
+        if (
+            x.dtype == dtype
+            and dtype in _PRODUCT
+            and x.is_contiguous()
+            and not torch.is_autocast_enabled("cpu")
+        ):
+            plan = _plan(tuple(x.shape), tuple(m.shape), dims)
+        if plan is not None or 0 not in dims:
+            out: Tensor = _SelectSum.apply(x, m, dims, dtype, plan)
+            return out
     return select(x, m).sum(dims, keepdim=True, dtype=dtype)
 
 
@@ -176,6 +290,11 @@ def masked_sum(
     The result's dtype is ``torch.sum``'s: ``dtype`` when given, ``int64`` for integer
     or bool data (exact), else the data's (half precision accumulates in float32).
     Positions with no valid element are 0 with a False mask.
+
+    On eager CPU, float32/float64 data with a mask shared along dimensions next to the
+    reduced ones (e.g. ``(N, 1, H, W)`` over ``(2, 3)``) is summed as a matrix product
+    with the mask: equal to ``torch.where(mask, x, 0).sum(dim)`` within float rounding
+    (another order of additions), not bit for bit.
 
     Examples:
         >>> import torch
@@ -225,7 +344,8 @@ def masked_mean(
     """Mean of the valid elements along ``dim``; 0 (and mask False) where none is valid.
 
     Integer data needs a floating ``dtype`` (as ``torch.mean``); its sum is taken
-    exactly in int64 before the division. Half precision accumulates in float32.
+    exactly in int64 before the division. Half precision accumulates in float32. The sum
+    may run as a matrix product (see [`masked_sum`][masknn.functional.masked_sum]).
 
     Examples:
         >>> import torch
