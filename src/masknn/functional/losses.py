@@ -15,8 +15,11 @@ as ``F.mse_loss`` and the others do (CPU and CUDA autocast cast them to float32)
 Every loss is plain differentiable torch ops (``torch.compile``, ``torch.export``,
 ONNX, ``torch.func``, double backward). On eager CPU, the losses of the difference
 ``input - target`` (MSE, L1, smooth L1) run a fused node instead: the difference is
-selected in place and reduced in one pass, and its backward is one pass; a backward
-with ``create_graph=True`` re-runs the plain composite (so double backward works).
+selected in place and reduced in one pass. With ``reduction="sum"`` or ``"mean"`` that
+pass also leaves the gradient for a unit cotangent (``f'(d)``, computed while each chunk
+is in cache), so the backward of ``loss.backward()`` makes no pass over the data (one
+multiplication for another cotangent); with ``"none"`` the backward is one pass. A
+backward with ``create_graph=True`` re-runs the plain composite (so double backward works).
 """
 
 from __future__ import annotations
@@ -164,14 +167,53 @@ def _chunks(n: int, numel: int) -> list[tuple[int, int]]:
     return [(i, min(i + step, n)) for i in range(0, n, step)]
 
 
+def _grad_factors(
+    kind: str, beta: float, count: int, reduction: str, dtype: torch.dtype
+) -> tuple[float, float]:
+    """(divisor, multiplier) that turn ``d``, ``sign(d)`` or ``clamp(d, -β, β)`` into d loss / d input
+    for a unit cotangent: ``2 / count`` for the mean squared error, ``1 / (β count)`` for smooth L1
+    (the divisor β kept apart only where ``1 / β`` overflows ``dtype``)."""
+    div, mul = 1.0, 1.0 / max(count, 1) if reduction == "mean" else 1.0
+    if kind == "mse":
+        mul *= 2.0
+    elif kind == "smooth_l1" and beta > 0:
+        if mul / beta <= torch.finfo(dtype).max:
+            mul /= beta
+        else:
+            div = beta
+    return div, mul
+
+
+def _derivative_(kind: str, d: Tensor, beta: float, factors: tuple[float, float]) -> None:
+    """In place: the selected difference ``d`` becomes the unit gradient ``f'(d)`` (0 stays 0)."""
+    if kind == "l1" or (kind == "smooth_l1" and beta == 0):
+        torch.sign(d, out=d)
+    elif kind == "smooth_l1":
+        torch.clamp(d, -beta, beta, out=d)
+    div, mul = factors
+    if div != 1.0:
+        d.div_(div)
+    if mul != 1.0:
+        d.mul_(mul)
+
+
 def _fused_elem_sum(
-    kind: str, x: Tensor, t: Tensor, valid: Tensor, beta: float, keep: Tensor | None
+    kind: str,
+    x: Tensor,
+    t: Tensor,
+    valid: Tensor,
+    beta: float,
+    keep: Tensor | None,
+    factors: tuple[float, float] = (1.0, 1.0),
 ) -> Tensor:
     """Sum over the batch of the selected per-element loss, chunk by chunk along dim 0.
 
-    The mask bits are made per chunk (no full-size integer mask) and ``keep`` (the
-    full-size buffer for ``d``, or None) receives the selected difference when the
-    backward needs it; otherwise one small buffer is reused.
+    The mask bits are made per chunk (no full-size integer mask). When the backward
+    needs it, ``keep`` (full size) receives the gradient of the loss for a unit cotangent,
+    computed while each chunk is in cache: ``f'(d)`` (``2d``, ``sign(d)``,
+    ``clamp(d, -β, β) / β``; ``factors`` from ``_grad_factors``, the mean's ``1 / count``
+    folded in), exactly 0 at masked elements (``f'(0) = 0``). Otherwise one small buffer
+    is reused.
     """
     parts: list[Tensor] = []
     n = int(x.shape[0])
@@ -199,6 +241,8 @@ def _fused_elem_sum(
         else:
             zeros = torch.zeros((), dtype=d.dtype).expand(flat.shape)
             parts.append(F.smooth_l1_loss(flat, zeros, reduction="sum", beta=beta))
+        if keep is not None:  # d -> the gradient for a unit cotangent, in place while in cache
+            _derivative_(kind, d, beta, factors)
     return parts[0] if len(parts) == 1 else torch.stack(parts).sum()
 
 
@@ -206,10 +250,15 @@ class _FusedLoss(torch.autograd.Function):
     """Eager-CPU fused masked loss (MSE, L1, smooth L1 of ``d = x - t``; BCE with logits).
 
     Forward: the loss of each chunk of the batch is computed, selected in place (bitwise)
-    and reduced while it is in cache. Backward: one or two passes writing the gradient,
-    selected again when the cotangent is per element (``reduction="none"``), so a NaN or
-    Inf cotangent at a masked element reaches nothing. With ``create_graph=True`` the
-    backward re-runs the plain composite (``differentiable_backward``).
+    and reduced while it is in cache. For the reductions ``"sum"`` and ``"mean"`` the
+    forward also turns each chunk of ``d``, still in cache, into the gradient for a unit
+    cotangent (``f'(d)``, the mean's ``1 / count`` folded in). The first backward then
+    hands that buffer out (multiplied in place by the cotangent unless it is 1): no pass
+    at all for ``loss.backward()``. A later backward of the same graph
+    (``retain_graph=True``) recomputes it from the saved inputs. For ``reduction="none"``
+    the backward is one pass over the saved selected difference, selected again (a NaN
+    or Inf cotangent at a masked element reaches nothing). With ``create_graph=True``
+    the backward re-runs the plain composite (``differentiable_backward``).
     """
 
     @staticmethod
@@ -217,6 +266,7 @@ class _FusedLoss(torch.autograd.Function):
         ctx: Any, x: Tensor, t: Tensor, valid: Tensor, kind: str, beta: float, reduction: str
     ) -> Tensor:
         ctx.args = (kind, beta, reduction)
+        ctx.unit = None
         need = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         if reduction == "none":
             bits = mask_bits(valid, x.dtype)
@@ -227,14 +277,18 @@ class _FusedLoss(torch.autograd.Function):
             d = _select_(torch.sub(x, t), bits)
             ctx.save_for_backward(x, t, valid, d)
             return _elem_of_diff(kind, d, beta)
-        keep = torch.empty(x.shape, dtype=x.dtype) if need and kind != "bce" else None
-        total = _fused_elem_sum(kind, x, t, valid, beta, keep)
-        if keep is not None:
-            ctx.save_for_backward(x, t, valid, keep)
-        else:
-            ctx.save_for_backward(x, t, valid)
+        count = _count(valid, x.numel())
+        keep, factors = None, (1.0, 1.0)
+        if need and kind != "bce":
+            keep = torch.empty(x.shape, dtype=x.dtype)
+            factors = _grad_factors(kind, beta, int(count), reduction, x.dtype)
+        total = _fused_elem_sum(kind, x, t, valid, beta, keep, factors)
+        # The unit gradient is an attribute, not a saved tensor: the first backward hands it out
+        # (and may scale it in place); autograd's version check would then refuse a second one.
+        ctx.unit = keep
+        ctx.save_for_backward(x, t, valid)
         if reduction == "mean":
-            total = total / _count(valid, x.numel()).clamp_min(1).to(x.dtype)
+            total = total / count.clamp_min(1).to(x.dtype)
         return total
 
     @staticmethod
@@ -250,6 +304,18 @@ class _FusedLoss(torch.autograd.Function):
 
             gx, gt = differentiable_backward(composite, (x, t), (grad,), (need_x, need_t))
             return gx, gt, None, None, None, None
+        if reduction != "none" and kind != "bce":
+            gd = ctx.unit
+            ctx.unit = None  # handed out once
+            if gd is None:  # a second backward (retain_graph=True): the same, recomputed
+                gd = torch.empty(x.shape, dtype=x.dtype)
+                factors = _grad_factors(kind, beta, int(_count(valid, x.numel())), reduction, x.dtype)
+                _fused_elem_sum(kind, x, t, valid, beta, gd, factors)
+            if bool(grad != 1):
+                gd.mul_(grad)  # a finite cotangent keeps the exact zeros at masked elements
+            if not need_x:
+                return None, gd.neg_(), None, None, None, None
+            return gd, (gd.neg() if need_t else None), None, None, None, None
         if reduction == "mean":
             grad = grad / _count(valid, x.numel()).clamp_min(1).to(grad.dtype)
         if kind == "bce":  # d loss / dx = (sigmoid(x) - t) * grad ; d loss / dt = -x * grad
@@ -258,15 +324,14 @@ class _FusedLoss(torch.autograd.Function):
             gt = _select_(torch.mul(x, grad).neg_(), bits) if need_t else None
             return gx, gt, None, None, None, None
         d = saved[3]
-        # f'(d) * grad: exactly 0 where d is 0 (masked) for a finite grad.
+        # f'(d) * grad, selected: a NaN/Inf cotangent at a masked element reaches no gradient.
         if kind == "mse":
             gd = d * (grad * 2.0)
         elif kind == "smooth_l1" and beta > 0:  # clamp(d, -beta, beta) / beta: d / beta or sign(d)
             gd = torch.clamp(d, -beta, beta).mul_(grad / beta)
         else:
             gd = torch.sign(d).mul_(grad)
-        if reduction == "none":  # a NaN/Inf cotangent at a masked element reaches no gradient
-            _select_(gd, mask_bits(valid, x.dtype))
+        _select_(gd, mask_bits(valid, x.dtype))
         return (gd if need_x else None), (gd.neg() if need_t else None), None, None, None, None
 
 
