@@ -56,17 +56,17 @@ def test_plan_refuses_other_layouts(xs: tuple[int, ...], ms: tuple[int, ...], di
     assert R._plan(xs, ms, dims) is None
 
 
-def _spy(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """Record each call of the product: True when it gave a result, False when it fell back."""
-    calls: list[bool] = []
-    real = R._product_sum
+def _spy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the calls of the product ("product") and of the chunked select ("select")."""
+    calls: list[str] = []
+    for name, tag in (("_product_sum", "product"), ("_chunked_sum", "select")):
+        real = getattr(R, name)
 
-    def spy(*args: object) -> torch.Tensor | None:
-        got = real(*args)  # type: ignore[arg-type]
-        calls.append(got is not None)
-        return got
+        def spy(*args: object, real: object = real, tag: str = tag) -> torch.Tensor:
+            calls.append(tag)
+            return real(*args)  # type: ignore[operator,no-any-return]
 
-    monkeypatch.setattr(R, "_product_sum", spy)
+        monkeypatch.setattr(R, name, spy)
     return calls
 
 
@@ -86,7 +86,7 @@ def test_product_equals_the_select_path(
             want = op(x, m, dims)
         torch.testing.assert_close(got.data, want.data, rtol=1e-12, atol=1e-12)
         assert torch.equal(got.mask, want.mask)
-    assert calls == [True, True]
+    assert calls == ["product", "product"]
 
 
 def test_fully_masked_rows_are_plus_zero() -> None:
@@ -100,15 +100,21 @@ def test_fully_masked_rows_are_plus_zero() -> None:
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
-def test_a_masked_nan_or_inf_falls_back_to_the_select(monkeypatch: pytest.MonkeyPatch, bad: float) -> None:
+@pytest.mark.parametrize("where", [0, 5])
+def test_a_masked_nan_or_inf_falls_back_to_the_select(
+    monkeypatch: pytest.MonkeyPatch, bad: float, where: int
+) -> None:
+    """A masked NaN/Inf in the first eighth of the batch: the select from the start; later:
+    the product's result for the samples before it, the select's from its part on."""
     calls = _spy(monkeypatch)
-    x = torch.randn(2, 3, 4, 4)
-    m = torch.rand(2, 1, 4, 4) > 0.5
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(16, 3, 4, 4, generator=g)
+    m = torch.rand(16, 1, 4, 4, generator=g) > 0.5
     m[:, :, 0, 0] = True
-    m[0, :, 1, 1] = False
-    x[0, 1, 1, 1] = bad  # one masked value
+    m[where, :, 1, 1] = False
+    x[where, 1, 1, 1] = bad  # one masked value
     r = masked_sum(x, m, (2, 3))
-    assert calls == [False]
+    assert calls == ["product", "select"]
     torch.testing.assert_close(r.data, torch.where(m, x, 0.0).sum((2, 3)))
     assert bool(torch.isfinite(r.data).all())
 
@@ -135,7 +141,7 @@ def test_half_precision_keeps_the_float32_select(monkeypatch: pytest.MonkeyPatch
         want = torch.where(m, x.float(), 0.0).sum((2, 3)) / m.sum((1, 2, 3)).clamp_min(1).unsqueeze(1) / 1.0
         assert r.data.dtype == dtype
         torch.testing.assert_close(r.data, want.to(dtype))
-    assert calls == []
+    assert "product" not in calls and calls
 
 
 def test_autocast_keeps_float32_accumulation() -> None:

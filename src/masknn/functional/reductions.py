@@ -176,24 +176,46 @@ def _plan(xs: tuple[int, ...], ms: tuple[int, ...], dims: tuple[int, ...]) -> _P
     return None if best is None else best[1]
 
 
-def _product_sum(x: Tensor, m: Tensor, plan: _Plan) -> Tensor | None:
-    """The masked sum as one batched matrix-vector product (reads ``x`` once, as ``x.sum``).
+#: The product path first multiplies this fraction of the batch ``P``: a masked NaN/Inf found
+#: there sends everything to the select at the cost of this fraction of a product.
+_PROBE = 8
+
+
+def _finite(t: Tensor) -> bool:
+    """Whether every element of the (small) ``t`` is finite: its sum is (an overflow of finite
+    values says no too, and only costs the fallback)."""
+    return math.isfinite(float(t.sum()))
+
+
+def _product_sum(x: Tensor, m: Tensor, plan: _Plan, dtype: torch.dtype) -> Tensor:
+    """The masked sum as a batched matrix-vector product (reads ``x`` once, as ``x.sum``).
 
     Each product is exact (``v * 1 = v``; ``v * 0 = ±0`` for finite ``v``), so masked
     finite values never change a result; only a masked NaN/Inf can (``0 * inf = NaN``).
-    Returns None when any product is not finite: the caller then recomputes the whole
-    sum with the select (a valid NaN/Inf propagates there, a masked one never does).
+    The product runs on the first ``1 / _PROBE`` of the batch, then on the rest; from
+    the first part whose result is not finite on, the sum is the select's (chunked): a
+    valid NaN/Inf propagates there, a masked one never does. Data with NaN holes thus
+    costs the select plus a fraction of a product.
     """
-    mf = m.expand(plan.mask_shape).to(x.dtype).reshape(plan.p, 1, plan.r)
-    if plan.q_first:
-        xv = x.view(plan.p, plan.q, plan.r).transpose(1, 2)
-    else:
-        xv = x.view(plan.p, plan.r, plan.q)
-    out = torch.bmm(mf, xv)
-    if not bool(torch.isfinite(out).all()):
-        return None
-    out = out.view(plan.out_shape)
-    return out.sum(plan.after, keepdim=True) if plan.after else out
+    p, q, r = plan.p, plan.q, plan.r
+    mb = m.expand(plan.mask_shape).reshape(p, 1, r)
+    mf = mb.to(x.dtype)
+    if plan.q_first:  # x (P, Q, R): the product reads it transposed, the select as it is
+        x3, m3, red = x.view(p, q, r), mb, 2
+        xv = x3.transpose(1, 2)
+    else:  # x (P, R, Q)
+        x3, m3, red = x.view(p, r, q), mb.view(p, r, 1), 1
+        xv = x3
+    out = torch.empty((p, 1, q), dtype=dtype)
+    first = max(1, p // _PROBE)
+    for i, j in ((0, first), (first, p)) if first < p else ((0, p),):
+        part = out[i:j]
+        torch.bmm(mf[i:j], xv[i:j], out=part)
+        if not _finite(part):
+            out[i:] = _chunked_sum(x3[i:], m3[i:], (red,), dtype).view(p - i, 1, q)
+            break
+    res = out.view(plan.out_shape)
+    return res.sum(plan.after, keepdim=True) if plan.after else res
 
 
 class _SelectSum(torch.autograd.Function):
@@ -213,9 +235,7 @@ class _SelectSum(torch.autograd.Function):
         x: Tensor, m: Tensor, dims: tuple[int, ...], dtype: torch.dtype, plan: _Plan | None
     ) -> Tensor:
         if plan is not None:
-            got = _product_sum(x, m, plan)
-            if got is not None:
-                return got
+            return _product_sum(x, m, plan, dtype)
         if 0 in dims:  # the chunks run along dimension 0
             return select(x, m).sum(dims, keepdim=True, dtype=dtype)
         return _chunked_sum(x, m, dims, dtype)
