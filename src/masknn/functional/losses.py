@@ -152,8 +152,10 @@ def _loss_composite(
     return _reduce(elem, valid, reduction)
 
 
-#: Elements per chunk of the fused losses (512 KB of float32): each chunk's temporaries stay in L2.
-_CHUNK = 1 << 17
+#: Elements per chunk of the fused losses (2 MB of float32): a chunk's buffers stay in the
+#: last-level cache, and fewer chunks cost fewer small ops. Measured against 1 << 17 .. 1 << 20
+#: on (16, 3, 256, 256) and (64, 3, 64, 64), training and inference (RESULTS.md, round 3).
+_CHUNK = 1 << 19
 
 
 def _select_(t: Tensor, bits: Tensor) -> Tensor:
@@ -184,17 +186,13 @@ def _grad_factors(
     return div, mul
 
 
-def _derivative_(kind: str, d: Tensor, beta: float, factors: tuple[float, float]) -> None:
-    """In place: the selected difference ``d`` becomes the unit gradient ``f'(d)`` (0 stays 0)."""
-    if kind == "l1" or (kind == "smooth_l1" and beta == 0):
-        torch.sign(d, out=d)
-    elif kind == "smooth_l1":
-        torch.clamp(d, -beta, beta, out=d)
+def _scale_(g: Tensor, factors: tuple[float, float]) -> None:
+    """In place: ``g / divisor * multiplier`` (0 stays 0)."""
     div, mul = factors
     if div != 1.0:
-        d.div_(div)
+        g.div_(div)
     if mul != 1.0:
-        d.mul_(mul)
+        g.mul_(mul)
 
 
 def _fused_elem_sum(
@@ -208,17 +206,24 @@ def _fused_elem_sum(
 ) -> Tensor:
     """Sum over the batch of the selected per-element loss, chunk by chunk along dim 0.
 
-    The mask bits are made per chunk (no full-size integer mask). When the backward
-    needs it, ``keep`` (full size) receives the gradient of the loss for a unit cotangent,
-    computed while each chunk is in cache: ``f'(d)`` (``2d``, ``sign(d)``,
-    ``clamp(d, -β, β) / β``; ``factors`` from ``_grad_factors``, the mean's ``1 / count``
-    folded in), exactly 0 at masked elements (``f'(0) = 0``). Otherwise one small buffer
-    is reused.
+    Per chunk (in cache): ``d = x - t`` selected in place (mask bits per chunk, no
+    full-size integer mask), then the loss: ``d·d`` (MSE), ``Σ|d|`` (L1), the smooth L1
+    sum. When the backward needs it, ``f'(d)`` (``d``, ``s = sign(d)``, ``clamp(d, -β, β)``)
+    is written into ``keep`` (full size) and scaled by ``factors`` (from ``_grad_factors``:
+    the gradient for a unit cotangent, the mean's ``1 / count`` folded in), exactly 0 at
+    masked elements (``f'(0) = 0``); the L1 sum is then ``s·d`` (one read instead of an
+    ``abs`` and a sum). Otherwise one small buffer is reused.
+
+    Measured per 768 KB chunk in L2 (``benchmarks/RESULTS.md``, round 3): the smooth L1
+    sum (one fused kernel) beats ``clamp`` + two dot products; ``sign`` + a dot beats
+    ``abs().sum()`` only when the sign is needed anyway.
     """
-    parts: list[Tensor] = []
     n = int(x.shape[0])
     ranges = _chunks(n, x.numel())
-    buf = None if keep is not None else torch.empty((ranges[0][1], *x.shape[1:]), dtype=x.dtype)
+    shape = (ranges[0][1], *x.shape[1:])
+    parts: list[Tensor] = []
+    buf = None if kind == "bce" or keep is not None else torch.empty(shape, dtype=x.dtype)
+    aux = torch.empty(shape, dtype=x.dtype) if keep is not None and kind in ("l1", "smooth_l1") else None
     # Integer mask bits for the whole batch when they are small (fewer ops), else per chunk:
     # a fresh multi-megabyte buffer costs more in page faults than the extra small ops.
     shared = mask_bits(valid, x.dtype) if valid.numel() <= _CHUNK or valid.shape[0] == 1 else None
@@ -231,18 +236,28 @@ def _fused_elem_sum(
             e = _select_(F.binary_cross_entropy_with_logits(x[i:j], t[i:j], reduction="none"), b)
             parts.append(e.sum())
             continue
-        d = keep[i:j] if keep is not None else buf[: j - i]  # type: ignore[index]
+        # d in ``keep`` for MSE (its own derivative), else in a small buffer
+        if keep is None:
+            d = buf[: j - i]  # type: ignore[index]
+        else:
+            d = keep[i:j] if kind == "mse" else aux[: j - i]  # type: ignore[index]
         _select_(torch.sub(x[i:j], t[i:j], out=d), b)
-        flat = d.reshape(-1)
+        flat = d.view(-1)
         if kind == "mse":
             parts.append(torch.dot(flat, flat))
-        elif kind == "l1":
-            parts.append(flat.abs().sum())
+        elif kind == "l1" or beta == 0:
+            if keep is None:
+                parts.append(flat.abs().sum())
+            else:
+                torch.sign(d, out=keep[i:j])
+                parts.append(torch.dot(keep[i:j].view(-1), flat))  # s·d = Σ|d|
         else:
             zeros = torch.zeros((), dtype=d.dtype).expand(flat.shape)
             parts.append(F.smooth_l1_loss(flat, zeros, reduction="sum", beta=beta))
-        if keep is not None:  # d -> the gradient for a unit cotangent, in place while in cache
-            _derivative_(kind, d, beta, factors)
+            if keep is not None:
+                torch.clamp(d, -beta, beta, out=keep[i:j])
+        if keep is not None:
+            _scale_(keep[i:j], factors)
     return parts[0] if len(parts) == 1 else torch.stack(parts).sum()
 
 
