@@ -239,3 +239,36 @@ def test_fused_backward_equals_the_composable_path(
         torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-300)
         assert bool(torch.isfinite(g).all())
         assert bool((g.masked_select(~m.expand(g.shape)) == 0).all())
+
+
+@pytest.mark.parametrize("kind", list(ELEMENTWISE))
+@pytest.mark.parametrize("per_element_mask", [False, True])
+def test_fused_losses_over_several_chunks_equal_the_composable_path(
+    kind: str, per_element_mask: bool
+) -> None:
+    """Inputs larger than one chunk of the fused node (2 chunks; mask bits per chunk for the
+    per-element mask, shared for the (N, 1, H, W) one): loss and gradients as the composite."""
+    from masknn.functional import losses as L
+    from masknn.functional._select import composable_only
+
+    op, _ = ELEMENTWISE[kind]
+    g = torch.Generator().manual_seed(3)
+    shape = (3, 2, 300, 300)
+    assert len(L._chunks(shape[0], math.prod(shape))) == 2
+    x = torch.randn(shape, generator=g)
+    t = (torch.rand(shape, generator=g) > 0.5).float() if kind == "bce" else torch.randn(shape, generator=g)
+    m = torch.rand((3, 2 if per_element_mask else 1, 300, 300), generator=g) > 0.3
+    assert (m.numel() > L._CHUNK) == per_element_mask
+    x = torch.where(m, x, math.nan)
+    for reduction in ("sum", "mean"):
+        results = []
+        for composable in (False, True):
+            xa = x.clone().requires_grad_(True)
+            with composable_only() if composable else torch.enable_grad():
+                out = op(xa, t, m, reduction)
+                (gx,) = torch.autograd.grad(out, xa)
+            results.append((out.detach(), gx))
+        (a, ga), (b, gb) = results
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(ga, gb, rtol=1e-5, atol=1e-9)
+        assert bool(torch.isfinite(ga).all())
