@@ -17,10 +17,11 @@ them), except one eager-CPU fast kernel (``masknn.functional._select.fast_path``
 the masked sum (hence the mean). Where the mask is shared along dimensions next to the
 reduced ones (an ``(N, 1, H, W)`` mask over ``(2, 3)``, an ``(N, T, 1)`` mask over time),
 float32/float64 data is multiplied by the mask as a batched matrix-vector product (one
-read of the data, as ``x.sum``); a masked NaN or Inf, which a product cannot ignore
-(``0 * inf = NaN``), sends the whole sum back to the select. Elsewhere it selects and sums
-in cache-sized chunks. The product adds in another order than ``x.sum``: its results
-equal the select's within float rounding, not bit for bit.
+read of the data, as ``x.sum``); where a masked NaN or Inf, which a product cannot ignore
+(``0 * inf = NaN``), makes a chunk's result non-finite, the same product runs on the
+selected chunk (so a valid result never depends on masked values, bit for bit). Elsewhere
+it selects and sums in cache-sized chunks. The product adds in another order than
+``x.sum``: its results equal the select's within float rounding, not bit for bit.
 The mask is never expanded to the data's size: counts are taken on the mask as given
 and scaled by the sizes it broadcasts over.
 """
@@ -176,44 +177,73 @@ def _plan(xs: tuple[int, ...], ms: tuple[int, ...], dims: tuple[int, ...]) -> _P
     return None if best is None else best[1]
 
 
-#: The product path first multiplies this fraction of the batch ``P``: a masked NaN/Inf found
-#: there sends everything to the select at the cost of this fraction of a product.
-_PROBE = 8
-
-
 def _finite(t: Tensor) -> bool:
     """Whether every element of the (small) ``t`` is finite: its sum is (an overflow of finite
     values says no too, and only costs the fallback)."""
     return math.isfinite(float(t.sum()))
 
 
+def _aligned_like(t: Tensor, base: Tensor) -> Tensor:
+    """A contiguous view into ``base`` shaped like ``t`` whose address is ``t``'s modulo 64 bytes.
+
+    MKL's matrix products choose their vector loop by the operands' alignment, and so their
+    order of additions: the same product on a buffer aligned otherwise can round differently.
+    """
+    size = t.element_size()
+    off = ((t.data_ptr() - base.data_ptr()) % 64) // size
+    return base[off : off + t.numel()].view(t.shape)
+
+
 def _product_sum(x: Tensor, m: Tensor, plan: _Plan, dtype: torch.dtype) -> Tensor:
-    """The masked sum as a batched matrix-vector product (reads ``x`` once, as ``x.sum``).
+    """The masked sum as batched matrix-vector products (reads ``x`` once, as ``x.sum``).
 
     Each product is exact (``v * 1 = v``; ``v * 0 = ±0`` for finite ``v``), so masked
     finite values never change a result; only a masked NaN/Inf can (``0 * inf = NaN``).
-    The product runs on the first ``1 / _PROBE`` of the batch, then on the rest; from
-    the first part whose result is not finite on, the sum is the select's (chunked): a
-    valid NaN/Inf propagates there, a masked one never does. Data with NaN holes thus
-    costs the select plus a fraction of a product.
+    The batch ``P`` runs in chunks (their bounds depend on the shapes only). A chunk whose
+    result is not finite is recomputed by the same product on its selected copy (masked
+    values exactly 0: a valid NaN/Inf propagates, a masked one never does), in a buffer
+    aligned as the chunk, so that the result at a valid output is bit for bit the same
+    whatever the masked values hold (the leakage contract). If the first chunk is not
+    finite, every chunk is selected first (data with NaN holes: one select pass, in cache,
+    and the product), otherwise the others are checked once at the end.
     """
     p, q, r = plan.p, plan.q, plan.r
     mb = m.expand(plan.mask_shape).reshape(p, 1, r)
     mf = mb.to(x.dtype)
-    if plan.q_first:  # x (P, Q, R): the product reads it transposed, the select as it is
-        x3, m3, red = x.view(p, q, r), mb, 2
-        xv = x3.transpose(1, 2)
+    if plan.q_first:  # x (P, Q, R): the product reads it transposed
+        x3, m3 = x.view(p, q, r), mb
     else:  # x (P, R, Q)
-        x3, m3, red = x.view(p, r, q), mb.view(p, r, 1), 1
-        xv = x3
+        x3, m3 = x.view(p, r, q), mb.view(p, r, 1)
     out = torch.empty((p, 1, q), dtype=dtype)
-    first = max(1, p // _PROBE)
-    for i, j in ((0, first), (first, p)) if first < p else ((0, p),):
-        part = out[i:j]
-        torch.bmm(mf[i:j], xv[i:j], out=part)
-        if not _finite(part):
-            out[i:] = _chunked_sum(x3[i:], m3[i:], (red,), dtype).view(p - i, 1, q)
-            break
+    step = max(1, _CHUNK // max(1, q * r))
+    ranges = [(i, min(i + step, p)) for i in range(0, p, step)]
+    itype = _BITS[x.dtype]
+    base: list[Tensor] = []
+
+    def run(i: int, j: int, selected: bool) -> None:
+        src = x3[i:j]
+        if selected:
+            if not base:
+                base.append(torch.empty(min(step, p) * q * r + 64 // x.element_size(), dtype=x.dtype))
+            buf = _aligned_like(src, base[0])
+            bits = mask_bits(m3[i:j], x.dtype)
+            torch.bitwise_and(src.resolve_neg().view(itype), bits, out=buf.view(itype))
+            src = buf
+        torch.bmm(mf[i:j], src.transpose(1, 2) if plan.q_first else src, out=out[i:j])
+
+    run(*ranges[0], selected=False)
+    if not _finite(out[: ranges[0][1]]):
+        for i, j in ranges:
+            run(i, j, selected=True)
+    elif len(ranges) > 1:
+        for i, j in ranges[1:]:
+            run(i, j, selected=False)
+        rest = out[ranges[1][0] :]
+        if not _finite(rest):
+            bad = (~torch.isfinite(out.view(p, q)).all(1)).tolist()
+            for i, j in ranges[1:]:
+                if any(bad[i:j]):
+                    run(i, j, selected=True)
     res = out.view(plan.out_shape)
     return res.sum(plan.after, keepdim=True) if plan.after else res
 
@@ -223,11 +253,11 @@ class _SelectSum(torch.autograd.Function):
 
     When the mask is shared along some dimensions next to the reduced ones (an
     ``(N, 1, H, W)`` mask summed over ``(2, 3)``; ``(N, T, 1)`` over ``1``) and the data
-    is float32/float64, contiguous and finite at masked positions, the sum is a batched
-    matrix-vector product with the mask as floats (``_product_sum``): one read of the
-    data. Otherwise the bitwise select writes one chunk of the batch at a time into a
-    small buffer that stays in cache and is summed at once. The backward is ``select``
-    of the expanded gradient (itself differentiable, so double backward works).
+    is float32/float64 and contiguous, the sum is a batched matrix-vector product with the
+    mask as floats (``_product_sum``): one read of the data. Otherwise the bitwise select
+    writes one chunk of the batch at a time into a small buffer that stays in cache and
+    is summed at once. The backward is ``select`` of the expanded gradient (itself
+    differentiable, so double backward works).
     """
 
     @staticmethod
