@@ -107,7 +107,7 @@ def test_a_masked_nan_or_inf_recomputes_on_the_selected_data(
 ) -> None:
     """A masked NaN/Inf in the first chunk: every chunk selected first; later: only its chunk
     recomputed. Either way the result equals, bit for bit, the one with a finite value there."""
-    monkeypatch.setattr(R, "_CHUNK", 3 * 4 * 4)  # one sample per chunk
+    monkeypatch.setattr(R, "_PRODUCT_CHUNK", 3 * 4 * 4)  # one sample per chunk
     g = torch.Generator().manual_seed(2)
     x = torch.randn(16, 3, 4, 4, generator=g)
     m = torch.rand(16, 1, 4, 4, generator=g) > 0.5
@@ -251,8 +251,8 @@ def test_leakage_contract_bit_for_bit(
         k = int(rng.integers(flat.numel()))
         if bool(mflat[k]):
             flat[k] = math.inf if k % 2 else math.nan
-    before = R._CHUNK
-    R._CHUNK = math.prod(xs[1:]) if small_chunks else before  # one sample per chunk, or one chunk
+    before = R._PRODUCT_CHUNK
+    R._PRODUCT_CHUNK = math.prod(xs[1:]) if small_chunks else before  # one sample per chunk, or one chunk
     try:
         for op in (masked_sum, masked_mean):
             assert_no_leakage(
@@ -263,4 +263,4 @@ def test_leakage_contract_bit_for_bit(
                 check_fully_masked=not valid_bad and 0 not in dims,
             )
     finally:
-        R._CHUNK = before
+        R._PRODUCT_CHUNK = before

@@ -132,6 +132,9 @@ class _Plan(NamedTuple):
     after: tuple[int, ...]
 
 
+#: Elements per chunk of the product path (1 MB of float32): a chunk with a masked NaN/Inf is
+#: selected into a buffer that stays in L2, and a NaN in the first chunk wastes little.
+_PRODUCT_CHUNK = 1 << 18
 #: The product path needs the mask shared along at least this many elements per row ...
 _MIN_Q = 2
 #: ... and rows of at least this many reduced elements (shorter rows: the chunked select).
@@ -215,7 +218,7 @@ def _product_sum(x: Tensor, m: Tensor, plan: _Plan, dtype: torch.dtype) -> Tenso
     else:  # x (P, R, Q)
         x3, m3 = x.view(p, r, q), mb.view(p, r, 1)
     out = torch.empty((p, 1, q), dtype=dtype)
-    step = max(1, _CHUNK // max(1, q * r))
+    step = max(1, _PRODUCT_CHUNK // max(1, q * r))
     ranges = [(i, min(i + step, p)) for i in range(0, p, step)]
     itype = _BITS[x.dtype]
     base: list[Tensor] = []
