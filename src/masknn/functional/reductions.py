@@ -221,16 +221,18 @@ def _product_sum(x: Tensor, m: Tensor, plan: _Plan, dtype: torch.dtype) -> Tenso
     step = max(1, _PRODUCT_CHUNK // max(1, q * r))
     ranges = [(i, min(i + step, p)) for i in range(0, p, step)]
     itype = _BITS[x.dtype]
-    base: list[Tensor] = []
+    sel: list[Tensor] = []  # made once, when a chunk needs the select: buffer, bits, integer view
 
     def run(i: int, j: int, selected: bool) -> None:
         src = x3[i:j]
         if selected:
-            if not base:
-                base.append(torch.empty(min(step, p) * q * r + 64 // x.element_size(), dtype=x.dtype))
-            buf = _aligned_like(src, base[0])
-            bits = mask_bits(m3[i:j], x.dtype)
-            torch.bitwise_and(src.resolve_neg().view(itype), bits, out=buf.view(itype))
+            if not sel:
+                size = min(step, p) * q * r + 64 // x.element_size()
+                sel.extend(
+                    (torch.empty(size, dtype=x.dtype), mask_bits(m3, x.dtype), x3.resolve_neg().view(itype))
+                )
+            buf = _aligned_like(src, sel[0])
+            torch.bitwise_and(sel[2][i:j], sel[1][i:j], out=buf.view(itype))
             src = buf
         torch.bmm(mf[i:j], src.transpose(1, 2) if plan.q_first else src, out=out[i:j])
 
