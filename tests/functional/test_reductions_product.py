@@ -90,6 +90,31 @@ def test_product_equals_the_select_path(
     assert calls == ["product", "product"]
 
 
+@pytest.mark.parametrize("dims", [(2, 3), (1, 2, 3), (0, 2, 3)])
+def test_channels_last_data_takes_the_product_on_its_memory_order(
+    monkeypatch: pytest.MonkeyPatch, dims: tuple[int, ...]
+) -> None:
+    calls = _spy(monkeypatch)
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(3, 5, 4, 6, generator=g, dtype=torch.float64)
+    m = torch.rand(3, 1, 4, 6, generator=g) > 0.4
+    m[0] = False
+    xc = torch.where(m, x, torch.tensor(math.nan, dtype=x.dtype)).contiguous(
+        memory_format=torch.channels_last
+    )
+    assert not xc.is_contiguous() and R._memory_order(xc) == (0, 2, 3, 1)
+    for op in (masked_sum, masked_mean):
+        got = op(xc, m, dims, keepdim=True)
+        with composable_only():
+            want = op(xc, m, dims, keepdim=True)
+        torch.testing.assert_close(got.data, want.data, rtol=1e-12, atol=1e-12)
+        assert torch.equal(got.mask, want.mask)
+        assert got.data.shape == want.data.shape
+    assert calls.count("product") == 4  # per op: the permuted call and the product on its view
+    # a strided slice has no dense order: the select
+    assert R._memory_order(x[:, :, :, ::2]) is None
+
+
 def test_fully_masked_rows_are_plus_zero() -> None:
     x = -torch.rand(2, 3, 4, 4) - 1  # negative: x * 0 = -0.0
     m = torch.zeros(2, 1, 4, 4, dtype=torch.bool)

@@ -130,6 +130,29 @@ class _Plan(NamedTuple):
     mask_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
     after: tuple[int, ...]
+    #: The data's dimensions in memory order when it is not contiguous but a permutation of a
+    #: contiguous tensor (channels_last): the blocks are taken on ``x.permute(perm)``.
+    perm: tuple[int, ...] | None = None
+
+
+def _memory_order(x: Tensor) -> tuple[int, ...] | None:
+    """The permutation that makes a dense but non-contiguous ``x`` contiguous (channels_last:
+    ``(0, 2, 3, 1)``), or None when there is none (a strided slice, an expanded view)."""
+    strides = x.stride()
+    perm = tuple(sorted(range(x.dim()), key=lambda i: -strides[i]))
+    return perm if x.permute(perm).is_contiguous() else None
+
+
+def _find_plan(x: Tensor, m: Tensor, dims: tuple[int, ...]) -> _Plan | None:
+    """The product layout for contiguous data, or for data contiguous in another dimension order."""
+    if x.is_contiguous():
+        return _plan(tuple(x.shape), tuple(m.shape), dims)
+    perm = _memory_order(x)
+    if perm is None or m.dim() != x.dim():
+        return None
+    pdims = tuple(sorted(perm.index(d) for d in dims))
+    plan = _plan(tuple(x.shape[i] for i in perm), tuple(m.shape[i] for i in perm), pdims)
+    return None if plan is None else plan._replace(perm=perm)
 
 
 #: Elements per chunk of the product path (1 MB of float32): a chunk with a masked NaN/Inf is
@@ -210,6 +233,10 @@ def _product_sum(x: Tensor, m: Tensor, plan: _Plan, dtype: torch.dtype) -> Tenso
     finite, every chunk is selected first (data with NaN holes: one select pass, in cache,
     and the product), otherwise the others are checked once at the end.
     """
+    if plan.perm is not None:  # contiguous in another order: the same product on the permuted view
+        inverse = tuple(plan.perm.index(i) for i in range(x.dim()))
+        res = _product_sum(x.permute(plan.perm), m.permute(plan.perm), plan._replace(perm=None), dtype)
+        return res.permute(inverse).contiguous()
     p, q, r = plan.p, plan.q, plan.r
     mb = m.expand(plan.mask_shape).reshape(p, 1, r)
     mf = mb.to(x.dtype)
@@ -258,11 +285,11 @@ class _SelectSum(torch.autograd.Function):
 
     When the mask is shared along some dimensions next to the reduced ones (an
     ``(N, 1, H, W)`` mask summed over ``(2, 3)``; ``(N, T, 1)`` over ``1``) and the data
-    is float32/float64 and contiguous, the sum is a batched matrix-vector product with the
-    mask as floats (``_product_sum``): one read of the data. Otherwise the bitwise select
-    writes one chunk of the batch at a time into a small buffer that stays in cache and
-    is summed at once. The backward is ``select`` of the expanded gradient (itself
-    differentiable, so double backward works).
+    is float32/float64 and dense (contiguous, or channels_last), the sum is a batched
+    matrix-vector product with the mask as floats (``_product_sum``): one read of the
+    data. Otherwise the bitwise select writes one chunk of the batch at a time into a
+    small buffer that stays in cache and is summed at once. The backward is ``select`` of
+    the expanded gradient (itself differentiable, so double backward works).
     """
 
     @staticmethod
@@ -319,13 +346,8 @@ def _select_sum(x: Tensor, m: Tensor, dims: tuple[int, ...], dtype: torch.dtype)
         return select(x, m).to(dtype)
     if fast_path(x, m) and x.dtype in _FLOATS and x.dim() >= 2 and x.numel() > 0:  # fast_path first
         plan = None
-        if (
-            x.dtype == dtype
-            and dtype in _PRODUCT
-            and x.is_contiguous()
-            and not torch.is_autocast_enabled("cpu")
-        ):
-            plan = _plan(tuple(x.shape), tuple(m.shape), dims)
+        if x.dtype == dtype and dtype in _PRODUCT and not torch.is_autocast_enabled("cpu"):
+            plan = _find_plan(x, m, dims)
         if plan is not None or 0 not in dims:
             out: Tensor = _SelectSum.apply(x, m, dims, dtype, plan)
             return out
