@@ -374,9 +374,8 @@ def main() -> None:
         _CLOCK[0] = time.thread_time
     kept = keep_memory() if args.keep_memory else False
     clock = "thread CPU time" if args.cpu_time else "wall time"
-    print(
-        f"torch {torch.__version__}, {args.threads} thread(s), {args.repeats} repeats, keep memory: {kept}, {clock}"
-    )
+    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.repeats} repeats, keep memory: {kept}")
+    print(f"clock: {clock}")
     for name in args.only.split(","):
         BENCHES[name](args.repeats)
 
