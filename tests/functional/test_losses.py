@@ -186,3 +186,89 @@ def test_integer_input_is_a_type_error() -> None:
         masked_binary_cross_entropy_with_logits(
             torch.zeros(2, 4), torch.zeros(2, 4), torch.ones(2, 4), pos_weight=torch.ones(3)
         )
+
+
+# ------------------------------------------------ the fused node's backward (eager CPU fast path)
+def _grads(
+    fn: object, x: torch.Tensor, t: torch.Tensor, m: torch.Tensor, scale: float, need_t: bool, twice: bool
+) -> list[torch.Tensor]:
+    xa = x.clone().requires_grad_(True)
+    ta = t.clone().requires_grad_(need_t)
+    out = fn(xa, ta, m) * scale  # type: ignore[operator]
+    wrt = [xa, ta] if need_t else [xa]
+    first = list(torch.autograd.grad(out, wrt, retain_graph=twice))
+    if twice:  # a second backward of the same graph gives the same gradients
+        second = torch.autograd.grad(out, wrt)
+        for a, b in zip(first, second):
+            assert torch.equal(a, b)
+    return first
+
+
+@pytest.mark.parametrize("kind", ["mse", "l1", "smooth_l1", "smooth_l1_beta0", "smooth_l1_tiny_beta"])
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize(
+    ("scale", "need_t", "twice"), [(1.0, False, False), (-2.5, True, True), (1.0, True, True)]
+)
+def test_fused_backward_equals_the_composable_path(
+    kind: str, reduction: str, scale: float, need_t: bool, twice: bool
+) -> None:
+    """The forward hands its unit gradient to the first backward (scaled in place unless the
+    cotangent is 1); a second backward (retain_graph) recomputes it; masked NaN/Inf reach nothing."""
+    from masknn.functional._select import composable_only
+
+    beta = {"smooth_l1_beta0": 0.0, "smooth_l1_tiny_beta": 1e-310}.get(kind, 0.5)
+    op, _ = ELEMENTWISE[kind.split("_beta")[0].replace("_tiny", "")]
+    x = torch.randn(4, 3, 6, 5, dtype=torch.float64)
+    t = torch.randn(4, 3, 6, 5, dtype=torch.float64)
+    m = torch.rand(4, 1, 6, 5) > 0.4
+    m[1] = False
+    m[0, 0, 0, 0] = True
+    t[0, :, 0, 0] = x[0, :, 0, 0]  # d = 0 at valid elements
+    x = torch.where(m, x, math.nan)
+    t = torch.where(m, t, math.inf)
+
+    def fn(a: torch.Tensor, b: torch.Tensor, mm: torch.Tensor) -> torch.Tensor:
+        if kind.startswith("smooth_l1"):
+            return masked_smooth_l1_loss(a, b, mm, reduction, beta=beta)
+        return op(a, b, mm, reduction)
+
+    got = _grads(fn, x, t, m, scale, need_t, twice)
+    with composable_only():
+        want = _grads(fn, x, t, m, scale, need_t, False)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-300)
+        assert bool(torch.isfinite(g).all())
+        assert bool((g.masked_select(~m.expand(g.shape)) == 0).all())
+
+
+@pytest.mark.parametrize("kind", list(ELEMENTWISE))
+@pytest.mark.parametrize("per_element_mask", [False, True])
+def test_fused_losses_over_several_chunks_equal_the_composable_path(
+    kind: str, per_element_mask: bool
+) -> None:
+    """Inputs larger than one chunk of the fused node (2 chunks; mask bits per chunk for the
+    per-element mask, shared for the (N, 1, H, W) one): loss and gradients as the composite."""
+    from masknn.functional import losses as L
+    from masknn.functional._select import composable_only
+
+    op, _ = ELEMENTWISE[kind]
+    g = torch.Generator().manual_seed(3)
+    shape = (3, 2, 300, 300)
+    assert len(L._chunks(shape[0], math.prod(shape))) == 2
+    x = torch.randn(shape, generator=g)
+    t = (torch.rand(shape, generator=g) > 0.5).float() if kind == "bce" else torch.randn(shape, generator=g)
+    m = torch.rand((3, 2 if per_element_mask else 1, 300, 300), generator=g) > 0.3
+    assert (m.numel() > L._CHUNK) == per_element_mask
+    x = torch.where(m, x, math.nan)
+    for reduction in ("sum", "mean"):
+        results = []
+        for composable in (False, True):
+            xa = x.clone().requires_grad_(True)
+            with composable_only() if composable else torch.enable_grad():
+                out = op(xa, t, m, reduction)
+                (gx,) = torch.autograd.grad(out, xa)
+            results.append((out.detach(), gx))
+        (a, ga), (b, gb) = results
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(ga, gb, rtol=1e-5, atol=1e-9)
+        assert bool(torch.isfinite(ga).all())

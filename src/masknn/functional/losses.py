@@ -15,8 +15,11 @@ as ``F.mse_loss`` and the others do (CPU and CUDA autocast cast them to float32)
 Every loss is plain differentiable torch ops (``torch.compile``, ``torch.export``,
 ONNX, ``torch.func``, double backward). On eager CPU, the losses of the difference
 ``input - target`` (MSE, L1, smooth L1) run a fused node instead: the difference is
-selected in place and reduced in one pass, and its backward is one pass; a backward
-with ``create_graph=True`` re-runs the plain composite (so double backward works).
+selected in place and reduced in one pass. With ``reduction="sum"`` or ``"mean"`` that
+pass also leaves the gradient for a unit cotangent (``f'(d)``, computed while each chunk
+is in cache), so the backward of ``loss.backward()`` makes no pass over the data (one
+multiplication for another cotangent); with ``"none"`` the backward is one pass. A
+backward with ``create_graph=True`` re-runs the plain composite (so double backward works).
 """
 
 from __future__ import annotations
@@ -102,6 +105,13 @@ def _count(valid: Tensor, numel: int) -> Tensor:
     return c * (numel // valid.numel())
 
 
+def _eager_count(valid: Tensor, numel: int) -> int:
+    """``_count`` as a Python int, for the eager fast path: summed in int32 where it cannot
+    overflow (half the bytes of int64: 76 us instead of 159 us for a million elements)."""
+    dtype = torch.int32 if valid.numel() < 2**31 else torch.int64
+    return int(valid.sum(dtype=dtype)) * (numel // max(valid.numel(), 1))
+
+
 def _reduce(elem: Tensor, valid: Tensor, reduction: str) -> Tensor:
     """Reduce a per-element loss that is already exactly 0 at masked elements."""
     if reduction == "none":
@@ -149,8 +159,10 @@ def _loss_composite(
     return _reduce(elem, valid, reduction)
 
 
-#: Elements per chunk of the fused losses (512 KB of float32): each chunk's temporaries stay in L2.
-_CHUNK = 1 << 17
+#: Elements per chunk of the fused losses (2 MB of float32): a chunk's buffers stay in the
+#: last-level cache, and fewer chunks cost fewer small ops. Measured against 1 << 17 .. 1 << 20
+#: on (16, 3, 256, 256) and (64, 3, 64, 64), training and inference (RESULTS.md, round 3).
+_CHUNK = 1 << 19
 
 
 def _select_(t: Tensor, bits: Tensor) -> Tensor:
@@ -164,19 +176,61 @@ def _chunks(n: int, numel: int) -> list[tuple[int, int]]:
     return [(i, min(i + step, n)) for i in range(0, n, step)]
 
 
+def _grad_factors(
+    kind: str, beta: float, count: int, reduction: str, dtype: torch.dtype
+) -> tuple[float, float]:
+    """(divisor, multiplier) that turn ``d``, ``sign(d)`` or ``clamp(d, -β, β)`` into d loss / d input
+    for a unit cotangent: ``2 / count`` for the mean squared error, ``1 / (β count)`` for smooth L1
+    (the divisor β kept apart only where ``1 / β`` overflows ``dtype``)."""
+    div, mul = 1.0, 1.0 / max(count, 1) if reduction == "mean" else 1.0
+    if kind == "mse":
+        mul *= 2.0
+    elif kind == "smooth_l1" and beta > 0:
+        if mul / beta <= torch.finfo(dtype).max:
+            mul /= beta
+        else:
+            div = beta
+    return div, mul
+
+
+def _scale_(g: Tensor, factors: tuple[float, float]) -> None:
+    """In place: ``g / divisor * multiplier`` (0 stays 0)."""
+    div, mul = factors
+    if div != 1.0:
+        g.div_(div)
+    if mul != 1.0:
+        g.mul_(mul)
+
+
 def _fused_elem_sum(
-    kind: str, x: Tensor, t: Tensor, valid: Tensor, beta: float, keep: Tensor | None
+    kind: str,
+    x: Tensor,
+    t: Tensor,
+    valid: Tensor,
+    beta: float,
+    keep: Tensor | None,
+    factors: tuple[float, float] = (1.0, 1.0),
 ) -> Tensor:
     """Sum over the batch of the selected per-element loss, chunk by chunk along dim 0.
 
-    The mask bits are made per chunk (no full-size integer mask) and ``keep`` (the
-    full-size buffer for ``d``, or None) receives the selected difference when the
-    backward needs it; otherwise one small buffer is reused.
+    Per chunk (in cache): ``d = x - t`` selected in place (mask bits per chunk, no
+    full-size integer mask), then the loss: ``d·d`` (MSE), ``Σ|d|`` (L1), the smooth L1
+    sum. When the backward needs it, ``f'(d)`` (``d``, ``s = sign(d)``, ``clamp(d, -β, β)``)
+    is written into ``keep`` (full size) and scaled by ``factors`` (from ``_grad_factors``:
+    the gradient for a unit cotangent, the mean's ``1 / count`` folded in), exactly 0 at
+    masked elements (``f'(0) = 0``); the L1 sum is then ``s·d`` (one read instead of an
+    ``abs`` and a sum). Otherwise one small buffer is reused.
+
+    Measured per 768 KB chunk in L2 (``benchmarks/RESULTS.md``, round 3): the smooth L1
+    sum (one fused kernel) beats ``clamp`` + two dot products; ``sign`` + a dot beats
+    ``abs().sum()`` only when the sign is needed anyway.
     """
-    parts: list[Tensor] = []
     n = int(x.shape[0])
     ranges = _chunks(n, x.numel())
-    buf = None if keep is not None else torch.empty((ranges[0][1], *x.shape[1:]), dtype=x.dtype)
+    shape = (ranges[0][1], *x.shape[1:])
+    parts: list[Tensor] = []
+    buf = None if kind == "bce" or keep is not None else torch.empty(shape, dtype=x.dtype)
+    aux = torch.empty(shape, dtype=x.dtype) if keep is not None and kind in ("l1", "smooth_l1") else None
     # Integer mask bits for the whole batch when they are small (fewer ops), else per chunk:
     # a fresh multi-megabyte buffer costs more in page faults than the extra small ops.
     shared = mask_bits(valid, x.dtype) if valid.numel() <= _CHUNK or valid.shape[0] == 1 else None
@@ -189,16 +243,28 @@ def _fused_elem_sum(
             e = _select_(F.binary_cross_entropy_with_logits(x[i:j], t[i:j], reduction="none"), b)
             parts.append(e.sum())
             continue
-        d = keep[i:j] if keep is not None else buf[: j - i]  # type: ignore[index]
+        # d in ``keep`` for MSE (its own derivative), else in a small buffer
+        if keep is None:
+            d = buf[: j - i]  # type: ignore[index]
+        else:
+            d = keep[i:j] if kind == "mse" else aux[: j - i]  # type: ignore[index]
         _select_(torch.sub(x[i:j], t[i:j], out=d), b)
-        flat = d.reshape(-1)
+        flat = d.view(-1)
         if kind == "mse":
             parts.append(torch.dot(flat, flat))
-        elif kind == "l1":
-            parts.append(flat.abs().sum())
+        elif kind == "l1" or beta == 0:
+            if keep is None:
+                parts.append(flat.abs().sum())
+            else:
+                torch.sign(d, out=keep[i:j])
+                parts.append(torch.dot(keep[i:j].view(-1), flat))  # s·d = Σ|d|
         else:
             zeros = torch.zeros((), dtype=d.dtype).expand(flat.shape)
             parts.append(F.smooth_l1_loss(flat, zeros, reduction="sum", beta=beta))
+            if keep is not None:
+                torch.clamp(d, -beta, beta, out=keep[i:j])
+        if keep is not None:
+            _scale_(keep[i:j], factors)
     return parts[0] if len(parts) == 1 else torch.stack(parts).sum()
 
 
@@ -206,10 +272,15 @@ class _FusedLoss(torch.autograd.Function):
     """Eager-CPU fused masked loss (MSE, L1, smooth L1 of ``d = x - t``; BCE with logits).
 
     Forward: the loss of each chunk of the batch is computed, selected in place (bitwise)
-    and reduced while it is in cache. Backward: one or two passes writing the gradient,
-    selected again when the cotangent is per element (``reduction="none"``), so a NaN or
-    Inf cotangent at a masked element reaches nothing. With ``create_graph=True`` the
-    backward re-runs the plain composite (``differentiable_backward``).
+    and reduced while it is in cache. For the reductions ``"sum"`` and ``"mean"`` the
+    forward also turns each chunk of ``d``, still in cache, into the gradient for a unit
+    cotangent (``f'(d)``, the mean's ``1 / count`` folded in). The first backward then
+    hands that buffer out (multiplied in place by the cotangent unless it is 1): no pass
+    at all for ``loss.backward()``. A later backward of the same graph
+    (``retain_graph=True``) recomputes it from the saved inputs. For ``reduction="none"``
+    the backward is one pass over the saved selected difference, selected again (a NaN
+    or Inf cotangent at a masked element reaches nothing). With ``create_graph=True``
+    the backward re-runs the plain composite (``differentiable_backward``).
     """
 
     @staticmethod
@@ -217,6 +288,7 @@ class _FusedLoss(torch.autograd.Function):
         ctx: Any, x: Tensor, t: Tensor, valid: Tensor, kind: str, beta: float, reduction: str
     ) -> Tensor:
         ctx.args = (kind, beta, reduction)
+        ctx.unit = None
         need = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         if reduction == "none":
             bits = mask_bits(valid, x.dtype)
@@ -227,14 +299,18 @@ class _FusedLoss(torch.autograd.Function):
             d = _select_(torch.sub(x, t), bits)
             ctx.save_for_backward(x, t, valid, d)
             return _elem_of_diff(kind, d, beta)
-        keep = torch.empty(x.shape, dtype=x.dtype) if need and kind != "bce" else None
-        total = _fused_elem_sum(kind, x, t, valid, beta, keep)
-        if keep is not None:
-            ctx.save_for_backward(x, t, valid, keep)
-        else:
-            ctx.save_for_backward(x, t, valid)
+        count = _eager_count(valid, x.numel())
+        keep, factors = None, (1.0, 1.0)
+        if need and kind != "bce":
+            keep = torch.empty(x.shape, dtype=x.dtype)
+            factors = _grad_factors(kind, beta, count, reduction, x.dtype)
+        total = _fused_elem_sum(kind, x, t, valid, beta, keep, factors)
+        # The unit gradient is an attribute, not a saved tensor: the first backward hands it out
+        # (and may scale it in place); autograd's version check would then refuse a second one.
+        ctx.unit = keep
+        ctx.save_for_backward(x, t, valid)
         if reduction == "mean":
-            total = total / _count(valid, x.numel()).clamp_min(1).to(x.dtype)
+            total = total / max(count, 1)  # as the composite's division by the count in x's dtype
         return total
 
     @staticmethod
@@ -250,6 +326,18 @@ class _FusedLoss(torch.autograd.Function):
 
             gx, gt = differentiable_backward(composite, (x, t), (grad,), (need_x, need_t))
             return gx, gt, None, None, None, None
+        if reduction != "none" and kind != "bce":
+            gd = ctx.unit
+            ctx.unit = None  # handed out once
+            if gd is None:  # a second backward (retain_graph=True): the same, recomputed
+                gd = torch.empty(x.shape, dtype=x.dtype)
+                factors = _grad_factors(kind, beta, int(_count(valid, x.numel())), reduction, x.dtype)
+                _fused_elem_sum(kind, x, t, valid, beta, gd, factors)
+            if bool(grad != 1):
+                gd.mul_(grad)  # a finite cotangent keeps the exact zeros at masked elements
+            if not need_x:
+                return None, gd.neg_(), None, None, None, None
+            return gd, (gd.neg() if need_t else None), None, None, None, None
         if reduction == "mean":
             grad = grad / _count(valid, x.numel()).clamp_min(1).to(grad.dtype)
         if kind == "bce":  # d loss / dx = (sigmoid(x) - t) * grad ; d loss / dt = -x * grad
@@ -258,15 +346,14 @@ class _FusedLoss(torch.autograd.Function):
             gt = _select_(torch.mul(x, grad).neg_(), bits) if need_t else None
             return gx, gt, None, None, None, None
         d = saved[3]
-        # f'(d) * grad: exactly 0 where d is 0 (masked) for a finite grad.
+        # f'(d) * grad, selected: a NaN/Inf cotangent at a masked element reaches no gradient.
         if kind == "mse":
             gd = d * (grad * 2.0)
         elif kind == "smooth_l1" and beta > 0:  # clamp(d, -beta, beta) / beta: d / beta or sign(d)
             gd = torch.clamp(d, -beta, beta).mul_(grad / beta)
         else:
             gd = torch.sign(d).mul_(grad)
-        if reduction == "none":  # a NaN/Inf cotangent at a masked element reaches no gradient
-            _select_(gd, mask_bits(valid, x.dtype))
+        _select_(gd, mask_bits(valid, x.dtype))
         return (gd if need_x else None), (gd.neg() if need_t else None), None, None, None, None
 
 

@@ -13,16 +13,25 @@ sums and means accumulate in float32 and return the input's dtype.
 
 Every op is written with plain differentiable torch ops (``torch.compile`` with
 dynamic shapes, ``torch.export``, ONNX, ``torch.func`` and double backward all see
-them), except one eager-CPU fast kernel: the masked sum (hence the mean) selects and
-sums in cache-sized chunks (``masknn.functional._select.fast_path`` decides).
+them), except one eager-CPU fast kernel (``masknn.functional._select.fast_path`` decides):
+the masked sum (hence the mean). Where the mask is shared along dimensions next to the
+reduced ones (an ``(N, 1, H, W)`` mask over ``(2, 3)``, an ``(N, T, 1)`` mask over time),
+float32/float64 data is multiplied by the mask as a batched matrix-vector product (one
+read of the data, as ``x.sum``); where a masked NaN or Inf, which a product cannot ignore
+(``0 * inf = NaN``), makes a chunk's result non-finite, the same product runs on the
+selected chunk (so a valid result never depends on masked values, bit for bit). Elsewhere
+it selects and sums in cache-sized chunks. The product adds in another order than
+``x.sum``: its results equal the select's within float rounding, not bit for bit.
 The mask is never expanded to the data's size: counts are taken on the mask as given
 and scaled by the sizes it broadcasts over.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -47,6 +56,8 @@ Dims = int | Sequence[int] | None
 
 _HALF = (torch.float16, torch.bfloat16)
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+#: Dtypes of the product path (half precision keeps the select: its sum accumulates in float32).
+_PRODUCT = (torch.float32, torch.float64)
 #: Elements per chunk of the fast masked sum (4 MB of float32): below that one chunk costs fewer
 #: ops; above, the selected copy of a chunk stays in the last-level cache.
 _CHUNK = 1 << 20
@@ -101,37 +112,195 @@ def _out_mask(valid: Tensor, like: Tensor) -> Tensor:
     return valid.expand(like.shape) if valid.shape != like.shape else valid
 
 
-class _SelectSum(torch.autograd.Function):
-    """``torch.where(m, x, 0).sum(dims, keepdim=True, dtype=dtype)`` on eager CPU, chunked.
+class _Plan(NamedTuple):
+    """How a masked sum runs as a batched product ``mask (P, 1, R) @ data (P, R, Q) -> (P, 1, Q)``.
 
-    The bitwise select writes one chunk of the batch at a time into a small buffer that
-    stays in cache and is summed at once: the data is read from memory once, as by a
-    plain ``sum``. The backward is ``select`` of the expanded gradient (itself
-    differentiable, so double backward works).
+    The data (contiguous) is split into three blocks of consecutive dimensions: ``P``
+    (any), ``R`` (reduced, read with the mask), ``Q`` (the mask is shared along them);
+    ``q_first`` when the blocks lie in the order ``P, Q, R`` (the data is then read as
+    ``(P, Q, R)`` transposed), else ``P, R, Q``. ``mask_shape`` is the mask expanded over
+    ``P`` and ``R`` (size 1 along ``Q``); ``out_shape`` the product's keepdim shape before
+    ``after``, the reduced dimensions of ``P`` and ``Q`` summed from the small product.
+    """
+
+    p: int
+    q: int
+    r: int
+    q_first: bool
+    mask_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    after: tuple[int, ...]
+    #: The data's dimensions in memory order when it is not contiguous but a permutation of a
+    #: contiguous tensor (channels_last): the blocks are taken on ``x.permute(perm)``.
+    perm: tuple[int, ...] | None = None
+
+
+def _memory_order(x: Tensor) -> tuple[int, ...] | None:
+    """The permutation that makes a dense but non-contiguous ``x`` contiguous (channels_last:
+    ``(0, 2, 3, 1)``), or None when there is none (a strided slice, an expanded view)."""
+    strides = x.stride()
+    perm = tuple(sorted(range(x.dim()), key=lambda i: -strides[i]))
+    return perm if x.permute(perm).is_contiguous() else None
+
+
+def _find_plan(x: Tensor, m: Tensor, dims: tuple[int, ...]) -> _Plan | None:
+    """The product layout for contiguous data, or for data contiguous in another dimension order."""
+    if x.is_contiguous():
+        return _plan(tuple(x.shape), tuple(m.shape), dims)
+    perm = _memory_order(x)
+    if perm is None or m.dim() != x.dim():
+        return None
+    pdims = tuple(sorted(perm.index(d) for d in dims))
+    plan = _plan(tuple(x.shape[i] for i in perm), tuple(m.shape[i] for i in perm), pdims)
+    return None if plan is None else plan._replace(perm=perm)
+
+
+#: Elements per chunk of the product path (1 MB of float32): a chunk with a masked NaN/Inf is
+#: selected into a buffer that stays in L2, and a NaN in the first chunk wastes little.
+_PRODUCT_CHUNK = 1 << 18
+#: The product path needs the mask shared along at least this many elements per row ...
+_MIN_Q = 2
+#: ... and rows of at least this many reduced elements (shorter rows: the chunked select).
+_MIN_R = 8
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(xs: tuple[int, ...], ms: tuple[int, ...], dims: tuple[int, ...]) -> _Plan | None:
+    """The cheapest product layout for ``sum(where(m, x, 0), dims)``, or None when none fits.
+
+    Shapes only (cached): the reduced block ``R`` must be reduced along every dimension
+    and the block ``Q`` next to it must have the mask shared (size 1) along every
+    dimension. The cost counted is what is written: the float mask ``P x R`` and the
+    product ``P x Q``.
+    """
+    nd = len(xs)
+    if len(ms) != nd or not dims:
+        return None
+    red = [i in dims or xs[i] == 1 for i in range(nd)]
+    one = [ms[i] == 1 for i in range(nd)]
+    best: tuple[int, _Plan] | None = None
+    for a in range(nd):
+        for b in range(a + 1, nd):
+            for q_first in (True, False):
+                q_dims = range(a, b) if q_first else range(b, nd)
+                r_dims = range(b, nd) if q_first else range(a, b)
+                if not all(one[i] for i in q_dims) or not all(red[i] for i in r_dims):
+                    continue
+                p, q, r = (
+                    math.prod(xs[:a]),
+                    math.prod(xs[i] for i in q_dims),
+                    math.prod(xs[i] for i in r_dims),
+                )
+                if q < _MIN_Q or r < _MIN_R:
+                    continue
+                cost = p * r + p * q
+                if best is not None and best[0] <= cost:
+                    continue
+                mask_shape = tuple(1 if i in q_dims else s for i, s in enumerate(xs))
+                out_shape = tuple(1 if i in r_dims else s for i, s in enumerate(xs))
+                after = tuple(d for d in dims if d not in r_dims and xs[d] != 1)
+                best = (cost, _Plan(p, q, r, q_first, mask_shape, out_shape, after))
+    return None if best is None else best[1]
+
+
+def _finite(t: Tensor) -> bool:
+    """Whether every element of the (small) ``t`` is finite: its sum is (an overflow of finite
+    values says no too, and only costs the fallback)."""
+    return math.isfinite(float(t.sum()))
+
+
+def _aligned_like(t: Tensor, base: Tensor) -> Tensor:
+    """A contiguous view into ``base`` shaped like ``t`` whose address is ``t``'s modulo 64 bytes.
+
+    MKL's matrix products choose their vector loop by the operands' alignment, and so their
+    order of additions: the same product on a buffer aligned otherwise can round differently.
+    """
+    size = t.element_size()
+    off = ((t.data_ptr() - base.data_ptr()) % 64) // size
+    return base[off : off + t.numel()].view(t.shape)
+
+
+def _product_sum(x: Tensor, m: Tensor, plan: _Plan, dtype: torch.dtype) -> Tensor:
+    """The masked sum as batched matrix-vector products (reads ``x`` once, as ``x.sum``).
+
+    Each product is exact (``v * 1 = v``; ``v * 0 = ±0`` for finite ``v``), so masked
+    finite values never change a result; only a masked NaN/Inf can (``0 * inf = NaN``).
+    The batch ``P`` runs in chunks (their bounds depend on the shapes only). A chunk whose
+    result is not finite is recomputed by the same product on its selected copy (masked
+    values exactly 0: a valid NaN/Inf propagates, a masked one never does), in a buffer
+    aligned as the chunk, so that the result at a valid output is bit for bit the same
+    whatever the masked values hold (the leakage contract). If the first chunk is not
+    finite, every chunk is selected first (data with NaN holes: one select pass, in cache,
+    and the product), otherwise the others are checked once at the end.
+    """
+    if plan.perm is not None:  # contiguous in another order: the same product on the permuted view
+        inverse = tuple(plan.perm.index(i) for i in range(x.dim()))
+        res = _product_sum(x.permute(plan.perm), m.permute(plan.perm), plan._replace(perm=None), dtype)
+        return res.permute(inverse).contiguous()
+    p, q, r = plan.p, plan.q, plan.r
+    mb = m.expand(plan.mask_shape).reshape(p, 1, r)
+    mf = mb.to(x.dtype)
+    if plan.q_first:  # x (P, Q, R): the product reads it transposed
+        x3, m3 = x.view(p, q, r), mb
+    else:  # x (P, R, Q)
+        x3, m3 = x.view(p, r, q), mb.view(p, r, 1)
+    out = torch.empty((p, 1, q), dtype=dtype)
+    step = max(1, _PRODUCT_CHUNK // max(1, q * r))
+    ranges = [(i, min(i + step, p)) for i in range(0, p, step)]
+    itype = _BITS[x.dtype]
+    sel: list[Tensor] = []  # made once, when a chunk needs the select: buffer, bits, integer view
+
+    def run(i: int, j: int, selected: bool) -> None:
+        src = x3[i:j]
+        if selected:
+            if not sel:
+                size = min(step, p) * q * r + 64 // x.element_size()
+                sel.extend(
+                    (torch.empty(size, dtype=x.dtype), mask_bits(m3, x.dtype), x3.resolve_neg().view(itype))
+                )
+            buf = _aligned_like(src, sel[0])
+            torch.bitwise_and(sel[2][i:j], sel[1][i:j], out=buf.view(itype))
+            src = buf
+        torch.bmm(mf[i:j], src.transpose(1, 2) if plan.q_first else src, out=out[i:j])
+
+    run(*ranges[0], selected=False)
+    if not _finite(out[: ranges[0][1]]):
+        for i, j in ranges:
+            run(i, j, selected=True)
+    elif len(ranges) > 1:
+        for i, j in ranges[1:]:
+            run(i, j, selected=False)
+        rest = out[ranges[1][0] :]
+        if not _finite(rest):
+            bad = (~torch.isfinite(out.view(p, q)).all(1)).tolist()
+            for i, j in ranges[1:]:
+                if any(bad[i:j]):
+                    run(i, j, selected=True)
+    res = out.view(plan.out_shape)
+    return res.sum(plan.after, keepdim=True) if plan.after else res
+
+
+class _SelectSum(torch.autograd.Function):
+    """``torch.where(m, x, 0).sum(dims, keepdim=True, dtype=dtype)`` on eager CPU.
+
+    When the mask is shared along some dimensions next to the reduced ones (an
+    ``(N, 1, H, W)`` mask summed over ``(2, 3)``; ``(N, T, 1)`` over ``1``) and the data
+    is float32/float64 and dense (contiguous, or channels_last), the sum is a batched
+    matrix-vector product with the mask as floats (``_product_sum``): one read of the
+    data. Otherwise the bitwise select writes one chunk of the batch at a time into a
+    small buffer that stays in cache and is summed at once. The backward is ``select`` of
+    the expanded gradient (itself differentiable, so double backward works).
     """
 
     @staticmethod
-    def forward(x: Tensor, m: Tensor, dims: tuple[int, ...], dtype: torch.dtype) -> Tensor:
-        # Integer mask bits for the whole batch when they are small (fewer ops), else per chunk:
-        # a fresh multi-megabyte buffer costs more in page faults than the extra small ops.
-        shared = mask_bits(m, x.dtype) if m.numel() <= _CHUNK or m.shape[0] == 1 else None
-        itype = _BITS[x.dtype]
-        xr = x.resolve_neg()
-        n = int(x.shape[0])
-        row = max(1, x.numel() // max(n, 1))
-        step = max(1, _CHUNK // row)
-        out = torch.empty([1 if i in dims else int(s) for i, s in enumerate(x.shape)], dtype=dtype)
-        buf = torch.empty((min(step, n), *x.shape[1:]), dtype=x.dtype)
-        for i in range(0, n, step):
-            j = min(i + step, n)
-            part = buf[: j - i]
-            if shared is None:
-                b = mask_bits(m[i:j], x.dtype)
-            else:
-                b = shared if shared.shape[0] == 1 else shared[i:j]
-            torch.bitwise_and(xr[i:j].view(itype), b, out=part.view(itype))
-            torch.sum(part, dims, keepdim=True, dtype=dtype, out=out[i:j])
-        return out
+    def forward(
+        x: Tensor, m: Tensor, dims: tuple[int, ...], dtype: torch.dtype, plan: _Plan | None
+    ) -> Tensor:
+        if plan is not None:
+            return _product_sum(x, m, plan, dtype)
+        if 0 in dims:  # the chunks run along dimension 0
+            return select(x, m).sum(dims, keepdim=True, dtype=dtype)
+        return _chunked_sum(x, m, dims, dtype)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
@@ -144,22 +313,44 @@ class _SelectSum(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         (m,) = ctx.saved_tensors
         g = grad.to(ctx.xdtype).expand(ctx.shape)
-        return select(g, m), None, None, None
+        return select(g, m), None, None, None, None
+
+
+def _chunked_sum(x: Tensor, m: Tensor, dims: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    """The bitwise select and sum, chunk by chunk along dimension 0 (not reduced)."""
+    # Integer mask bits for the whole batch when they are small (fewer ops), else per chunk:
+    # a fresh multi-megabyte buffer costs more in page faults than the extra small ops.
+    shared = mask_bits(m, x.dtype) if m.numel() <= _CHUNK or m.shape[0] == 1 else None
+    itype = _BITS[x.dtype]
+    xr = x.resolve_neg()
+    n = int(x.shape[0])
+    row = max(1, x.numel() // max(n, 1))
+    step = max(1, _CHUNK // row)
+    out = torch.empty([1 if i in dims else int(s) for i, s in enumerate(x.shape)], dtype=dtype)
+    buf = torch.empty((min(step, n), *x.shape[1:]), dtype=x.dtype)
+    for i in range(0, n, step):
+        j = min(i + step, n)
+        part = buf[: j - i]
+        if shared is None:
+            b = mask_bits(m[i:j], x.dtype)
+        else:
+            b = shared if shared.shape[0] == 1 else shared[i:j]
+        torch.bitwise_and(xr[i:j].view(itype), b, out=part.view(itype))
+        torch.sum(part, dims, keepdim=True, dtype=dtype, out=out[i:j])
+    return out
 
 
 def _select_sum(x: Tensor, m: Tensor, dims: tuple[int, ...], dtype: torch.dtype) -> Tensor:
     """``torch.where(m, x, 0).sum(dims, keepdim=True, dtype=dtype)``: exact, NaN-safe, composable."""
     if not dims:
         return select(x, m).to(dtype)
-    if (
-        fast_path(x, m)  # first: nothing below is evaluated under a tracer
-        and x.dtype in _FLOATS
-        and x.dim() >= 2
-        and 0 not in dims
-        and x.numel() > 0
-    ):
-        out: Tensor = _SelectSum.apply(x, m, dims, dtype)
-        return out
+    if fast_path(x, m) and x.dtype in _FLOATS and x.dim() >= 2 and x.numel() > 0:  # fast_path first
+        plan = None
+        if x.dtype == dtype and dtype in _PRODUCT and not torch.is_autocast_enabled("cpu"):
+            plan = _find_plan(x, m, dims)
+        if plan is not None or 0 not in dims:
+            out: Tensor = _SelectSum.apply(x, m, dims, dtype, plan)
+            return out
     return select(x, m).sum(dims, keepdim=True, dtype=dtype)
 
 
@@ -176,6 +367,11 @@ def masked_sum(
     The result's dtype is ``torch.sum``'s: ``dtype`` when given, ``int64`` for integer
     or bool data (exact), else the data's (half precision accumulates in float32).
     Positions with no valid element are 0 with a False mask.
+
+    On eager CPU, float32/float64 data with a mask shared along dimensions next to the
+    reduced ones (e.g. ``(N, 1, H, W)`` over ``(2, 3)``) is summed as a matrix product
+    with the mask: equal to ``torch.where(mask, x, 0).sum(dim)`` within float rounding
+    (another order of additions), not bit for bit.
 
     Examples:
         >>> import torch
@@ -225,7 +421,8 @@ def masked_mean(
     """Mean of the valid elements along ``dim``; 0 (and mask False) where none is valid.
 
     Integer data needs a floating ``dtype`` (as ``torch.mean``); its sum is taken
-    exactly in int64 before the division. Half precision accumulates in float32.
+    exactly in int64 before the division. Half precision accumulates in float32. The sum
+    may run as a matrix product (see [`masked_sum`][masknn.functional.masked_sum]).
 
     Examples:
         >>> import torch
