@@ -910,17 +910,15 @@ def test_lstm_final_state_times_huge_recurrent_weights(composable: bool, with_hx
         torch.testing.assert_close(g, rg, rtol=tol, atol=tol)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known limitation: GRU padded steps follow the last valid step (right padding), and "
-    "W_hh h_n may overflow there (float16, recurrent weights ~4e4) although the twin never forms "
-    "that product; the LSTM's and relu RNN's fix (padded steps first, from h = 0) does not carry "
-    "over: a GRU step feeds h to its update gate directly, not only through W_hh",
-)
 @pytest.mark.parametrize("composable", [False, True])
-def test_gru_final_state_times_huge_recurrent_weights(composable: bool) -> None:
-    """The GRU analogue of test_lstm_final_state_times_huge_recurrent_weights: a length-1
-    sequence (the twin computes W_hh h_0 = 0 only) followed by padded steps."""
+@pytest.mark.parametrize("with_hx", [False, True])
+def test_gru_final_state_times_huge_recurrent_weights(composable: bool, with_hx: bool) -> None:
+    """Regression (was a strict xfail): a length-1 GRU sequence followed by padded steps ran
+    them after its last valid step, from h_1; the GRU's padded steps are not forced, so h
+    kept moving (0.5, 0.75, 0.875 here), and ``W_hn h`` (a product the twin never forms)
+    overflowed float16 to inf at the third one; ``r * inf`` with ``r = 0`` gave NaN, and
+    ``0 * NaN`` made every weight gradient NaN. Now the padded steps come first and carry
+    the state exactly (``r = 0``, ``z = 1``, ``n = 0``), from h_0."""
     g = nn.GRU(1, 2, batch_first=True, dtype=torch.float16)
     with torch.no_grad():
         for p in g.parameters():
@@ -928,15 +926,27 @@ def test_gru_final_state_times_huge_recurrent_weights(composable: bool) -> None:
         g.bias_ih_l0[0:2] = -30.0  # r = 0 at padded steps
         g.bias_ih_l0[4:6] = 5.0  # n = tanh(5) at sequence 0's valid step: h_1 ~ 0.5
         g.weight_ih_l0[4:6] = -10.0  # sequence 1 (x = 0.5): n = 0, its state stays 0
-        g.weight_hh_l0[4:6] = 4e4  # W_hn h_1 ~ 4e4 overflows float16
+        g.weight_hh_l0[4:6] = 4e4  # W_hn h ~ 7e4 overflows float16 once h reaches 0.875
     x = torch.zeros(2, 4, 1, dtype=torch.float16)
     x[1] = 0.5
     valid = torch.tensor([[True, False, False, False], [True, True, True, True]])
+    # h_0 small enough for W_hh h_0 to stay finite (the twin forms that product)
+    h0 = torch.tensor([[[1e-3, -2e-3], [0.0, 0.0]]], dtype=torch.float16)
+    hx = h0 if with_hx else torch.zeros_like(h0)
+    h0r = hx.clone().requires_grad_(True)
     with composable_only() if composable else contextlib.nullcontext():
-        out, h = masked_gru(x, valid, g._flat_weights, hidden_size=2)
-        grads = torch.autograd.grad(out.data.float().sum() + h.float().sum(), list(g.parameters()))
-    ref_out, ref_h, _ = _per_sample_reference(g, x, valid, torch.zeros(1, 2, 2, dtype=torch.float16))
+        out, h = masked_gru(x, valid, g._flat_weights, h0r if with_hx else None, hidden_size=2)
+        loss = out.data.float().sum() + h.float().sum()
+        grads = torch.autograd.grad(loss, list(g.parameters()) + ([h0r] if with_hx else []))
+    href = hx.clone().requires_grad_(True)
+    ref_out, ref_h, _ = _per_sample_reference(g, x, valid, href)
     ref_loss = sum(o.float().sum() for o in ref_out) + ref_h.float().sum()
-    ref_grads = torch.autograd.grad(ref_loss, list(g.parameters()))
+    ref_grads = torch.autograd.grad(ref_loss, list(g.parameters()) + ([href] if with_hx else []))
     assert all(bool(r.isfinite().all()) for r in ref_grads)  # the twin's gradients are finite
     assert all(bool(t.isfinite().all()) for t in grads)
+    tol = TOL[torch.float16]
+    torch.testing.assert_close(h, ref_h.detach(), rtol=tol, atol=tol)
+    for i in range(2):
+        torch.testing.assert_close(out.data[i][valid[i]], ref_out[i].detach(), rtol=tol, atol=tol)
+    for gr, rg in zip(grads, ref_grads):
+        torch.testing.assert_close(gr, rg, rtol=tol, atol=tol)

@@ -329,6 +329,25 @@ def _saturating_value(dtype: torch.dtype, device_type: str) -> float:
     return v
 
 
+def _gru_pads_first(cfg: _Config, params: Sequence[Tensor], h0: Tensor) -> Tensor:
+    """(N,) bool: the GRU sequences whose padded steps may run first, from ``h_0``.
+
+    A padded step from ``h_0`` forms ``W_hh h_0 + b_hh``, the product the plain layer forms
+    at the first valid step; its gates are forced by infinities (``r = 0``, ``z = 1``), so a
+    product that overflows there would give ``-inf + inf``. Where any layer's and direction's
+    product is not finite the sequence keeps its valid steps first (right padding, from
+    ``h_0``: its first step is then exactly the plain layer's first step).
+    """
+    ok: Tensor | None = None
+    for k in range(h0.shape[0]):
+        w = params[k * cfg.per : (k + 1) * cfg.per]
+        gh = F.linear(h0[k], w[1], w[3] if cfg.bias else None)
+        fin = gh.isfinite().all(-1)
+        ok = fin if ok is None else ok & fin
+    assert ok is not None
+    return ok
+
+
 def _run_direction(
     cfg: _Config,
     x: Tensor,
@@ -359,12 +378,22 @@ def _run_direction(
         t.requires_grad for t in (x, h0, *w, *(() if c0 is None else (c0,)))
     )
     args = (cfg.bias, 1, 0.0, train, False, False)  # time-major
-    if cfg.mode == "GRU" or cfg.mode == "RNN_TANH":
+    if cfg.mode == "RNN_TANH":
         out, _ = _KERNEL_FNS[cfg.mode](x, h0.unsqueeze(0), list(w), *args)
         return out, None
     w_ih = w[0]
     gates = w_ih.shape[0]
-    if cfg.mode == "LSTM":
+    if cfg.mode == "GRU":
+        hidden = gates // 3
+        # Gate order r, z, n: padded steps get -inf into the reset gate and +inf into the update
+        # gate, and (with biases) -b_in through the second feature, so n = tanh(0 + 0 * W_hn h) = 0
+        # and h' = (h - n) * z + n = h bit for bit. b_in is a constant here (detached).
+        full = [torch.full((hidden, 1), u, dtype=w_ih.dtype, device=w_ih.device) for u in (-v, v, 0.0)]
+        col = torch.cat(full)
+        if cfg.bias:
+            zeros = torch.zeros(2 * hidden, 1, dtype=w_ih.dtype, device=w_ih.device)
+            col = torch.cat([col, torch.cat([zeros, -w[2].detach()[2 * hidden :].unsqueeze(1)])], 1)
+    elif cfg.mode == "LSTM":
         hidden = gates // 4
         # Gate order i, f, g, o: padded steps get -inf into the input and output gates, +inf into
         # the forget gate: c is carried over, and h is exactly 0 there.
@@ -392,7 +421,7 @@ def _run_direction(
         assert c0 is not None
         out, _, c_n = torch._VF.lstm(x_aug, (h0.unsqueeze(0), c0.unsqueeze(0)), params, *args)
         return out, c_n[0]
-    out, _ = torch._VF.rnn_relu(x_aug, h0.unsqueeze(0), params, *args)
+    out, _ = _KERNEL_FNS[cfg.mode](x_aug, h0.unsqueeze(0), params, *args)
     return out, None
 
 
@@ -457,8 +486,11 @@ def _compacted(
     dest = torch.where(valid, csum - 1, lengths.unsqueeze(1) + steps_t - csum)
     # The LSTM's and relu RNN's valid steps end at position Tm - 1 instead (padding first): the
     # same order rotated by Tm - L_i, so that their padded steps never see a sequence's state h.
-    left = cfg.mode in ("LSTM", "RNN_RELU")
+    # The GRU's too, where its padded steps can carry h_0 exactly (see _gru_pads_first).
+    left = cfg.mode in ("LSTM", "RNN_RELU", "GRU")
     first = (tm - lengths).unsqueeze(1) if left else torch.zeros_like(lengths).unsqueeze(1)  # (N, 1)
+    if cfg.mode == "GRU" and hx_given:
+        first = torch.where(_gru_pads_first(cfg, params, h0).unsqueeze(1), first, 0)
     if left:
         dest = dest + first
         dest = torch.where(dest >= t, dest - t, dest)
@@ -478,30 +510,36 @@ def _compacted(
     # first valid position, 0 elsewhere, with weight W_hh (see _run_direction). The LSTM's c_0
     # is the kernel's initial state, carried exactly through the padded steps.
     feed_at: Tensor | None = None
-    if left and hx_given:
+    fed = cfg.mode in ("LSTM", "RNN_RELU")
+    if fed and hx_given:
         feed_at = (steps == first).t().unsqueeze(-1)  # (Tm, N, 1)
     pad_feature: Tensor | None = None
     v = 0.0
     zero = torch.zeros((), dtype=x.dtype, device=dev)
-    augment = cfg.mode in ("LSTM", "RNN_RELU")
+    augment = cfg.mode != "RNN_TANH"
+    pad_row: tuple[float, ...] = ()
     if augment:
         v = _saturating_value(x.dtype, dev.type)
-        pad_feature = torch.where(inside_tm.unsqueeze(-1), zero, torch.full((), v, dtype=x.dtype, device=dev))
+        # The GRU's second feature (1 at padded steps) cancels b_in: its new gate is exactly 0 there.
+        pad_row = (v, 1.0) if cfg.mode == "GRU" and cfg.bias else (v,)
+        pad_feature = torch.where(
+            inside_tm.unsqueeze(-1), zero, torch.tensor(pad_row, dtype=x.dtype, device=dev)
+        )
     # Sequences with no valid step run from a zero state (their final state is selected below),
     # and h runs from zero in every LSTM and relu sequence (h_0 is an input, fed at the first valid step).
-    h0_run = torch.zeros_like(h0) if left else torch.where(has_any.unsqueeze(0), h0, zero)
+    h0_run = torch.zeros_like(h0) if fed else torch.where(has_any.unsqueeze(0), h0, zero)
     c0_run = None if c0 is None else torch.where(has_any.unsqueeze(0), c0, zero)
     src_tm = src.t()  # (Tm, N): the step read at each compacted (time-major) position
     source: Tensor | None = None
     if fast and augment:
-        # The input rows with the padded-step feature appended, and one extra row for padded
-        # positions: (0, ..., 0, v). One gather then builds the kernel's input, no zeroing.
+        # The input rows with the padded-step features appended, and one extra row for padded
+        # positions: (0, ..., 0, v[, 1]). One gather then builds the kernel's input, no zeroing.
         f = x.shape[-1]
-        source = x.new_empty(n * t + 1, f + 1)
+        source = x.new_empty(n * t + 1, f + len(pad_row))
         source[:-1, :f] = x.reshape(n * t, f)
-        source[:-1, f] = 0
+        source[:-1, f:] = 0
         source[-1, :f] = 0
-        source[-1, f] = v
+        source[-1, f:] = torch.tensor(pad_row, dtype=x.dtype)
 
     def gather_input(step: Tensor) -> Tensor:
         if source is not None:
