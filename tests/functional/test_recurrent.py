@@ -521,6 +521,19 @@ def test_property_extreme_magnitudes_padding_changes_nothing(
         torch.testing.assert_close(a, b, rtol=tol, atol=tol * (1 + float(state.double().abs().max())))
 
 
+def _overflow_depends_on_the_summation_order(rnn: nn.RNNBase, h0: Tensor) -> bool:
+    """Whether ``W_hh h_0 + b_hh`` overflows differently as one batched GEMM (what any batched
+    layer forms at the first step, nn.RNN on the whole batch included) than one sequence at a
+    time (the reference): ``inf + -inf = NaN`` in one summation order and ``-inf`` in another
+    (seen in float32, RNN_TANH, seed 1066). There, finiteness measures the GEMM's order, not
+    the masking."""
+    with torch.no_grad():
+        w, b = rnn.weight_hh_l0, rnn.bias_hh_l0
+        batched = torch.nn.functional.linear(h0[0], w, b)
+        rows = torch.cat([torch.nn.functional.linear(h0[0, i : i + 1], w, b) for i in range(h0.shape[1])])
+    return not (torch.equal(batched.isnan(), rows.isnan()) and torch.equal(batched.isinf(), rows.isinf()))
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     mode=st.sampled_from(MODES),
@@ -572,6 +585,8 @@ def test_property_extreme_magnitudes_finite_wherever_the_twin_is(
     uni.load_state_dict({k: v for k, v in rnn.state_dict().items() if not k.endswith("_reverse")})
     hx_f = (hx[0][:1], hx[1][:1]) if isinstance(hx, tuple) else hx[:1]
     ref_out, ref_h, ref_c = _per_sample_reference(uni, x, valid, hx_f)
+    if _overflow_depends_on_the_summation_order(uni, hx_f[0] if isinstance(hx_f, tuple) else hx_f):
+        return  # the contract's checks in _run_and_grad still ran
     if all(bool(o.isfinite().all()) for o in ref_out) and bool(ref_h.isfinite().all()):
         assert bool(out[..., :4].isfinite().all()) and bool(h_n[0].isfinite().all())
         assert (
