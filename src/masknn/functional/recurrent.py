@@ -13,7 +13,7 @@ How it runs without a Python loop over time:
 1. **Compaction.** Each sequence's valid steps are moved, in order, to the front
    (a cumulative sum of the mask gives every step its new position; one row
    gather), into a time-major batch ``(Tm, N, F)``, the kernels' own layout. The
-   batch is now right-padded with lengths ``L_i`` (left-padded for LSTM and the relu RNN, see 3).
+   batch is now right-padded with lengths ``L_i`` (left-padded for LSTM, GRU and the relu RNN, see 3).
 2. **One fused kernel call per layer and direction** on that batch
    (``torch._VF.lstm``/``gru``/``rnn_*``, the kernels behind ``nn.LSTM``). The
    outputs at positions ``< L_i`` are exact because padding only follows them.
@@ -42,7 +42,23 @@ How it runs without a Python loop over time:
    unbounded state). ``h_0`` enters as an input instead: an extra input block
    holding ``h_0`` at each sequence's first valid step, with weight ``W_hh`` (a
    step reads ``h`` only through ``W_hh``); the LSTM's ``c_0`` is the kernel's
-   initial state, which the padded steps carry over exactly. Sequences
+   initial state, which the padded steps carry over exactly. The GRU's padded
+   steps come first too (after its last valid step ``h`` kept moving towards the
+   new gate, and ``W_hn h`` overflowed float16 into ``r * inf = 0 * inf = NaN``),
+   but a GRU step reads ``h`` directly (``h' = (h - n) z + n``), so ``h_0`` cannot
+   enter as an input: it is the kernel's initial state, and the padded steps carry
+   it bit for bit: the feature ``v`` drives the reset gate to 0 and the update
+   gate to 1, and a second feature, 1 at padded steps with weight ``-b_in`` into
+   the new gate, cancels its bias, so ``n = tanh(0 + 0 * (W_hn h + b_hn)) = 0``
+   and ``h' = (h - 0) * 1 + 0 = h``. The padded steps then form ``W_hh h_0``, the
+   product the plain layer forms at the first valid step; a sequence for which
+   it is not finite (the forced gates would meet an infinity of the other sign)
+   keeps its padding after its valid steps, from ``h_0`` (without ``hx``, ``h_0 = 0``
+   and every sequence pads first). The tanh RNN keeps right padding (``tanh`` can
+   neither carry a state exactly nor give an exact 0 from a bias): its state is
+   bounded by 1, so ``W_hh h_n`` can only overflow into a NaN (``inf - inf``
+   between partial sums) with recurrent weights near the dtype's largest value;
+   an overflow to ``±inf`` alone saturates ``tanh``, with a zero gradient. Sequences
    with no valid step run from a zero state (their result is the initial state,
    selected afterwards), so a huge ``hx`` cannot overflow in steps that are
    discarded anyway.
@@ -361,8 +377,9 @@ def _run_direction(
 ) -> tuple[Tensor, Tensor | None]:
     """One unidirectional single-layer kernel call on a compacted time-major batch ``x`` (Tm, N, F).
 
-    ``pad_feature`` (Tm, N, 1) is 0 at valid steps and ``v`` at padded steps (LSTM
-    and relu RNN only), appended to ``x`` here; None when ``x`` already ends with it.
+    ``pad_feature`` (Tm, N, 1) is 0 at valid steps and ``v`` at padded steps (LSTM,
+    GRU and relu RNN; (Tm, N, 2) for a GRU with biases, whose second feature is 1 at
+    padded steps), appended to ``x`` here; None when ``x`` already ends with it.
     ``feed`` (Tm, N, H_out), LSTM and relu RNN only, holds ``h_0`` at each sequence's first
     valid position and 0 elsewhere; it is appended to the input with weight ``W_hh``, so
     that the kernel runs from a zero state (None when ``h_0`` is zero).
@@ -637,7 +654,8 @@ def _cell(
 def _stepwise(
     cfg: _Config, data: Tensor, valid: Tensor, params: Sequence[Tensor], h0: Tensor, c0: Tensor | None
 ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """A loop over the T steps in plain ops, state carried with ``torch.where`` (for ``torch.func``)."""
+    """A loop over the T steps in plain ops, state carried with ``torch.where`` (for ``torch.func``);
+    masked steps run the cell from a zero state and are discarded."""
     t = data.shape[1]
     zero = torch.zeros((), dtype=data.dtype, device=data.device)
     layer_in = torch.where(valid.unsqueeze(-1), data, zero)
@@ -653,7 +671,12 @@ def _stepwise(
             step_out: list[Tensor] = [zero] * t
             for s in reversed(range(t)) if direction else range(t):
                 m = valid[:, s : s + 1]
-                h_new, c_new = _cell(cfg.mode, layer_in[:, s], h, c, w, cfg.bias)
+                # A masked step runs from a zero state: its result is discarded, and from the
+                # carried state it would form W_hh h, which may overflow (then 0 * NaN in the
+                # backward) where the plain layer forms nothing.
+                h_in = torch.where(m, h, zero)
+                c_in = None if c is None else torch.where(m, c, zero)
+                h_new, c_new = _cell(cfg.mode, layer_in[:, s], h_in, c_in, w, cfg.bias)
                 h = torch.where(m, h_new, h)
                 if c is not None and c_new is not None:
                     c = torch.where(m, c_new, c)
