@@ -1039,3 +1039,40 @@ def test_gru_final_state_times_huge_recurrent_weights(path: str, with_hx: bool) 
         torch.testing.assert_close(out_data[i][valid[i]], ref_out[i].detach(), rtol=tol, atol=tol)
     for gr, rg in zip(grads, ref_grads):
         torch.testing.assert_close(gr, rg, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("composable", [False, True])
+def test_gru_keeps_right_padding_where_the_initial_product_overflows(composable: bool) -> None:
+    """A GRU sequence whose ``W_hh h_0`` overflows keeps its padded steps after its valid
+    ones, unforced: forced gates (r = 0 by -inf) would meet the overflow (+inf) there, NaN,
+    and 0 * NaN in the gradients. The others pad first. One batch holds both layouts:
+    values equal the twin's on each sequence's valid steps, gradients are finite as the
+    twin's are."""
+    from masknn.functional.recurrent import _Config, _gru_pads_first
+
+    g = nn.GRU(2, 4, batch_first=True, dtype=torch.float64)
+    with torch.no_grad():
+        g.weight_hh_l0.zero_()
+        g.weight_hh_l0[:8, 0] = 2.0  # reset and update gates read h[0]
+        g.bias_hh_l0.zero_()
+    x = torch.randn(3, 5, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    valid = torch.tensor([[True] * 5, [True, False, True, False, False], [False, True, True, False, False]])
+    h0 = 0.1 * torch.randn(1, 3, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    h0[0, 2, 0] = 1e308  # W_hh h_0: +inf into r and z; the twin saturates them to 1 (finite)
+    cfg = _Config("GRU", True, 1, 0.0, False, False, 4)
+    assert _gru_pads_first(cfg, g._flat_weights, h0).tolist() == [True, True, False]  # type: ignore[arg-type]
+    xr = torch.where(valid.unsqueeze(-1), x, torch.nan).requires_grad_(True)
+    with composable_only() if composable else contextlib.nullcontext():
+        out, h = masked_gru(xr, valid, g._flat_weights, h0, hidden_size=4)
+    grads = torch.autograd.grad((out.data * 1e-10).sum() + (h * 1e-10).sum(), [xr, *g.parameters()])
+    ref_out, ref_h, _ = _per_sample_reference(g, x, valid, h0)
+    ref_loss = sum((o * 1e-10).sum() for o in ref_out) + (ref_h * 1e-10).sum()
+    ref_grads = torch.autograd.grad(ref_loss, list(g.parameters()))
+    assert all(bool(r.isfinite().all()) for r in ref_grads)
+    assert all(bool(gr.isfinite().all()) for gr in grads)
+    torch.testing.assert_close(h, ref_h.detach(), rtol=1e-12, atol=1e-12)
+    for i in range(3):
+        torch.testing.assert_close(out.data[i][valid[i]], ref_out[i].detach(), rtol=1e-12, atol=1e-12)
+    for gr, rg in zip(grads[1:], ref_grads):
+        torch.testing.assert_close(gr, rg, rtol=1e-9, atol=1e-9)
+    assert bool((out.data[~valid] == 0).all()) and bool((grads[0][~valid] == 0).all())

@@ -506,7 +506,8 @@ def _compacted(
     # The GRU's too, where its padded steps can carry h_0 exactly (see _gru_pads_first).
     left = cfg.mode in ("LSTM", "RNN_RELU", "GRU")
     first = (tm - lengths).unsqueeze(1) if left else torch.zeros_like(lengths).unsqueeze(1)  # (N, 1)
-    if cfg.mode == "GRU" and hx_given:
+    mixed = cfg.mode == "GRU" and hx_given  # some sequences may keep right padding
+    if mixed:
         first = torch.where(_gru_pads_first(cfg, params, h0).unsqueeze(1), first, 0)
     if left:
         dest = dest + first
@@ -534,13 +535,17 @@ def _compacted(
     v = 0.0
     zero = torch.zeros((), dtype=x.dtype, device=dev)
     augment = cfg.mode != "RNN_TANH"
+    # Only the padded steps that come first are forced: a GRU sequence padded after its valid
+    # steps (see _gru_pads_first) runs them unforced, its results discarded, since there the
+    # forced gates could meet an overflowed W_hh h_n of the other sign.
+    forced_tm = (steps < first).t()  # (Tm, N): every padded step but for those GRU sequences
     pad_row: tuple[float, ...] = ()
     if augment:
         v = _saturating_value(x.dtype, dev.type)
         # The GRU's second feature (1 at padded steps) cancels b_in: its new gate is exactly 0 there.
         pad_row = (v, 1.0) if cfg.mode == "GRU" and cfg.bias else (v,)
         pad_feature = torch.where(
-            inside_tm.unsqueeze(-1), zero, torch.tensor(pad_row, dtype=x.dtype, device=dev)
+            forced_tm.unsqueeze(-1), torch.tensor(pad_row, dtype=x.dtype, device=dev), zero
         )
     # Sequences with no valid step run from a zero state (their final state is selected below),
     # and h runs from zero in every LSTM and relu sequence (h_0 is an input, fed at the first valid step).
@@ -551,17 +556,19 @@ def _compacted(
     if fast and augment:
         # The input rows with the padded-step features appended, and one extra row for padded
         # positions: (0, ..., 0, v[, 1]). One gather then builds the kernel's input, no zeroing.
+        # A GRU given h_0 also has a zero row, for the padded steps that follow valid ones.
         f = x.shape[-1]
-        source = x.new_empty(n * t + 1, f + len(pad_row))
-        source[:-1, :f] = x.reshape(n * t, f)
-        source[:-1, f:] = 0
-        source[-1, :f] = 0
-        source[-1, f:] = torch.tensor(pad_row, dtype=x.dtype)
+        source = x.new_empty(n * t + 1 + int(mixed), f + len(pad_row))
+        source[: n * t, :f] = x.reshape(n * t, f)
+        source[: n * t, f:] = 0
+        source[n * t :] = 0
+        source[n * t, f:] = torch.tensor(pad_row, dtype=x.dtype)
 
     def gather_input(step: Tensor) -> Tensor:
         if source is not None:
             rows = step * n + batch if not batch_first else batch * t + step
-            rows = torch.where(inside_tm, rows, n * t)
+            pad_rows = torch.where(forced_tm, n * t, n * t + 1) if mixed else n * t
+            rows = torch.where(inside_tm, rows, pad_rows)
             return source.index_select(0, rows.reshape(-1)).view(tm, n, source.shape[-1])
         # Padded positions read a masked step of their own sequence, zeroed here (NaN-safe).
         picked = _gather(x, batch, step, fast) if batch_first else _gather(x, step, batch, fast)
