@@ -61,7 +61,14 @@ How it runs without a Python loop over time:
    an overflow to ``±inf`` alone saturates ``tanh``, with a zero gradient. Sequences
    with no valid step run from a zero state (their result is the initial state,
    selected afterwards), so a huge ``hx`` cannot overflow in steps that are
-   discarded anyway.
+   discarded anyway. What no padded layout avoids: padded steps that come first
+   receive, in the backward, the gradient with respect to the state entering the
+   first valid step (``W_hh^T`` times its gate gradients, which the plain layer
+   forms only for an ``h_0`` that requires a gradient) and multiply it by their
+   saturated gates' zero derivatives: where it overflows, ``inf * 0 = NaN``.
+   Padded steps that follow form ``W_hh h_n`` in the forward instead. Only packed
+   sequences run no padded step; the static path cannot express them, and their
+   backward is about 1.7x slower on CPU.
 4. **Back to the original time positions** (one row gather), with exact zeros
    selected at masked steps: a NaN or Inf cotangent there reaches no gradient.
 
@@ -82,7 +89,7 @@ Three paths, one function (tests compare them):
   ``jacrev``; PyTorch has no batching rule for the fused RNN kernels), and for an
   LSTM with ``proj_size`` under export (ONNX's LSTM has no projection): a loop
   over the ``T`` steps with the cell written in plain ops, carrying the state with
-  ``torch.where`` at masked steps.
+  ``torch.where`` at masked steps (which run the cell from a zero state, discarded).
 
 The helpers take ``params`` in the order of ``nn.LSTM._flat_weights`` (per
 layer, per direction: ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``,
