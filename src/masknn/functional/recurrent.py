@@ -48,7 +48,8 @@ How it runs without a Python loop over time:
    but a GRU step reads ``h`` directly (``h' = (h - n) z + n``), so ``h_0`` cannot
    enter as an input: it is the kernel's initial state, and the padded steps carry
    it bit for bit: the feature ``v`` drives the reset gate to 0 and the update
-   gate to 1, and a second feature, 1 at padded steps with weight ``-b_in`` into
+   gate to 1, so ``h' = (h - n) * 1 + n``, exactly 0 from ``h = 0`` (no ``hx``);
+   given ``hx``, a second feature, 1 at padded steps with weight ``-b_in`` into
    the new gate, cancels its bias, so ``n = tanh(0 + 0 * (W_hn h + b_hn)) = 0``
    and ``h' = (h - 0) * 1 + 0 = h``. The padded steps then form ``W_hh h_0``, the
    product the plain layer forms at the first valid step; a sequence for which
@@ -385,12 +386,14 @@ def _run_direction(
     c0: Tensor | None,
     v: float,
     anchor: bool,
+    cancel_bias: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """One unidirectional single-layer kernel call on a compacted time-major batch ``x`` (Tm, N, F).
 
-    ``pad_feature`` (Tm, N, 1) is 0 at valid steps and ``v`` at padded steps (LSTM,
-    GRU and relu RNN; (Tm, N, 2) for a GRU with biases, whose second feature is 1 at
-    padded steps), appended to ``x`` here; None when ``x`` already ends with it.
+    ``pad_feature`` (Tm, N, 1) is 0 at valid steps and ``v`` at the padded steps that
+    come first (LSTM, GRU and relu RNN); with ``cancel_bias`` (a GRU given ``h_0``, with
+    biases) it is (Tm, N, 2), its second feature 1 there. It is appended to ``x`` here;
+    None when ``x`` already ends with it.
     ``feed`` (Tm, N, H_out), LSTM and relu RNN only, holds ``h_0`` at each sequence's first
     valid position and 0 elsewhere; it is appended to the input with weight ``W_hh``, so
     that the kernel runs from a zero state (None when ``h_0`` is zero).
@@ -414,11 +417,12 @@ def _run_direction(
     if cfg.mode == "GRU":
         hidden = gates // 3
         # Gate order r, z, n: padded steps get -inf into the reset gate and +inf into the update
-        # gate, and (with biases) -b_in through the second feature, so n = tanh(0 + 0 * W_hn h) = 0
-        # and h' = (h - n) * z + n = h bit for bit. b_in is a constant here (detached).
+        # gate, so h' = (h - n) * 1 + n: h = 0 is carried exactly whatever n is; a nonzero h_0
+        # needs n = 0 too: -b_in through the second feature, n = tanh(0 + 0 * (W_hn h + b_hn)).
+        # b_in is a constant here (detached).
         full = [torch.full((hidden, 1), u, dtype=w_ih.dtype, device=w_ih.device) for u in (-v, v, 0.0)]
         col = torch.cat(full)
-        if cfg.bias:
+        if cancel_bias:
             zeros = torch.zeros(2 * hidden, 1, dtype=w_ih.dtype, device=w_ih.device)
             col = torch.cat([col, torch.cat([zeros, -w[2].detach()[2 * hidden :].unsqueeze(1)])], 1)
     elif cfg.mode == "LSTM":
@@ -553,8 +557,8 @@ def _compacted(
     pad_row: tuple[float, ...] = ()
     if augment:
         v = _saturating_value(x.dtype, dev.type)
-        # The GRU's second feature (1 at padded steps) cancels b_in: its new gate is exactly 0 there.
-        pad_row = (v, 1.0) if cfg.mode == "GRU" and cfg.bias else (v,)
+        # A GRU given h_0: the second feature (1 at padded steps) cancels b_in (new gate 0 there).
+        pad_row = (v, 1.0) if mixed and cfg.bias else (v,)
         pad_feature = torch.where(
             forced_tm.unsqueeze(-1), torch.tensor(pad_row, dtype=x.dtype, device=dev), zero
         )
@@ -603,7 +607,9 @@ def _compacted(
             c0k = None if c0_run is None else c0_run[k]
             feature = None if layer == 0 and source is not None else pad_feature
             feed = None if feed_at is None else torch.where(feed_at, h0[k], zero)
-            out, c_last = _run_direction(cfg, xin, feature, feed, w, h0_run[k], c0k, v, not fast)
+            out, c_last = _run_direction(
+                cfg, xin, feature, feed, w, h0_run[k], c0k, v, not fast, len(pad_row) == 2
+            )
             h_last = _gather(out, last, batch, fast)  # (N, H_out)
             h_list.append(torch.where(has_any, h_last, h0[k].to(h_last.dtype)))
             if c_last is not None:
