@@ -502,6 +502,9 @@ def _run_and_grad(
     bias_level=st.floats(0.0, 1.0),
     state_level=st.floats(0.0, 1.0),
 )
+# A relu state that overflows to inf, then NaN (inf - inf), at valid steps: the twin gives the
+# same NaN, and both paths agree on it (the comparison took NaN != NaN; a wide search, 3,000 examples)
+@example(mode="RNN_RELU", dtype=torch.float16, seed=7618, bias_level=1.0, state_level=0.0)
 def test_property_extreme_magnitudes_padding_changes_nothing(
     mode: str, dtype: torch.dtype, seed: int, bias_level: float, state_level: float
 ) -> None:
@@ -518,7 +521,8 @@ def test_property_extreme_magnitudes_padding_changes_nothing(
     tol = TIGHT[dtype]
     pairs = [(o1, o2), (h1, h2)] + ([] if c1 is None or c2 is None else [(c1, c2)])
     for a, b in pairs:
-        torch.testing.assert_close(a, b, rtol=tol, atol=tol * (1 + float(state.double().abs().max())))
+        atol = tol * (1 + float(state.double().abs().max()))
+        torch.testing.assert_close(a, b, rtol=tol, atol=atol, equal_nan=True)
 
 
 def _overflow_depends_on_the_summation_order(rnn: nn.RNNBase, h0: Tensor) -> bool:
@@ -746,7 +750,7 @@ def test_property_appended_masked_steps_change_nothing_bit_for_bit(
     assert bool((b[0].data[:, 6:] == 0).all())
     pairs = [(a[0].data, b[0].data[:, :6]), (a[1], b[1])] + ([] if a[2] is None else [(a[2], b[2])])
     for u, w in pairs:
-        torch.testing.assert_close(u, w, rtol=TIGHT[dtype], atol=TIGHT[dtype])
+        torch.testing.assert_close(u, w, rtol=TIGHT[dtype], atol=TIGHT[dtype], equal_nan=True)
 
 
 @pytest.mark.parametrize(

@@ -52,10 +52,13 @@ How it runs without a Python loop over time:
    given ``hx``, a second feature, 1 at padded steps with weight ``-b_in`` into
    the new gate, cancels its bias, so ``n = tanh(0 + 0 * (W_hn h + b_hn)) = 0``
    and ``h' = (h - 0) * 1 + 0 = h``. The padded steps then form ``W_hh h_0``, the
-   product the plain layer forms at the first valid step; a sequence for which
-   it is not finite (the forced gates would meet an infinity of the other sign)
-   keeps its padding after its valid steps, from ``h_0`` (without ``hx``, ``h_0 = 0``
-   and every sequence pads first). The tanh RNN keeps right padding (``tanh`` can
+   product the plain layer forms at the first valid step, and, in the backward,
+   ``g * h_0`` into the update gate (``g`` the gradient with respect to ``h_0``);
+   a sequence for which the first is not finite (the forced gates would meet an
+   infinity of the other sign) or with ``|h_0| > 1`` (where the second may
+   overflow, then ``inf * 0``) keeps its padding after its valid steps, from
+   ``h_0``, unforced (without ``hx``, ``h_0 = 0`` and every sequence pads first;
+   a GRU state computed from states in ``[-1, 1]`` stays there). The tanh RNN keeps right padding (``tanh`` can
    neither carry a state exactly nor give an exact 0 from a bias): its state is
    bounded by 1, so ``W_hh h_n`` can only overflow into a NaN (``inf - inf``
    between partial sums) with recurrent weights near the dtype's largest value;
@@ -362,15 +365,18 @@ def _gru_pads_first(cfg: _Config, params: Sequence[Tensor], h0: Tensor) -> Tenso
 
     A padded step from ``h_0`` forms ``W_hh h_0 + b_hh``, the product the plain layer forms
     at the first valid step; its gates are forced by infinities (``r = 0``, ``z = 1``), so a
-    product that overflows there would give ``-inf + inf``. Where any layer's and direction's
-    product is not finite the sequence keeps its valid steps first (right padding, from
-    ``h_0``: its first step is then exactly the plain layer's first step).
+    product that overflows there would give ``-inf + inf``. In the backward it forms
+    ``g * h_0`` (``g`` the gradient with respect to ``h_0``) into the update gate, whose
+    derivative is an exact 0: finite for ``|h_0| <= 1`` (every state a GRU computes from such
+    a state is), ``inf * 0 = NaN`` where it overflows. Where any layer's and direction's
+    product is not finite or ``|h_0| > 1``, the sequence keeps its valid steps first (right
+    padding, from ``h_0``: its first step is then exactly the plain layer's first step).
     """
     ok: Tensor | None = None
     for k in range(h0.shape[0]):
         w = params[k * cfg.per : (k + 1) * cfg.per]
         gh = F.linear(h0[k], w[1], w[3] if cfg.bias else None)
-        fin = gh.isfinite().all(-1)
+        fin = gh.isfinite().all(-1) & (h0[k].abs() <= 1).all(-1)
         ok = fin if ok is None else ok & fin
     assert ok is not None
     return ok
