@@ -58,21 +58,21 @@ How it runs without a Python loop over time:
    infinity of the other sign) or with ``|h_0| > 1`` (where the second may
    overflow, then ``inf * 0``) keeps its padding after its valid steps, from
    ``h_0``, unforced (without ``hx``, ``h_0 = 0`` and every sequence pads first;
-   a GRU state computed from states in ``[-1, 1]`` stays there). The tanh RNN keeps right padding (``tanh`` can
-   neither carry a state exactly nor give an exact 0 from a bias): its state is
-   bounded by 1, so ``W_hh h_n`` can only overflow into a NaN (``inf - inf``
-   between partial sums) with recurrent weights near the dtype's largest value;
-   an overflow to ``±inf`` alone saturates ``tanh``, with a zero gradient. Sequences
-   with no valid step run from a zero state (their result is the initial state,
-   selected afterwards), so a huge ``hx`` cannot overflow in steps that are
-   discarded anyway. What no padded layout avoids: padded steps that come first
-   receive, in the backward, the gradient with respect to the state entering the
-   first valid step (``W_hh^T`` times its gate gradients, which the plain layer
-   forms only for an ``h_0`` that requires a gradient) and multiply it by their
-   saturated gates' zero derivatives: where it overflows, ``inf * 0 = NaN``.
-   Padded steps that follow form ``W_hh h_n`` in the forward instead. Only packed
-   sequences run no padded step; the static path cannot express them, and their
-   backward is about 1.7x slower on CPU.
+   a GRU state computed from states in ``[-1, 1]`` stays there). The tanh RNN keeps
+   right padding (``tanh`` can neither carry a state exactly nor give an exact 0 from
+   a bias): its state is bounded by 1, so ``W_hh h_n`` can only overflow into a NaN
+   (``inf - inf`` between partial sums) with recurrent weights near the dtype's
+   largest value; an overflow to ``±inf`` alone saturates ``tanh``, with a zero
+   gradient. Sequences with no valid step run from a zero state (their result is the
+   initial state, selected afterwards), so a huge ``hx`` cannot overflow in steps that
+   are discarded anyway. What no padded layout avoids: padded steps that come first
+   receive, in the backward, the gradient with respect to the state entering the first
+   valid step (``W_hh^T`` times its gate gradients, which the plain layer forms only
+   for an ``h_0`` that requires a gradient) and multiply it by their saturated gates'
+   zero derivatives: where it overflows, ``inf * 0 = NaN``. Padded steps that follow
+   form ``W_hh h_n`` in the forward instead. Only packed sequences run no padded step;
+   the static path cannot express them, and their backward is about 1.7x slower on
+   CPU.
 4. **Back to the original time positions** (one row gather), with exact zeros
    selected at masked steps: a NaN or Inf cotangent there reaches no gradient.
 
