@@ -76,3 +76,15 @@ def test_no_time_step_gives_zeros_and_a_false_mask(
     out = masked_temporal_pool(x, m, mode, time_dim=0 if time_first else 1)
     assert out.data.shape == (n, f) and out.mask.shape == (n, f)
     assert bool((out.data == 0).all()) and not bool(out.mask.any())
+
+
+def test_two_dimensional_data_is_pooled_along_time_dim_as_given() -> None:
+    """The functional indexes the data as given (like torch.mean's dim): (N, T) scalar steps
+    along the default time_dim=1, one (T, F) sequence with time_dim=0 (the Module instead
+    takes every 2-d input as one unbatched (T, F) sequence)."""
+    x = torch.tensor([[1.0, 2.0, 4.0], [3.0, 5.0, 7.0]])
+    m = torch.tensor([[True, True, False], [False, True, True]])
+    by_row = masked_temporal_pool(x, m, "mean")
+    assert by_row.data.tolist() == [1.5, 6.0] and by_row.mask.tolist() == [True, True]
+    by_column = masked_temporal_pool(x, m, "last", time_dim=0)
+    assert by_column.data.tolist() == [1.0, 5.0, 7.0] and by_column.mask.tolist() == [True, True, True]

@@ -13,7 +13,7 @@ How it runs without a Python loop over time:
 1. **Compaction.** Each sequence's valid steps are moved, in order, to the front
    (a cumulative sum of the mask gives every step its new position; one row
    gather), into a time-major batch ``(Tm, N, F)``, the kernels' own layout. The
-   batch is now right-padded with lengths ``L_i`` (left-padded for LSTM and the relu RNN, see 3).
+   batch is now right-padded with lengths ``L_i`` (left-padded for LSTM, GRU and the relu RNN, see 3).
 2. **One fused kernel call per layer and direction** on that batch
    (``torch._VF.lstm``/``gru``/``rnn_*``, the kernels behind ``nn.LSTM``). The
    outputs at positions ``< L_i`` are exact because padding only follows them.
@@ -42,10 +42,37 @@ How it runs without a Python loop over time:
    unbounded state). ``h_0`` enters as an input instead: an extra input block
    holding ``h_0`` at each sequence's first valid step, with weight ``W_hh`` (a
    step reads ``h`` only through ``W_hh``); the LSTM's ``c_0`` is the kernel's
-   initial state, which the padded steps carry over exactly. Sequences
-   with no valid step run from a zero state (their result is the initial state,
-   selected afterwards), so a huge ``hx`` cannot overflow in steps that are
-   discarded anyway.
+   initial state, which the padded steps carry over exactly. The GRU's padded
+   steps come first too (after its last valid step ``h`` kept moving towards the
+   new gate, and ``W_hn h`` overflowed float16 into ``r * inf = 0 * inf = NaN``),
+   but a GRU step reads ``h`` directly (``h' = (h - n) z + n``), so ``h_0`` cannot
+   enter as an input: it is the kernel's initial state, and the padded steps carry
+   it bit for bit: the feature ``v`` drives the reset gate to 0 and the update
+   gate to 1, so ``h' = (h - n) * 1 + n``, exactly 0 from ``h = 0`` (no ``hx``);
+   given ``hx``, a second feature, 1 at padded steps with weight ``-b_in`` into
+   the new gate, cancels its bias, so ``n = tanh(0 + 0 * (W_hn h + b_hn)) = 0``
+   and ``h' = (h - 0) * 1 + 0 = h``. The padded steps then form ``W_hh h_0``, the
+   product the plain layer forms at the first valid step, and, in the backward,
+   ``g * h_0`` into the update gate (``g`` the gradient with respect to ``h_0``);
+   a sequence for which the first is not finite (the forced gates would meet an
+   infinity of the other sign) or with ``|h_0| > 1`` (where the second may
+   overflow, then ``inf * 0``) keeps its padding after its valid steps, from
+   ``h_0``, unforced (without ``hx``, ``h_0 = 0`` and every sequence pads first;
+   a GRU state computed from states in ``[-1, 1]`` stays there). The tanh RNN keeps
+   right padding (``tanh`` can neither carry a state exactly nor give an exact 0 from
+   a bias): its state is bounded by 1, so ``W_hh h_n`` can only overflow into a NaN
+   (``inf - inf`` between partial sums) with recurrent weights near the dtype's
+   largest value; an overflow to ``±inf`` alone saturates ``tanh``, with a zero
+   gradient. Sequences with no valid step run from a zero state (their result is the
+   initial state, selected afterwards), so a huge ``hx`` cannot overflow in steps that
+   are discarded anyway. What no padded layout avoids: padded steps that come first
+   receive, in the backward, the gradient with respect to the state entering the first
+   valid step (``W_hh^T`` times its gate gradients, which the plain layer forms only
+   for an ``h_0`` that requires a gradient) and multiply it by their saturated gates'
+   zero derivatives: where it overflows, ``inf * 0 = NaN``. Padded steps that follow
+   form ``W_hh h_n`` in the forward instead. Only packed sequences run no padded step;
+   the static path cannot express them, and their backward is about 1.7x slower on
+   CPU.
 4. **Back to the original time positions** (one row gather), with exact zeros
    selected at masked steps: a NaN or Inf cotangent there reaches no gradient.
 
@@ -66,7 +93,7 @@ Three paths, one function (tests compare them):
   ``jacrev``; PyTorch has no batching rule for the fused RNN kernels), and for an
   LSTM with ``proj_size`` under export (ONNX's LSTM has no projection): a loop
   over the ``T`` steps with the cell written in plain ops, carrying the state with
-  ``torch.where`` at masked steps.
+  ``torch.where`` at masked steps (which run the cell from a zero state, discarded).
 
 The helpers take ``params`` in the order of ``nn.LSTM._flat_weights`` (per
 layer, per direction: ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``,
@@ -296,6 +323,9 @@ def _packed(
     x_row = flat if batch_first else time * n + seq
     source = torch.empty_like(packed_row)
     source[packed_row] = x_row  # the row of x that each packed row reads
+    # The packed row that each output row reads: its own, or one zero row appended (masked steps).
+    reads = torch.full((n * t,), packed_row.shape[0], dtype=packed_row.dtype, device=dev)
+    reads[x_row] = packed_row
     f = x.shape[-1]
     data = x.reshape(-1, f).index_select(0, source)
     hx = h0.index_select(1, order[:active])
@@ -303,8 +333,9 @@ def _packed(
     out_p, h_s = _KERNEL_FNS[cfg.mode](data, batch_sizes.cpu(), hx, *args)
     h_n = h0.to(h_s.dtype).index_copy(1, order[:active], h_s)  # h_s may be in the autocast dtype
     width = out_p.shape[-1]
-    out = out_p.new_zeros(n * t, width)  # masked steps: exact zeros
-    out.index_copy_(0, source, out_p)  # the output is laid out as x: packed row r goes to source[r]
+    # Laid out as x, exact zeros at masked steps: one gather (2x faster than zero-filling the
+    # output and scattering the packed rows into it with index_copy_).
+    out = torch.cat([out_p, out_p.new_zeros(1, width)]).index_select(0, reads)
     shape = (n, t) if batch_first else (t, n)
     return out.view(*shape, width), h_n
 
@@ -329,6 +360,28 @@ def _saturating_value(dtype: torch.dtype, device_type: str) -> float:
     return v
 
 
+def _gru_pads_first(cfg: _Config, params: Sequence[Tensor], h0: Tensor) -> Tensor:
+    """(N,) bool: the GRU sequences whose padded steps may run first, from ``h_0``.
+
+    A padded step from ``h_0`` forms ``W_hh h_0 + b_hh``, the product the plain layer forms
+    at the first valid step; its gates are forced by infinities (``r = 0``, ``z = 1``), so a
+    product that overflows there would give ``-inf + inf``. In the backward it forms
+    ``g * h_0`` (``g`` the gradient with respect to ``h_0``) into the update gate, whose
+    derivative is an exact 0: finite for ``|h_0| <= 1`` (every state a GRU computes from such
+    a state is), ``inf * 0 = NaN`` where it overflows. Where any layer's and direction's
+    product is not finite or ``|h_0| > 1``, the sequence keeps its valid steps first (right
+    padding, from ``h_0``: its first step is then exactly the plain layer's first step).
+    """
+    ok: Tensor | None = None
+    for k in range(h0.shape[0]):
+        w = params[k * cfg.per : (k + 1) * cfg.per]
+        gh = F.linear(h0[k], w[1], w[3] if cfg.bias else None)
+        fin = gh.isfinite().all(-1) & (h0[k].abs() <= 1).all(-1)
+        ok = fin if ok is None else ok & fin
+    assert ok is not None
+    return ok
+
+
 def _run_direction(
     cfg: _Config,
     x: Tensor,
@@ -339,11 +392,14 @@ def _run_direction(
     c0: Tensor | None,
     v: float,
     anchor: bool,
+    cancel_bias: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """One unidirectional single-layer kernel call on a compacted time-major batch ``x`` (Tm, N, F).
 
-    ``pad_feature`` (Tm, N, 1) is 0 at valid steps and ``v`` at padded steps (LSTM
-    and relu RNN only), appended to ``x`` here; None when ``x`` already ends with it.
+    ``pad_feature`` (Tm, N, 1) is 0 at valid steps and ``v`` at the padded steps that
+    come first (LSTM, GRU and relu RNN); with ``cancel_bias`` (a GRU given ``h_0``, with
+    biases) it is (Tm, N, 2), its second feature 1 there. It is appended to ``x`` here;
+    None when ``x`` already ends with it.
     ``feed`` (Tm, N, H_out), LSTM and relu RNN only, holds ``h_0`` at each sequence's first
     valid position and 0 elsewhere; it is appended to the input with weight ``W_hh``, so
     that the kernel runs from a zero state (None when ``h_0`` is zero).
@@ -359,12 +415,23 @@ def _run_direction(
         t.requires_grad for t in (x, h0, *w, *(() if c0 is None else (c0,)))
     )
     args = (cfg.bias, 1, 0.0, train, False, False)  # time-major
-    if cfg.mode == "GRU" or cfg.mode == "RNN_TANH":
+    if cfg.mode == "RNN_TANH":
         out, _ = _KERNEL_FNS[cfg.mode](x, h0.unsqueeze(0), list(w), *args)
         return out, None
     w_ih = w[0]
     gates = w_ih.shape[0]
-    if cfg.mode == "LSTM":
+    if cfg.mode == "GRU":
+        hidden = gates // 3
+        # Gate order r, z, n: padded steps get -inf into the reset gate and +inf into the update
+        # gate, so h' = (h - n) * 1 + n: h = 0 is carried exactly whatever n is; a nonzero h_0
+        # needs n = 0 too: -b_in through the second feature, n = tanh(0 + 0 * (W_hn h + b_hn)).
+        # b_in is a constant here (detached).
+        full = [torch.full((hidden, 1), u, dtype=w_ih.dtype, device=w_ih.device) for u in (-v, v, 0.0)]
+        col = torch.cat(full)
+        if cancel_bias:
+            zeros = torch.zeros(2 * hidden, 1, dtype=w_ih.dtype, device=w_ih.device)
+            col = torch.cat([col, torch.cat([zeros, -w[2].detach()[2 * hidden :].unsqueeze(1)])], 1)
+    elif cfg.mode == "LSTM":
         hidden = gates // 4
         # Gate order i, f, g, o: padded steps get -inf into the input and output gates, +inf into
         # the forget gate: c is carried over, and h is exactly 0 there.
@@ -392,7 +459,7 @@ def _run_direction(
         assert c0 is not None
         out, _, c_n = torch._VF.lstm(x_aug, (h0.unsqueeze(0), c0.unsqueeze(0)), params, *args)
         return out, c_n[0]
-    out, _ = torch._VF.rnn_relu(x_aug, h0.unsqueeze(0), params, *args)
+    out, _ = _KERNEL_FNS[cfg.mode](x_aug, h0.unsqueeze(0), params, *args)
     return out, None
 
 
@@ -457,8 +524,12 @@ def _compacted(
     dest = torch.where(valid, csum - 1, lengths.unsqueeze(1) + steps_t - csum)
     # The LSTM's and relu RNN's valid steps end at position Tm - 1 instead (padding first): the
     # same order rotated by Tm - L_i, so that their padded steps never see a sequence's state h.
-    left = cfg.mode in ("LSTM", "RNN_RELU")
+    # The GRU's too, where its padded steps can carry h_0 exactly (see _gru_pads_first).
+    left = cfg.mode in ("LSTM", "RNN_RELU", "GRU")
     first = (tm - lengths).unsqueeze(1) if left else torch.zeros_like(lengths).unsqueeze(1)  # (N, 1)
+    mixed = cfg.mode == "GRU" and hx_given  # some sequences may keep right padding
+    if mixed:
+        first = torch.where(_gru_pads_first(cfg, params, h0).unsqueeze(1), first, 0)
     if left:
         dest = dest + first
         dest = torch.where(dest >= t, dest - t, dest)
@@ -478,35 +549,47 @@ def _compacted(
     # first valid position, 0 elsewhere, with weight W_hh (see _run_direction). The LSTM's c_0
     # is the kernel's initial state, carried exactly through the padded steps.
     feed_at: Tensor | None = None
-    if left and hx_given:
+    fed = cfg.mode in ("LSTM", "RNN_RELU")
+    if fed and hx_given:
         feed_at = (steps == first).t().unsqueeze(-1)  # (Tm, N, 1)
     pad_feature: Tensor | None = None
     v = 0.0
     zero = torch.zeros((), dtype=x.dtype, device=dev)
-    augment = cfg.mode in ("LSTM", "RNN_RELU")
+    augment = cfg.mode != "RNN_TANH"
+    # Only the padded steps that come first are forced: a GRU sequence padded after its valid
+    # steps (see _gru_pads_first) runs them unforced, its results discarded, since there the
+    # forced gates could meet an overflowed W_hh h_n of the other sign.
+    forced_tm = (steps < first).t()  # (Tm, N): every padded step but for those GRU sequences
+    pad_row: tuple[float, ...] = ()
     if augment:
         v = _saturating_value(x.dtype, dev.type)
-        pad_feature = torch.where(inside_tm.unsqueeze(-1), zero, torch.full((), v, dtype=x.dtype, device=dev))
+        # A GRU given h_0: the second feature (1 at padded steps) cancels b_in (new gate 0 there).
+        pad_row = (v, 1.0) if mixed and cfg.bias else (v,)
+        pad_feature = torch.where(
+            forced_tm.unsqueeze(-1), torch.tensor(pad_row, dtype=x.dtype, device=dev), zero
+        )
     # Sequences with no valid step run from a zero state (their final state is selected below),
     # and h runs from zero in every LSTM and relu sequence (h_0 is an input, fed at the first valid step).
-    h0_run = torch.zeros_like(h0) if left else torch.where(has_any.unsqueeze(0), h0, zero)
+    h0_run = torch.zeros_like(h0) if fed else torch.where(has_any.unsqueeze(0), h0, zero)
     c0_run = None if c0 is None else torch.where(has_any.unsqueeze(0), c0, zero)
     src_tm = src.t()  # (Tm, N): the step read at each compacted (time-major) position
     source: Tensor | None = None
     if fast and augment:
-        # The input rows with the padded-step feature appended, and one extra row for padded
-        # positions: (0, ..., 0, v). One gather then builds the kernel's input, no zeroing.
+        # The input rows with the padded-step features appended, and one extra row for padded
+        # positions: (0, ..., 0, v[, 1]). One gather then builds the kernel's input, no zeroing.
+        # A GRU given h_0 also has a zero row, for the padded steps that follow valid ones.
         f = x.shape[-1]
-        source = x.new_empty(n * t + 1, f + 1)
-        source[:-1, :f] = x.reshape(n * t, f)
-        source[:-1, f] = 0
-        source[-1, :f] = 0
-        source[-1, f] = v
+        source = x.new_empty(n * t + 1 + int(mixed), f + len(pad_row))
+        source[: n * t, :f] = x.reshape(n * t, f)
+        source[: n * t, f:] = 0
+        source[n * t :] = 0
+        source[n * t, f:] = torch.tensor(pad_row, dtype=x.dtype)
 
     def gather_input(step: Tensor) -> Tensor:
         if source is not None:
             rows = step * n + batch if not batch_first else batch * t + step
-            rows = torch.where(inside_tm, rows, n * t)
+            pad_rows = torch.where(forced_tm, n * t, n * t + 1) if mixed else n * t
+            rows = torch.where(inside_tm, rows, pad_rows)
             return source.index_select(0, rows.reshape(-1)).view(tm, n, source.shape[-1])
         # Padded positions read a masked step of their own sequence, zeroed here (NaN-safe).
         picked = _gather(x, batch, step, fast) if batch_first else _gather(x, step, batch, fast)
@@ -530,7 +613,9 @@ def _compacted(
             c0k = None if c0_run is None else c0_run[k]
             feature = None if layer == 0 and source is not None else pad_feature
             feed = None if feed_at is None else torch.where(feed_at, h0[k], zero)
-            out, c_last = _run_direction(cfg, xin, feature, feed, w, h0_run[k], c0k, v, not fast)
+            out, c_last = _run_direction(
+                cfg, xin, feature, feed, w, h0_run[k], c0k, v, not fast, len(pad_row) == 2
+            )
             h_last = _gather(out, last, batch, fast)  # (N, H_out)
             h_list.append(torch.where(has_any, h_last, h0[k].to(h_last.dtype)))
             if c_last is not None:
@@ -599,7 +684,8 @@ def _cell(
 def _stepwise(
     cfg: _Config, data: Tensor, valid: Tensor, params: Sequence[Tensor], h0: Tensor, c0: Tensor | None
 ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """A loop over the T steps in plain ops, state carried with ``torch.where`` (for ``torch.func``)."""
+    """A loop over the T steps in plain ops, state carried with ``torch.where`` (for ``torch.func``);
+    masked steps run the cell from a zero state and are discarded."""
     t = data.shape[1]
     zero = torch.zeros((), dtype=data.dtype, device=data.device)
     layer_in = torch.where(valid.unsqueeze(-1), data, zero)
@@ -615,7 +701,12 @@ def _stepwise(
             step_out: list[Tensor] = [zero] * t
             for s in reversed(range(t)) if direction else range(t):
                 m = valid[:, s : s + 1]
-                h_new, c_new = _cell(cfg.mode, layer_in[:, s], h, c, w, cfg.bias)
+                # A masked step runs from a zero state: its result is discarded, and from the
+                # carried state it would form W_hh h, which may overflow (then 0 * NaN in the
+                # backward) where the plain layer forms nothing.
+                h_in = torch.where(m, h, zero)
+                c_in = None if c is None else torch.where(m, c, zero)
+                h_new, c_new = _cell(cfg.mode, layer_in[:, s], h_in, c_in, w, cfg.bias)
                 h = torch.where(m, h_new, h)
                 if c is not None and c_new is not None:
                     c = torch.where(m, c_new, c)

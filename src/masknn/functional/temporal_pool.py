@@ -49,7 +49,13 @@ def masked_temporal_pool(x: Tensor, mask: object, mode: str = "mean", time_dim: 
 
     ``x`` is ``(N, T, F)`` (or any shape, time along ``time_dim``); ``mask`` is a
     step mask ``(N, T)``/``(N, T, 1)`` or a per-feature mask ``(N, T, F)``
-    (pooled per feature); ``(T, N)`` is accepted with ``time_dim=0``. Returns
+    (pooled per feature); ``(T, N)`` is accepted with ``time_dim=0``.
+    ``time_dim`` indexes ``x`` as given, like ``torch.mean``'s ``dim``, whatever
+    its number of dimensions: a 2-d ``x`` is pooled along ``time_dim`` (``(N, T)``
+    scalar steps with the default ``time_dim=1``); pool one unbatched ``(T, F)``
+    sequence with ``time_dim=0``. (The Module
+    [`MaskedTemporalPool`][masknn.nn.MaskedTemporalPool] takes 2-d input as that
+    unbatched ``(T, F)`` sequence, as ``nn.LSTM`` does, and pools it over time.) Returns
     ``Masked`` data without the time dimension, e.g. ``(N, F)``, valid where at
     least one step was valid; a sequence with no valid step gives 0 (never NaN).
     ``"last"`` takes the value at the last valid step (the final output of a
