@@ -272,3 +272,36 @@ def test_fused_losses_over_several_chunks_equal_the_composable_path(
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(ga, gb, rtol=1e-5, atol=1e-9)
         assert bool(torch.isfinite(ga).all())
+
+
+@pytest.mark.parametrize("kind", ["mse", "l1", "smooth_l1", "smooth_l1_beta0", "smooth_l1_tiny_beta", "bce"])
+@pytest.mark.parametrize("shape", [(4, 3, 6, 5), (3, 2, 300, 300)], ids=["one-chunk", "two-chunks"])
+def test_fused_inference_forward_equals_the_composable_path(kind: str, shape: tuple[int, ...]) -> None:
+    """Without gradients the fused node takes its inference branch (for smooth L1 the loss straight
+    from x and t, then selected): the loss equals the composite's, and masked NaN/Inf reach nothing."""
+    from masknn.functional._select import composable_only
+
+    beta = {"smooth_l1_beta0": 0.0, "smooth_l1_tiny_beta": 1e-310}.get(kind, 0.5)
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(shape, generator=g, dtype=torch.float64)
+    t = (torch.rand(shape, generator=g) > 0.5).double() if kind == "bce" else torch.randn(shape, generator=g)
+    t = t.double()
+    m = torch.rand((shape[0], 1, *shape[2:]), generator=g) > 0.4
+    m[1] = False
+    x = torch.where(m, x, math.nan)
+    t = torch.where(m, t, math.inf)
+
+    def fn(reduction: str) -> torch.Tensor:
+        if kind.startswith("smooth_l1"):
+            return masked_smooth_l1_loss(x, t, m, reduction, beta=beta)
+        if kind == "bce":
+            return masked_binary_cross_entropy_with_logits(x, torch.where(m, t, 0.5), m, reduction)
+        return ELEMENTWISE[kind][0](x, t, m, reduction)
+
+    for reduction in ("sum", "mean"):
+        with torch.no_grad():
+            got = fn(reduction)
+            with composable_only():
+                want = fn(reduction)
+        assert bool(torch.isfinite(got))
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-300)

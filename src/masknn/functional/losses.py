@@ -202,6 +202,10 @@ def _scale_(g: Tensor, factors: tuple[float, float]) -> None:
         g.mul_(mul)
 
 
+#: ``F.smooth_l1_loss(..., reduction="none")`` writing into a given buffer (reduction 0 = none).
+_SMOOTH_L1: Any = torch._C._nn.smooth_l1_loss
+
+
 def _fused_elem_sum(
     kind: str,
     x: Tensor,
@@ -242,6 +246,14 @@ def _fused_elem_sum(
         if kind == "bce":
             e = _select_(F.binary_cross_entropy_with_logits(x[i:j], t[i:j], reduction="none"), b)
             parts.append(e.sum())
+            continue
+        if kind == "smooth_l1" and keep is None and beta > 0:
+            # Inference: the per-element loss straight from x and t into the buffer, selected in
+            # place (masked elements exactly 0 whatever they hold), summed: one pass fewer than
+            # selecting d first (the loss kernel would write its own temporary).
+            e = buf[: j - i]  # type: ignore[index]
+            _SMOOTH_L1(x[i:j], t[i:j], 0, beta, out=e)
+            parts.append(_select_(e, b).sum())
             continue
         # d in ``keep`` for MSE (its own derivative), else in a small buffer
         if keep is None:
