@@ -132,16 +132,8 @@ class Masked(tuple[Tensor, Tensor]):
     __array_ufunc__: ClassVar[None] = None
 
     def __new__(cls, data: Tensor, mask: Tensor | None = None) -> Masked:
-        if type(data) is Tensor and type(mask) is Tensor and mask.dtype is torch.bool:
-            # The common case in a few comparisons (the checks of ``to_bool_mask``, which
-            # raises the errors when one fails).
-            ms, ds = mask.shape, data.shape
-            if (
-                len(ms) == len(ds)
-                and (ms == ds or all(a == b or a == 1 for a, b in zip(ms, ds)))
-                and ((mask.is_cpu and data.is_cpu) or mask.device == data.device)
-            ):
-                return tuple.__new__(cls, (data, mask))
+        if type(data) is Tensor and type(mask) is Tensor:  # no fx Proxy: straight to the mask's checks
+            return tuple.__new__(cls, (data, to_bool_mask("Masked", data, mask)))
         traced = _traced(cls, data, mask)
         if traced is not None:
             return traced

@@ -185,6 +185,15 @@ def to_bool_mask(layer: str, data: Tensor, mask: object, *, allow_sequence: bool
     * with ``allow_sequence``, a 2-d mask ``(N, T)`` given for 3-d data
       ``(N, T, F)`` is taken as ``(N, T, 1)``.
     """
+    if type(mask) is Tensor and mask.dtype is torch.bool:
+        # The common case in a few comparisons (every rule below holds); else the checks below.
+        ms, ds = mask.shape, data.shape
+        if (
+            len(ms) == len(ds)
+            and (ms == ds or all(a == b or a == 1 for a, b in zip(ms, ds)))
+            and ((mask.is_cpu and data.is_cpu) or mask.device == data.device)
+        ):
+            return mask
     if isinstance(mask, torch.nn.utils.rnn.PackedSequence):
         raise TypeError(f"{layer}: got a PackedSequence as mask; expected a bool tensor")
     if not isinstance(mask, Tensor):

@@ -89,7 +89,7 @@ def fast_path(*tensors: Tensor | None) -> bool:
     for t in tensors:
         if t is None:
             continue
-        if type(t) not in _PLAIN or t.device.type != "cpu" or t.layout != torch.strided:
+        if type(t) not in _PLAIN or not t.is_cpu or t.layout != torch.strided:
             return False
     return True
 

@@ -514,19 +514,6 @@ class _PartialConvFn(torch.autograd.Function):
             )
             return gx, gw, gb, None
         args = (spec.stride, spec.padding, spec.dilation, spec.transposed, spec.output_padding, spec.groups)
-        if bits is not None and need_w and x.numel() <= _ONE_CALL:
-            # Small, channel-shared: the same steps with the fewest calls (per-call cost dominates).
-            itype = bits.dtype
-            g = torch.bitwise_and(grad.resolve_neg().view(itype), mask_bits(valid, grad.dtype)).view(
-                grad.dtype
-            )
-            grad_b = g.sum([0, *range(2, g.dim())]) if need_b else None
-            g.mul_(scale)
-            xz = torch.bitwise_and(x.resolve_neg().view(itype), bits).view(x.dtype)
-            grad_x, grad_w, _ = _CONV_BACKWARD(g, xz, weight, None, *args, [need_x, True, False])
-            if grad_x is not None:
-                grad_x.view(itype).bitwise_and_(bits)
-            return grad_x, grad_w, grad_b, None
         gc = scale.shape[1]
         g = torch.empty_like(grad)
         g_g = _grouped(g, gc)
@@ -620,8 +607,8 @@ _THNN_CONV2D: Any = torch._C._nn.thnn_conv2d  # type: ignore[attr-defined]
 @functools.lru_cache(maxsize=64)
 def _cpu_box(kernel: tuple[int, ...], dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """The ones kernel of the valid counts and the window size, on the CPU."""
-    ones = _cached_ones((1, 1, *kernel), dtype, torch.device("cpu"))
-    return ones, torch.tensor(float(math.prod(kernel)), dtype=dtype)
+    cpu = torch.device("cpu")
+    return _cached_ones((1, 1, *kernel), dtype, cpu), _cached_scalar(float(math.prod(kernel)), dtype, cpu)
 
 
 def _shared_eager(
@@ -716,9 +703,6 @@ def _spec(eager: bool, build: Any, cached: Any, *args: Any) -> Any:
     return build(*args)
 
 
-_PLAIN = (Tensor, torch.nn.Parameter)
-
-
 def _quick(
     op: str,
     nd: int,
@@ -742,7 +726,16 @@ def _quick(
     ``_shared_eager``, as the general path would run it. At small sizes the per-call Python
     work is what a masked layer adds to a plain convolution, so it is kept short.
     """
-    if padding_valid or type(x) is not Tensor or type(mask) is not Tensor or mask.dtype is not torch.bool:
+    if (
+        padding_valid
+        or type(x) is not Tensor
+        or type(mask) is not Tensor
+        or mask.dtype is not torch.bool
+        or not isinstance(weight, Tensor)
+        or (bias is not None and not isinstance(bias, Tensor))
+        or not fast_path(x, mask, weight, bias)
+        or torch.is_autocast_enabled("cpu")
+    ):
         return None
     xs, ms, ws = x.shape, mask.shape, weight.shape
     dt = x.dtype
@@ -755,28 +748,19 @@ def _quick(
         or ms[2:] != xs[2:]
         or xs[0] == 0
         or (dt is not torch.float32 and dt is not torch.float64)
-        or type(weight) not in _PLAIN
         or weight.dtype is not dt
         or type(groups) is not int
         or groups < 1
         or xs[1] != ws[1] * groups
         or ws[0] % groups
-        or not (x.is_cpu and mask.is_cpu and weight.is_cpu)
-        or x.layout is not torch.strided
-        or torch.is_autocast_enabled("cpu")
     ):
         return None
-    if bias is not None and (
-        type(bias) not in _PLAIN or bias.dtype is not dt or not bias.is_cpu or bias.shape != ws[:1]
-    ):
-        return None
-    if not fast_path():
+    if bias is not None and (bias.dtype is not dt or bias.shape != ws[:1]):
         return None
     kernel = tuple(ws[2:])
-    try:
-        spec, pads = _cached_direct_spec(op, nd, kernel, stride, padding, dilation, groups)
-    except TypeError:  # unhashable arguments (lists): the general path
-        return None
+    spec, pads = _spec(
+        True, _direct_spec, _cached_direct_spec, op, nd, kernel, stride, padding, dilation, groups
+    )
     if spec.pre_pad is not None:
         return None
     for n, (a, _), k, d in zip(xs[2:], pads, kernel, spec.dilation):
