@@ -542,6 +542,15 @@ def test_the_common_case_shortcut_equals_the_general_path() -> None:
         MF.partial_conv2d(
             torch.ones(1, 3, 4, 4), torch.ones(1, 1, 4, 4, dtype=torch.bool), torch.ones(2, 3, 3, 3).double()
         )
+    with pytest.raises(ValueError, match="partial_conv2d: expected a 4-d weight, got list"):
+        MF.partial_conv2d(torch.ones(1, 3, 4, 4), torch.ones(1, 1, 4, 4, dtype=torch.bool), [[1.0]])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="partial_conv2d"):  # an empty spatial dimension, padded
+        MF.partial_conv2d(
+            torch.ones(1, 3, 0, 4),
+            torch.ones(1, 1, 0, 4, dtype=torch.bool),
+            torch.ones(2, 3, 3, 3),
+            padding=2,
+        )
 
 
 @pytest.mark.parametrize("path", ["fast", "composable"])
