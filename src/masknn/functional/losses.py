@@ -243,16 +243,14 @@ def _fused_elem_sum(
             b = mask_bits(valid[i:j], x.dtype)
         else:
             b = shared if shared.shape[0] == 1 else shared[i:j]
-        if kind == "bce":
-            e = _select_(F.binary_cross_entropy_with_logits(x[i:j], t[i:j], reduction="none"), b)
-            parts.append(e.sum())
-            continue
-        if kind == "smooth_l1" and keep is None and beta > 0:
-            # Inference: the per-element loss straight from x and t into the buffer, selected in
-            # place (masked elements exactly 0 whatever they hold), summed: one pass fewer than
-            # selecting d first (the loss kernel would write its own temporary).
-            e = buf[: j - i]  # type: ignore[index]
-            _SMOOTH_L1(x[i:j], t[i:j], 0, beta, out=e)
+        if kind == "bce" or (kind == "smooth_l1" and keep is None and beta > 0):
+            # The per-element loss straight from x and t, selected in place (masked elements
+            # exactly 0 whatever they hold), summed. For smooth L1 (inference) into the buffer:
+            # one pass fewer than selecting d first (the loss kernel writes its own temporary).
+            if kind == "bce":
+                e = F.binary_cross_entropy_with_logits(x[i:j], t[i:j], reduction="none")
+            else:
+                e = _SMOOTH_L1(x[i:j], t[i:j], 0, beta, out=buf[: j - i])  # type: ignore[index]
             parts.append(_select_(e, b).sum())
             continue
         # d in ``keep`` for MSE (its own derivative), else in a small buffer
