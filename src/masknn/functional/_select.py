@@ -135,6 +135,10 @@ def fill_value(m: Tensor, like: Tensor, value: float) -> Tensor:
     return (1 - mf) * value
 
 
+# Above this many elements a full-size mask is applied one slice of the batch at a time.
+_SLICED = 1 << 21
+
+
 def mask_bits(m: Tensor, dtype: torch.dtype) -> Tensor:
     """The bool mask as all-ones (valid) / all-zeros integers as wide as ``dtype``."""
     return m.to(_BITS[dtype]).neg_()
@@ -184,22 +188,23 @@ def select_into(src: Tensor, mask: Tensor, out: Tensor | None = None) -> Tensor:
 
     Not differentiable and not traceable: for use inside the eager fast kernels (the
     ``forward``/``backward`` of a fused autograd node) once ``fast_path`` allowed
-    them. ``mask`` is ``(N or 1, C or 1, *spatial)``. A per-channel mask is expanded to
-    integer bits one slice of the batch at a time, so no full-size integer mask is ever
-    allocated.
+    them. ``mask`` is ``(N or 1, C or 1, *spatial)``. The select is an integer
+    multiplication of the data's bits by the bool mask (``v · 1 = v`` and ``v · 0 = 0``
+    for every bit pattern ``v``: exact, NaN and Inf included), broadcast by the kernel
+    itself, so no integer mask is ever allocated. Inputs larger than the last-level
+    cache with a full-size mask go a slice of the batch at a time (measured faster).
     """
     itype = _BITS[src.dtype]
     src = src.resolve_neg()
     if out is None:
         out = torch.empty(src.shape, dtype=src.dtype, device=src.device)
-    n = src.shape[0]
-    if mask.dim() < 2 or mask.shape[1] == 1 or mask.shape[0] == 1 or n == 1:
-        torch.bitwise_and(src.view(itype), mask_bits(mask, src.dtype), out=out.view(itype))
+    n = src.shape[0] if src.dim() else 1
+    if mask.dim() < 2 or mask.shape[1] == 1 or mask.shape[0] == 1 or n == 1 or src.numel() <= _SLICED:
+        torch.mul(src.view(itype), mask, out=out.view(itype))
         return out
     step = max(1, n // 8)
     for i in range(0, n, step):
-        part = mask_bits(mask[i : i + step], src.dtype)
-        torch.bitwise_and(src[i : i + step].view(itype), part, out=out[i : i + step].view(itype))
+        torch.mul(src[i : i + step].view(itype), mask[i : i + step], out=out[i : i + step].view(itype))
     return out
 
 

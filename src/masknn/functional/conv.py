@@ -65,7 +65,7 @@ from torch import Tensor
 
 from masknn._masked import Masked
 from masknn._validation import shape_str
-from masknn.functional._select import differentiable_backward, fast_path, mask_bits
+from masknn.functional._select import differentiable_backward, fast_path
 from masknn.functional._spatial import (
     IntOrSeq,
     acc_dtype,
@@ -419,30 +419,18 @@ def _composite(
     return out
 
 
-def _select_fast(src: Tensor, m: Tensor, bits: Tensor | None, out: Tensor) -> Tensor:
-    """Fast kernels only: ``torch.where(m, src, 0)`` bit by bit into ``out``.
-
-    With precomputed ``bits`` (channel-shared masks) one bitwise AND; a per-channel mask
-    goes through ``select_into`` (slice by slice: no full-size integer mask).
-    """
-    if bits is None:
-        return select_into(src, m, out=out)
-    torch.bitwise_and(src.resolve_neg().view(bits.dtype), bits, out=out.view(bits.dtype))
-    return out
-
-
 def _fast_forward(
     x: Tensor,
     m: Tensor,
-    bits: Tensor | None,
     weight: Tensor,
     bias: Tensor | None,
     scale: Tensor,
     valid: Tensor,
     spec: _Spec,
-) -> Tensor:
-    """Eager CPU: bitwise select, convolution, in-place rescale and bias."""
-    xz = _select_fast(x, m, bits, torch.empty_like(x))
+) -> tuple[Tensor, Tensor]:
+    """Eager CPU: select, convolution, in-place rescale and bias. Returns the output and the
+    selected input."""
+    xz = select_into(x, m, out=torch.empty_like(x))
     raw = torch.convolution(
         xz,
         weight,
@@ -454,13 +442,12 @@ def _fast_forward(
         spec.output_padding,
         spec.groups,
     )
-    del xz
     gc = scale.shape[1]
     out = _grouped(raw, gc)
     out.mul_(_small(scale, gc))  # exactly 0 at invalid outputs: all their inputs are selected zeros
     if bias is not None:
         out.addcmul_(_bias_view(bias, gc, spec.nd), _small(valid, gc))  # bool valid: b where valid
-    return raw
+    return raw, xz
 
 
 class _Aux(NamedTuple):
@@ -470,26 +457,26 @@ class _Aux(NamedTuple):
     scale: Tensor
     valid: Tensor
     spec: _Spec
-    bits: Tensor | None
 
 
 class _PartialConvFn(torch.autograd.Function):
     """The eager-CPU partial convolution as one autograd node.
 
-    forward: ``_fast_forward``. Only ``x`` (which a plain convolution saves too), the
-    mask bits, the weight and the small per-window tensors are kept for the backward
-    pass; the selected input is recomputed there.
+    forward: ``_fast_forward``. ``x`` (which a plain convolution saves too), the mask, the
+    weight and the small per-window tensors are kept for the backward pass; the selected
+    input too when it has at most ``_ONE_CALL`` elements (a few hundred kilobytes), else it
+    is recomputed there.
 
     backward: ``g = select(grad, valid) · scale`` (in place), the bias gradient
-    ``Σ select(grad, valid)``, the weight gradient from ``g`` and the re-selected input
-    (freed at once), the input gradient from ``g`` selected in place by the input mask.
-    Inputs of up to ``_ONE_CALL`` elements get both gradients from one
-    ``convolution_backward`` call (the re-selected input then lives until the input
-    gradient is computed: a few hundred kilobytes at most). With ``create_graph`` or a
-    batched gradient: the composable path's backward.
+    ``Σ select(grad, valid)``, the weight gradient from ``g`` and the selected input, the
+    input gradient from ``g`` selected in place by the input mask. Small inputs get both
+    gradients from one ``convolution_backward`` call with the kept selected input; larger
+    ones re-select the input, compute the weight gradient and free it before the input
+    gradient is allocated (a second backward with ``retain_graph`` re-selects too). With
+    ``create_graph`` or a batched gradient: the composable path's backward.
 
     Only ``x``, the weight and the bias are autograd inputs; the mask, the rescale, the
-    output validity, the mask bits and the convolution's arguments travel in one ``_Aux``.
+    output validity and the convolution's arguments travel in one ``_Aux``.
     """
 
     @staticmethod
@@ -498,12 +485,16 @@ class _PartialConvFn(torch.autograd.Function):
         # in ``aux`` (fewer arguments to unwrap and record per call).
         ctx.save_for_backward(x, weight, bias, aux.m)
         ctx.aux = aux
-        return _fast_forward(x, aux.m, aux.bits, weight, bias, aux.scale, aux.valid, aux.spec)
+        out, xz = _fast_forward(x, aux.m, weight, bias, aux.scale, aux.valid, aux.spec)
+        # Small inputs: the selected input is kept for the backward (at most ``_ONE_CALL``
+        # elements); larger ones recompute it there.
+        ctx.xz = xz if x.numel() <= _ONE_CALL else None
+        return out
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, weight, bias, m = ctx.saved_tensors
-        _, scale, valid, spec, bits = ctx.aux
+        _, scale, valid, spec = ctx.aux
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         if torch.is_grad_enabled() or not fast_path(grad):
             gx, _, gw, gb, _, _ = differentiable_backward(
@@ -521,21 +512,20 @@ class _PartialConvFn(torch.autograd.Function):
         grad_b = g.sum([0, *range(2, g.dim())]) if need_b else None
         g_g.mul_(_small(scale, gc))
         grad_x = grad_w = None
-        if need_w and x.numel() <= _ONE_CALL:
-            # Small inputs: one call for both gradients (the selected input lives a little longer).
-            xz = _select_fast(x, m, bits, torch.empty_like(x))
+        xz, ctx.xz = ctx.xz, None
+        if need_w and xz is not None:
+            # Small inputs: one call for both gradients, with the selected input kept by the forward.
             grad_x, grad_w, _ = _CONV_BACKWARD(g, xz, weight, None, *args, [need_x, True, False])
-            del xz
         else:
             if need_w:
-                xz = _select_fast(x, m, bits, torch.empty_like(x))
+                xz = select_into(x, m, out=torch.empty_like(x))
                 grad_w = _CONV_BACKWARD(g, xz, weight, None, *args, [False, True, False])[1]
                 del xz  # freed before the input gradient is allocated
             if need_x:
                 # The input gradient reads the input's shape only, not its values.
                 grad_x = _CONV_BACKWARD(g, x, weight, None, *args, [True, False, False])[0]
         if grad_x is not None:
-            _select_fast(grad_x, m, bits, grad_x)
+            select_into(grad_x, m, out=grad_x)
         return grad_x, grad_w, grad_b, None
 
 
@@ -579,13 +569,13 @@ def _finish(
     geo = _geometry(spec, kernel, per, tuple(x.shape[2:]), padding_valid, acc, x.device, eager)
     scale, valid = _rescale(cnt, cnt_in, geo, x.dtype)
     if eager and spec.pre_pad is None:
-        bits = mask_bits(m_sh, x.dtype) if is_sh else None
+        m_sel = m_sh if is_sh else m
         if torch.is_grad_enabled() and (
             x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
         ):
-            out = _PartialConvFn.apply(x, weight, bias, _Aux(m, scale, valid, spec, bits))
+            out = _PartialConvFn.apply(x, weight, bias, _Aux(m_sel, scale, valid, spec))
         else:
-            out = _fast_forward(x, m, bits, weight, bias, scale, valid, spec)
+            out = _fast_forward(x, m_sel, weight, bias, scale, valid, spec)[0]
     else:
         out = _composite(x, m, weight, bias, scale, valid, spec)
     gc = valid.shape[1]
@@ -636,13 +626,12 @@ def _shared_eager(
     scale = torch.div(window, cnt.clamp_min_(1))
     if scale.dtype != x.dtype:
         scale = scale.to(x.dtype)
-    bits = mask_bits(m, x.dtype)
     if torch.is_grad_enabled() and (
         x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
     ):
-        out = _PartialConvFn.apply(x, weight, bias, _Aux(m, scale, valid, spec, bits))
+        out = _PartialConvFn.apply(x, weight, bias, _Aux(m, scale, valid, spec))
     else:
-        out = _fast_forward(x, m, bits, weight, bias, scale, valid, spec)
+        out = _fast_forward(x, m, weight, bias, scale, valid, spec)[0]
     return tuple.__new__(Masked, (out, valid))
 
 
