@@ -2,10 +2,12 @@
 
 Usage:
     python benchmarks/bench_seq.py [--repeats 21] [--threads 1] [--quick] [--compiled-train]
+        [--only-lstm | --only-gru] [--timer cpu]
 
 Prints ratios ``time(candidate) / time(reference)`` (median of repeats; the
-candidates of a table are run interleaved, one repeat each in turn, so load from
-other processes hits all of them alike):
+candidates of a table are run interleaved, one repeat each in turn, each repeat
+starting the order one candidate later, so load from other processes and the memory
+state a candidate leaves hit all of them alike):
 
 LSTM, N=64, T=100, 32 -> 128, 30 % random holes (issue 8, item 6), in training
 (forward + backward) and in inference (eval mode, ``torch.no_grad()``):
@@ -19,7 +21,10 @@ LSTM, N=64, T=100, 32 -> 128, 30 % random holes (issue 8, item 6), in training
   (``composable_only()``), and MaskedLSTM compiled by inductor (``allow_rnn``;
   inference by default, training with ``--compiled-train``: its compilation takes
   minutes, PyTorch unrolls the LSTM over the 100 steps).
-GRU inference, same shapes: MaskedGRU vs packed nn.GRU (target: no slower).
+GRU inference, same shapes: MaskedGRU vs packed nn.GRU (target: no slower), with the
+  holes squeezed out for nn.GRU outside the timing (the strictest) and inside it with
+  the outputs put back at their own steps (the same job MaskedGRU does); and on
+  right-padded batches (random lengths), where packing needs no squeeze.
 Time-distributed dense, N=64, T=256, 256 -> 256, 50 % padding: TimeDistributedLinear vs
   nn.Linear on the padded batch (target >= 1.6x faster, the limit is 2x).
 
@@ -57,12 +62,19 @@ def interleaved(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, f
             print(f"  ({name}: first call, compilation included, {time.perf_counter() - t0:.1f} s)")
         fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
+    names = list(fns)
+    clock = CLOCK[0]
+    for r in range(repeats):
+        k = r % len(names)  # each candidate in each place of the order in turn
+        for name in names[k:] + names[:k]:
+            t0 = clock()
+            fns[name]()
+            times[name].append(clock() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+# The clock of ``interleaved``: the wall clock, or the thread's CPU time (``--timer cpu``).
+CLOCK: list[Callable[[], float]] = [time.perf_counter]
 
 
 def keras_case(x: torch.Tensor, mask: torch.Tensor, h: int) -> Callable[[], None]:
@@ -102,6 +114,7 @@ def lstm_cases(
     static: bool = False,
     compiled: bool = False,
     cell: str = "LSTM",
+    same_job: bool = False,
 ) -> dict[str, Callable[[], None]]:
     """The candidates of one table; ``inference``: eval mode under ``torch.no_grad()``."""
     torch.manual_seed(0)
@@ -157,11 +170,25 @@ def lstm_cases(
         out, _ = pad_packed_sequence(out_p, batch_first=True, total_length=t)
         return total(out, st)
 
+    def packed_same_job_fn(xi: torch.Tensor) -> torch.Tensor:
+        # The whole job that MaskedGRU/MaskedLSTM do: squeeze the holes out, pack, run, unpack,
+        # and put each output back at its own time step (zeros at the holes).
+        order_i = torch.argsort((~mask).to(torch.uint8), dim=1, stable=True)
+        comp = xi.gather(1, order_i.unsqueeze(-1).expand_as(xi))
+        packed = pack_padded_sequence(comp, mask.sum(1), batch_first=True, enforce_sorted=False)
+        out_p, st = plain(packed)
+        out, _ = pad_packed_sequence(out_p, batch_first=True, total_length=t)
+        # order_i is a permutation of the steps: every position is written (zeros at the holes).
+        back = torch.empty_like(out).scatter_(1, order_i.unsqueeze(-1).expand_as(out), out)
+        return total(back, st)
+
     fns = {
         f"nn.{cell} padded, no mask": step(plain_fn, x),
         f"Masked{cell}": step(masked_fn, x),
         f"nn.{cell} packed": step(packed_fn, compact),
     }
+    if same_job and not right_padding:
+        fns[f"nn.{cell} packed, squeeze and unsqueeze timed"] = step(packed_same_job_fn, x)
     if static:
         fns[f"Masked{cell} static path (eager)"] = step(static_fn, x)
     if compiled:
@@ -236,7 +263,16 @@ def main() -> None:
         action="store_true",
         help="also time MaskedLSTM compiled in training (slow to compile)",
     )
+    ap.add_argument("--only-gru", action="store_true", help="only the GRU tables")
+    ap.add_argument(
+        "--timer",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="cpu: time each call by the thread's CPU time (with one thread, for a loaded machine)",
+    )
     args = ap.parse_args()
+    if args.timer == "cpu":
+        CLOCK[0] = time.thread_time
     if args.threads:
         torch.set_num_threads(args.threads)
     reps = 3 if args.quick else args.repeats
@@ -255,45 +291,58 @@ def main() -> None:
             print(f"| {k} | {v * 1e3:.1f} | {v / med[ref]:.2f}x |")
         return med
 
-    ref = "nn.LSTM padded, no mask"
-    med = table(
-        "LSTM N=64 T=100 32->128, 30 % random holes, training (forward + backward)",
-        lstm_cases(
-            64, 100, 32, 128, 0.3, False, 1, keras=args.keras, static=True, compiled=args.compiled_train
-        ),
-        ref,
-        reps,
-    )
-    a = med["MaskedLSTM"] / med[ref]
-    b = med["nn.LSTM packed"] / med["MaskedLSTM"]
-    c = med["per-step loop (LSTMCell)"] / med["MaskedLSTM"]
-    print(
-        f"\n(a) training: MaskedLSTM / nn.LSTM padded no mask = {a:.2f}x (target <= 1.25x)\n"
-        f"(b) nn.LSTM packed / MaskedLSTM = {b:.2f}x (MaskedLSTM is {b:.2f}x faster)\n"
-        f"(c) per-step loop / MaskedLSTM = {c:.1f}x speed-up"
-    )
-    if args.keras:
-        k = med["Keras 3 Masking+LSTM (torch backend)"] / med["MaskedLSTM"]
-        print(f"Keras 3 Masking+LSTM / MaskedLSTM = {k:.2f}x")
-    med_i = table(
-        "LSTM N=64 T=100 32->128, 30 % random holes, inference (eval, no_grad)",
-        lstm_cases(
-            64, 100, 32, 128, 0.3, False, 1, inference=True, static=True, compiled=not args.no_compiled
-        ),
-        ref,
-        reps,
-    )
-    ai = med_i["MaskedLSTM"] / med_i[ref]
-    print(f"\n(a) inference: MaskedLSTM / nn.LSTM padded no mask = {ai:.2f}x (target <= 1.25x)")
+    if not args.only_gru:
+        ref = "nn.LSTM padded, no mask"
+        med = table(
+            "LSTM N=64 T=100 32->128, 30 % random holes, training (forward + backward)",
+            lstm_cases(
+                64, 100, 32, 128, 0.3, False, 1, keras=args.keras, static=True, compiled=args.compiled_train
+            ),
+            ref,
+            reps,
+        )
+        a = med["MaskedLSTM"] / med[ref]
+        b = med["nn.LSTM packed"] / med["MaskedLSTM"]
+        c = med["per-step loop (LSTMCell)"] / med["MaskedLSTM"]
+        print(
+            f"\n(a) training: MaskedLSTM / nn.LSTM padded no mask = {a:.2f}x (target <= 1.25x)\n"
+            f"(b) nn.LSTM packed / MaskedLSTM = {b:.2f}x (MaskedLSTM is {b:.2f}x faster)\n"
+            f"(c) per-step loop / MaskedLSTM = {c:.1f}x speed-up"
+        )
+        if args.keras:
+            k = med["Keras 3 Masking+LSTM (torch backend)"] / med["MaskedLSTM"]
+            print(f"Keras 3 Masking+LSTM / MaskedLSTM = {k:.2f}x")
+        med_i = table(
+            "LSTM N=64 T=100 32->128, 30 % random holes, inference (eval, no_grad)",
+            lstm_cases(
+                64, 100, 32, 128, 0.3, False, 1, inference=True, static=True, compiled=not args.no_compiled
+            ),
+            ref,
+            reps,
+        )
+        ai = med_i["MaskedLSTM"] / med_i[ref]
+        print(f"\n(a) inference: MaskedLSTM / nn.LSTM padded no mask = {ai:.2f}x (target <= 1.25x)")
     med_g = table(
         "GRU N=64 T=100 32->128, 30 % random holes, inference (eval, no_grad)",
-        lstm_cases(64, 100, 32, 128, 0.3, False, 1, inference=True, static=True, cell="GRU"),
+        lstm_cases(64, 100, 32, 128, 0.3, False, 1, inference=True, static=True, cell="GRU", same_job=True),
         "nn.GRU packed",
         reps,
     )
     g = med_g["MaskedGRU"] / med_g["nn.GRU packed"]
-    print(f"\nMaskedGRU / nn.GRU packed (inference) = {g:.2f}x (target <= 1x)")
-    if args.only_lstm:
+    g_job = med_g["MaskedGRU"] / med_g["nn.GRU packed, squeeze and unsqueeze timed"]
+    med_r = table(
+        "GRU N=64 T=100 32->128, right padding (random lengths, 70 % valid on average), inference",
+        lstm_cases(64, 100, 32, 128, 0.3, False, 1, right_padding=True, inference=True, cell="GRU"),
+        "nn.GRU packed",
+        reps,
+    )
+    g_right = med_r["MaskedGRU"] / med_r["nn.GRU packed"]
+    print(
+        f"\nMaskedGRU / nn.GRU packed (inference, target <= 1x): random holes {g:.3f}x (holes squeezed "
+        f"out for nn.GRU outside the timing), {g_job:.3f}x (squeezed and put back inside it: the same "
+        f"job), right padding {g_right:.3f}x"
+    )
+    if args.only_lstm or args.only_gru:
         return
     med2 = table(
         "LSTM 2 layers bidirectional, N=64 T=100 32->128, 30 % random holes",

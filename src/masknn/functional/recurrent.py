@@ -313,19 +313,25 @@ def _packed(
         return x.new_zeros(*shape, cfg.d * h0.shape[-1]), h0.clone()
     tm = int(sorted_len[0])
     batch_sizes = (sorted_len[:active].unsqueeze(0) > torch.arange(tm, device=dev).unsqueeze(1)).sum(1)
-    offsets = batch_sizes.cumsum(0) - batch_sizes  # first packed row of each step
+    ends = batch_sizes.cumsum(0)
+    total = int(ends[-1])
     rank = torch.empty_like(order)
     rank[order] = torch.arange(n, device=dev)
-    # Every valid step (sequence i, time s, its k-th valid step): its packed row and its row in x.
-    flat = valid.reshape(-1).nonzero().squeeze(1)  # i * T + s, in order
-    seq, time = flat // t, flat % t
-    packed_row = offsets[csum.reshape(-1)[flat] - 1] + rank[seq]
-    x_row = flat if batch_first else time * n + seq
-    source = torch.empty_like(packed_row)
-    source[packed_row] = x_row  # the row of x that each packed row reads
-    # The packed row that each output row reads: its own, or one zero row appended (masked steps).
-    reads = torch.full((n * t,), packed_row.shape[0], dtype=packed_row.dtype, device=dev)
-    reads[x_row] = packed_row
+    # The packed row of every step of x (sequence i, its k-th valid step: the rows of step k
+    # start at ends[k] - batch_sizes[k], sequence i is the rank[i]-th among them), and row
+    # ``total`` (a zero row appended to the output) at masked steps. Dense over (N, T): no
+    # ``nonzero``.
+    k = (csum - 1).clamp_min_(0)
+    row = (ends - batch_sizes)[k].add_(rank.unsqueeze(1))
+    reads = torch.where(valid, row, total)
+    if not batch_first:
+        reads = reads.t()
+    reads = reads.reshape(-1)  # the packed row that each row of x (and of the output) reads
+    # The row of x that each packed row reads: the inverse of ``reads`` on the valid steps
+    # (the masked ones all write the spare last slot, which is dropped).
+    source = torch.empty(total + 1, dtype=reads.dtype, device=dev)
+    source.scatter_(0, reads, torch.arange(n * t, device=dev))
+    source = source[:total]
     f = x.shape[-1]
     data = x.reshape(-1, f).index_select(0, source)
     hx = h0.index_select(1, order[:active])
