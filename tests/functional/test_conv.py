@@ -473,9 +473,9 @@ def test_both_paths_equal_forward_and_gradients(name: str, nd: int, per_channel:
 def test_every_fast_backward_branch_equals_the_composable_path(
     case: str, needs: str, one_call: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The fast backward has a branch for small inputs (both gradients from one call, and a
-    shorter one for channel-shared masks) and one for large inputs; each, for every subset
-    of gradients asked for, equals the composable path."""
+    """The fast backward has a branch for small inputs (both gradients from one call with the
+    selected input the forward kept) and one for large inputs (the input selected again);
+    each, for every subset of gradients asked for, equals the composable path."""
     monkeypatch.setattr(conv_mod, "_ONE_CALL", 1 << 30 if one_call else 0)
     _, nd, per_channel, kw = next(c for c in PATH_CASES if c[0] == case)
     x, _, w, b, f = _path_case(nd, per_channel, kw)
@@ -500,6 +500,29 @@ def test_every_fast_backward_branch_equals_the_composable_path(
         if a is not None:
             assert bool(torch.isfinite(a).all())
             torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("one_call", [True, False])
+def test_a_second_backward_with_retain_graph_gives_the_same_gradients(
+    one_call: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small inputs keep their selected input for the first backward only; a second backward
+    of the same graph (``retain_graph=True``) selects it again and gives the same gradients."""
+    monkeypatch.setattr(conv_mod, "_ONE_CALL", 1 << 30 if one_call else 0)
+    g = torch.Generator().manual_seed(4)
+    m = torch.rand(2, 1, 6, 7, generator=g) > 0.5
+    x = torch.where(m, torch.randn(2, 3, 6, 7, generator=g, dtype=torch.float64), torch.nan)
+    xs = x.requires_grad_()
+    layer = MNN.PartialConv2d(3, 4, 3, padding=1).double()
+    out = layer(Masked(xs, m))
+    assert type(out.data.grad_fn).__name__ == "_PartialConvFnBackward"
+    cot = torch.where(out.mask, torch.randn(out.data.shape, generator=g, dtype=torch.float64), torch.nan)
+    params = (xs, layer.weight, layer.bias)
+    first = torch.autograd.grad(out.data, params, cot, retain_graph=True)
+    second = torch.autograd.grad(out.data, params, cot)
+    for a, b in zip(first, second):
+        assert bool(torch.isfinite(a).all())
+        assert torch.equal(a, b)
 
 
 def test_the_common_case_shortcut_equals_the_general_path() -> None:
