@@ -1080,3 +1080,43 @@ def test_gru_keeps_right_padding_where_the_initial_product_overflows(composable:
     for gr, rg in zip(grads[1:], ref_grads):
         torch.testing.assert_close(gr, rg, rtol=1e-9, atol=1e-9)
     assert bool((out.data[~valid] == 0).all()) and bool((grads[0][~valid] == 0).all())
+
+
+@pytest.mark.parametrize("mode", ["GRU", "RNN_TANH", "RNN_RELU"])
+@pytest.mark.parametrize("empty", [False, True])
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_packed_inference_equals_the_loop(
+    mode: str, empty: bool, batch_first: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GRU/RNN inference on the eager path runs the valid steps as one packed sequence: its
+    output (exact zeros at masked steps) and state equal the per-sequence loop, with every
+    sequence having a valid step (the state gathered back) or one having none (it keeps h_0)."""
+    import masknn.functional.recurrent as rec
+
+    calls: list[int] = []
+    real = rec._packed
+
+    def counted(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rec, "_packed", counted)
+    gen = torch.Generator().manual_seed(11)
+    rnn = make_twin(mode, 4, 6, num_layers=2, bidirectional=True, batch_first=True).double()
+    valid = torch.rand(5, 9, generator=gen) > 0.4
+    valid[:, 3] = True
+    if empty:
+        valid[1] = False
+    x = torch.where(valid.unsqueeze(-1), torch.randn(5, 9, 4, generator=gen, dtype=torch.float64), torch.nan)
+    hx = torch.randn(4, 5, 6, generator=gen, dtype=torch.float64)
+    ref, ref_h, _ = naive_rnn(mode, rnn, torch.nan_to_num(x), valid, hx)
+    xi, vi = (x, valid) if batch_first else (x.transpose(0, 1), valid.t())
+    with torch.no_grad():
+        out, h, _ = run(mode, rnn, xi, vi, hx, batch_first=batch_first)
+    assert calls, "the packed path did not run"
+    got = out.data if batch_first else out.data.transpose(0, 1)
+    torch.testing.assert_close(got, torch.where(valid.unsqueeze(-1), ref, 0), rtol=1e-10, atol=1e-12)
+    assert bool((got[~valid] == 0).all()) and not bool(torch.signbit(got[~valid]).any())
+    torch.testing.assert_close(h, ref_h, rtol=1e-10, atol=1e-12)
+    if empty:
+        assert torch.equal(h[:, 1], hx[:, 1])

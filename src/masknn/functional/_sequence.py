@@ -31,5 +31,5 @@ def sequence_step_mask(op: str, x: Tensor, mask: object, batch_first: bool = Tru
             f"{shape_str(m.shape)}; fill masked features first (masknn.nn.Fill) or reduce the mask "
             "over features"
         )
-    m = m[..., 0].expand(x.shape[:2])
+    m = m.select(-1, 0).expand(x.shape[:2])
     return m if batch_first else m.t()

@@ -112,7 +112,7 @@ from torch import Tensor
 
 from masknn._masked import Masked
 from masknn._validation import check_data, shape_str
-from masknn.functional._select import fast_path, select
+from masknn.functional._select import fast_path, select, select_into
 from masknn.functional._sequence import sequence_step_mask
 
 __all__ = ["masked_gru", "masked_lstm", "masked_recurrent", "masked_rnn"]
@@ -337,13 +337,18 @@ def _packed(
     hx = h0.index_select(1, order[:active])
     args = (list(params), cfg.bias, cfg.num_layers, cfg.dropout, cfg.training, cfg.bidirectional)
     out_p, h_s = _KERNEL_FNS[cfg.mode](data, batch_sizes.cpu(), hx, *args)
-    h_n = h0.to(h_s.dtype).index_copy(1, order[:active], h_s)  # h_s may be in the autocast dtype
-    width = out_p.shape[-1]
-    # Laid out as x, exact zeros at masked steps: one gather (2x faster than zero-filling the
-    # output and scattering the packed rows into it with index_copy_).
-    out = torch.cat([out_p, out_p.new_zeros(1, width)]).index_select(0, reads)
+    if active == n:  # back to the batch order: one gather
+        h_n = h_s.index_select(1, rank)
+    else:  # sequences with no valid step keep h_0
+        h_n = h0.to(h_s.dtype).index_copy(1, order[:active], h_s)  # h_s may be in the autocast dtype
+    # Laid out as x: one gather (masked steps read packed row 0), then exact zeros selected at
+    # the masked steps (faster than gathering from the output with a zero row appended, which
+    # copies it, or than zero-filling an output and scattering the packed rows into it).
+    out = out_p.index_select(0, reads.clamp_max_(total - 1))
     shape = (n, t) if batch_first else (t, n)
-    return out.view(*shape, width), h_n
+    keep = valid if batch_first else valid.t()
+    select_into(out.view(*shape, -1), keep.unsqueeze(-1), out=out.view(*shape, -1))
+    return out.view(*shape, out.shape[-1]), h_n
 
 
 def _max_power_of_two(dtype: torch.dtype) -> float:
