@@ -191,8 +191,8 @@ def select_into(src: Tensor, mask: Tensor, out: Tensor | None = None) -> Tensor:
     them. ``mask`` is ``(N or 1, C or 1, *spatial)``. The select is an integer
     multiplication of the data's bits by the bool mask (``v · 1 = v`` and ``v · 0 = 0``
     for every bit pattern ``v``: exact, NaN and Inf included), broadcast by the kernel
-    itself, so no integer mask is ever allocated. Inputs larger than the last-level
-    cache with a full-size mask go a slice of the batch at a time (measured faster).
+    itself, so no integer mask is ever allocated. Inputs of more than ``_SLICED`` elements
+    with a full-size mask go a slice of the batch at a time (measured faster there).
     """
     itype = _BITS[src.dtype]
     src = src.resolve_neg()

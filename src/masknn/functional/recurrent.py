@@ -318,9 +318,8 @@ def _packed(
     rank = torch.empty_like(order)
     rank[order] = torch.arange(n, device=dev)
     # The packed row of every step of x (sequence i, its k-th valid step: the rows of step k
-    # start at ends[k] - batch_sizes[k], sequence i is the rank[i]-th among them), and row
-    # ``total`` (a zero row appended to the output) at masked steps. Dense over (N, T): no
-    # ``nonzero``.
+    # start at ends[k] - batch_sizes[k], sequence i is the rank[i]-th among them), and the
+    # spare index ``total`` at masked steps. Dense over (N, T): no ``nonzero``.
     k = (csum - 1).clamp_min_(0)
     row = (ends - batch_sizes)[k].add_(rank.unsqueeze(1))
     reads = torch.where(valid, row, total)
