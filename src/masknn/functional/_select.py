@@ -12,10 +12,11 @@ Two implementations, one meaning:
   ``torch.export``, ``torch.jit.trace`` (the legacy ONNX exporter), fx proxies, fake
   and other tensor subclasses, any ``torch.func`` transform (vmap, grad, jacrev, ...),
   any active Python dispatch or function mode, and on devices other than the CPU;
-* the **eager fast path** on CPU: a bitwise AND of the float's bits with all-ones
-  (valid) or all-zeros (masked) integers, 2.7-5.5x faster than a boolean ``where`` on
-  CPU. It runs as an ``torch.autograd.Function`` whose backward calls
-  ``select`` again, so double (and higher) backward work on it too.
+* the **eager fast path** on CPU: the float's bits, viewed as integers of the same
+  width, multiplied by the bool mask (``v · 1 = v``, ``v · 0 = 0`` for every bit pattern:
+  exact, NaN and Inf included), 2.7-5.5x faster than a boolean ``where`` on CPU. It
+  runs as an ``torch.autograd.Function`` whose backward calls ``select`` again, so double
+  (and higher) backward work on it too.
 
 ``fast_path`` is the one predicate that decides; the fused nodes of the other
 ops (partial convolution, batch norm, pooling) use it the same way.
@@ -144,17 +145,12 @@ def mask_bits(m: Tensor, dtype: torch.dtype) -> Tensor:
     return m.to(_BITS[dtype]).neg_()
 
 
-def _bitwise(x: Tensor, bits: Tensor) -> Tensor:
-    # resolve_neg: a dtype view of a tensor with the negative bit set raises (no-op otherwise).
-    return torch.bitwise_and(x.resolve_neg().view(bits.dtype), bits).view(x.dtype)
-
-
 class _SelectZero(torch.autograd.Function):
     """The eager-CPU select as one autograd node; its backward is ``select`` of the gradient."""
 
     @staticmethod
     def forward(x: Tensor, m: Tensor) -> Tensor:
-        return _bitwise(x, mask_bits(m, x.dtype))
+        return select_into(x, m)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Tensor, Tensor], output: Tensor) -> None:
@@ -195,9 +191,9 @@ def select_into(src: Tensor, mask: Tensor, out: Tensor | None = None) -> Tensor:
     with a full-size mask go a slice of the batch at a time (measured faster there).
     """
     itype = _BITS[src.dtype]
-    src = src.resolve_neg()
+    src = src.resolve_neg()  # a dtype view of a tensor with the negative bit set raises
     if out is None:
-        out = torch.empty(src.shape, dtype=src.dtype, device=src.device)
+        out = torch.empty_like(src)  # src's layout (channels-last stays channels-last)
     n = src.shape[0] if src.dim() else 1
     if mask.dim() < 2 or mask.shape[1] == 1 or mask.shape[0] == 1 or n == 1 or src.numel() <= _SLICED:
         torch.mul(src.view(itype), mask, out=out.view(itype))
