@@ -6,7 +6,7 @@ same weights) is the baseline, "masked" the masknn layer; partial-convolution ca
 torch-pconv (DesignStripe's PConv2d, when installed: ``pip install torch-pconv --no-deps``),
 masknn's composable path forced in eager mode (``composable_only()``: what torch.compile,
 export and torch.func see), and with ``--compile`` the torch.compile'd masked and plain
-layers. Variants run round-robin (the order rotates every repeat) so that load from other
+layers. Variants run interleaved (a new seeded random order every repeat) so that load from other
 processes hits all alike; the table gives each variant's median time, the ratio of its
 median to the plain median, and the median over repeats of the per-repeat ratio
 ("paired"); for the small layer also the microseconds above plain (the per-call overhead).
@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import resource
 import statistics
 import subprocess
@@ -160,9 +161,12 @@ def time_case(
             fn()
     names = list(fns)
     times: dict[str, list[float]] = {k: [] for k in names}
-    for r in range(repeats):
-        k = r % len(names)
-        for name in names[k:] + names[:k]:
+    order = random.Random(0)
+    for _ in range(repeats):
+        # A new order every repeat: each variant follows every other one in turn (a rotation
+        # keeps each variant's predecessor, and the memory state it leaves, fixed).
+        order.shuffle(names)
+        for name in names:
             sync()
             t0 = clock()
             fns[name]()
@@ -253,7 +257,7 @@ def main() -> None:
         print(f"device: {torch.cuda.get_device_name() if args.device.startswith('cuda') else args.device}")
     print(f"torch-pconv: {'installed' if torch_pconv is not None else 'not installed'}")
     print(
-        f"{args.repeats} repeats, variants interleaved round-robin, {args.timer} time; "
+        f"{args.repeats} repeats, variants interleaved in a new random order each, {args.timer} time; "
         "ratio = median / plain median"
     )
     print(f"{'case':<18}{'variant':<19}{'ms':>9}{'ratio':>8}{'paired':>8}{'us>plain':>10}")

@@ -5,9 +5,9 @@ Usage:
         [--only-lstm | --only-gru] [--timer cpu]
 
 Prints ratios ``time(candidate) / time(reference)`` (median of repeats; the
-candidates of a table are run interleaved, one repeat each in turn, each repeat
-starting the order one candidate later, so load from other processes and the memory
-state a candidate leaves hit all of them alike):
+candidates of a table are run interleaved, one repeat each in turn, in a new random
+order every repeat (seeded), so load from other processes and the memory state a
+candidate leaves hit all of them alike):
 
 LSTM, N=64, T=100, 32 -> 128, 30 % random holes (issue 8, item 6), in training
 (forward + backward) and in inference (eval mode, ``torch.no_grad()``):
@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -64,9 +65,12 @@ def interleaved(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, f
     times: dict[str, list[float]] = {k: [] for k in fns}
     names = list(fns)
     clock = CLOCK[0]
-    for r in range(repeats):
-        k = r % len(names)  # each candidate in each place of the order in turn
-        for name in names[k:] + names[:k]:
+    order = random.Random(0)
+    for _ in range(repeats):
+        # A new order every repeat: each candidate follows every other one in turn (a rotation
+        # keeps each candidate's predecessor, and the memory state it leaves, fixed).
+        order.shuffle(names)
+        for name in names:
             t0 = clock()
             fns[name]()
             times[name].append(clock() - t0)
