@@ -174,7 +174,7 @@ def time_case(
             times[name].append(clock() - t0)
     base = statistics.median(times["plain"])
     rows = []
-    for name in names:
+    for name in fns:  # in the variants' own order (``names`` was shuffled)
         med = statistics.median(times[name])
         rows.append(
             {
