@@ -39,7 +39,7 @@ from masknn._validation import (
     shape_str,
     to_bool_mask,
 )
-from masknn.functional._select import differentiable_backward, fast_path, mask_bits, select
+from masknn.functional._select import differentiable_backward, fast_path, select, select_into
 
 __all__ = [
     "masked_binary_cross_entropy_with_logits",
@@ -165,12 +165,6 @@ def _loss_composite(
 _CHUNK = 1 << 19
 
 
-def _select_(t: Tensor, bits: Tensor) -> Tensor:
-    """In place: ``t`` where the mask bits are all ones, +0.0 where they are zeros."""
-    torch.bitwise_and(t.view(bits.dtype), bits, out=t.view(bits.dtype))
-    return t
-
-
 def _chunks(n: int, numel: int) -> list[tuple[int, int]]:
     step = max(1, _CHUNK // max(1, numel // max(n, 1)))
     return [(i, min(i + step, n)) for i in range(0, n, step)]
@@ -217,9 +211,9 @@ def _fused_elem_sum(
 ) -> Tensor:
     """Sum over the batch of the selected per-element loss, chunk by chunk along dim 0.
 
-    Per chunk (in cache): ``d = x - t`` selected in place (mask bits per chunk, no
-    full-size integer mask), then the loss: ``d·d`` (MSE), ``Σ|d|`` (L1), the smooth L1
-    sum. When the backward needs it, ``f'(d)`` (``d``, ``s = sign(d)``, ``clamp(d, -β, β)``)
+    Per chunk (in cache): ``d = x - t`` selected in place (``select_into``), then the
+    loss: ``d·d`` (MSE), ``Σ|d|`` (L1), the smooth L1 sum. When the backward needs it,
+    ``f'(d)`` (``d``, ``s = sign(d)``, ``clamp(d, -β, β)``)
     is written into ``keep`` (full size) and scaled by ``factors`` (from ``_grad_factors``:
     the gradient for a unit cotangent, the mean's ``1 / count`` folded in), exactly 0 at
     masked elements (``f'(0) = 0``); the L1 sum is then ``s·d`` (one read instead of an
@@ -235,14 +229,8 @@ def _fused_elem_sum(
     parts: list[Tensor] = []
     buf = None if kind == "bce" or keep is not None else torch.empty(shape, dtype=x.dtype)
     aux = torch.empty(shape, dtype=x.dtype) if keep is not None and kind in ("l1", "smooth_l1") else None
-    # Integer mask bits for the whole batch when they are small (fewer ops), else per chunk:
-    # a fresh multi-megabyte buffer costs more in page faults than the extra small ops.
-    shared = mask_bits(valid, x.dtype) if valid.numel() <= _CHUNK or valid.shape[0] == 1 else None
     for i, j in ranges:
-        if shared is None:
-            b = mask_bits(valid[i:j], x.dtype)
-        else:
-            b = shared if shared.shape[0] == 1 else shared[i:j]
+        b = valid if valid.shape[0] == 1 else valid[i:j]  # this chunk's mask (or the batch-shared one)
         if kind == "bce" or (kind == "smooth_l1" and keep is None and beta > 0):
             # The per-element loss straight from x and t, selected in place (masked elements
             # exactly 0 whatever they hold), summed. For smooth L1 (inference) into the buffer:
@@ -251,14 +239,14 @@ def _fused_elem_sum(
                 e = F.binary_cross_entropy_with_logits(x[i:j], t[i:j], reduction="none")
             else:
                 e = _SMOOTH_L1(x[i:j], t[i:j], 0, beta, out=buf[: j - i])  # type: ignore[index]
-            parts.append(_select_(e, b).sum())
+            parts.append(select_into(e, b, out=e).sum())
             continue
         # d in ``keep`` for MSE (its own derivative), else in a small buffer
         if keep is None:
             d = buf[: j - i]  # type: ignore[index]
         else:
             d = keep[i:j] if kind == "mse" else aux[: j - i]  # type: ignore[index]
-        _select_(torch.sub(x[i:j], t[i:j], out=d), b)
+        select_into(torch.sub(x[i:j], t[i:j], out=d), b, out=d)
         flat = d.view(-1)
         if kind == "mse":
             parts.append(torch.dot(flat, flat))
@@ -301,12 +289,12 @@ class _FusedLoss(torch.autograd.Function):
         ctx.unit = None
         need = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         if reduction == "none":
-            bits = mask_bits(valid, x.dtype)
             if kind == "bce":
-                out = _select_(F.binary_cross_entropy_with_logits(x, t, reduction="none"), bits)
+                out = F.binary_cross_entropy_with_logits(x, t, reduction="none")
                 ctx.save_for_backward(x, t, valid)
-                return out
-            d = _select_(torch.sub(x, t), bits)
+                return select_into(out, valid, out=out)
+            d = torch.sub(x, t)
+            select_into(d, valid, out=d)
             ctx.save_for_backward(x, t, valid, d)
             return _elem_of_diff(kind, d, beta)
         count = _eager_count(valid, x.numel())
@@ -351,9 +339,13 @@ class _FusedLoss(torch.autograd.Function):
         if reduction == "mean":
             grad = grad / _count(valid, x.numel()).clamp_min(1).to(grad.dtype)
         if kind == "bce":  # d loss / dx = (sigmoid(x) - t) * grad ; d loss / dt = -x * grad
-            bits = mask_bits(valid, x.dtype)
-            gx = _select_(torch.sigmoid(x).sub_(t).mul_(grad), bits) if need_x else None
-            gt = _select_(torch.mul(x, grad).neg_(), bits) if need_t else None
+            gx = gt = None
+            if need_x:
+                gx = torch.sigmoid(x).sub_(t).mul_(grad)
+                select_into(gx, valid, out=gx)
+            if need_t:
+                gt = torch.mul(x, grad).neg_()
+                select_into(gt, valid, out=gt)
             return gx, gt, None, None, None, None
         d = saved[3]
         # f'(d) * grad, selected: a NaN/Inf cotangent at a masked element reaches no gradient.
@@ -363,7 +355,7 @@ class _FusedLoss(torch.autograd.Function):
             gd = torch.clamp(d, -beta, beta).mul_(grad / beta)
         else:
             gd = torch.sign(d).mul_(grad)
-        _select_(gd, mask_bits(valid, x.dtype))
+        select_into(gd, valid, out=gd)
         return (gd if need_x else None), (gd.neg() if need_t else None), None, None, None, None
 
 
