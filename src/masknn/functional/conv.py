@@ -529,6 +529,16 @@ class _PartialConvFn(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None
 
 
+def _fused(x: Tensor, weight: Tensor, bias: Tensor | None, aux: _Aux) -> Tensor:
+    """The eager fast kernels: one autograd node when a gradient is recorded, else the forward alone."""
+    if torch.is_grad_enabled() and (
+        x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+    ):
+        out: Tensor = _PartialConvFn.apply(x, weight, bias, aux)
+        return out
+    return _fast_forward(x, aux.m, weight, bias, aux.scale, aux.valid, aux.spec)[0]
+
+
 def _finish(
     x: Tensor,
     m: Tensor,
@@ -569,13 +579,7 @@ def _finish(
     geo = _geometry(spec, kernel, per, tuple(x.shape[2:]), padding_valid, acc, x.device, eager)
     scale, valid = _rescale(cnt, cnt_in, geo, x.dtype)
     if eager and spec.pre_pad is None:
-        m_sel = m_sh if is_sh else m
-        if torch.is_grad_enabled() and (
-            x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
-        ):
-            out = _PartialConvFn.apply(x, weight, bias, _Aux(m_sel, scale, valid, spec))
-        else:
-            out = _fast_forward(x, m_sel, weight, bias, scale, valid, spec)[0]
+        out = _fused(x, weight, bias, _Aux(m_sh if is_sh else m, scale, valid, spec))
     else:
         out = _composite(x, m, weight, bias, scale, valid, spec)
     gc = valid.shape[1]
@@ -626,13 +630,7 @@ def _shared_eager(
     scale = torch.div(window, cnt.clamp_min_(1))
     if scale.dtype != x.dtype:
         scale = scale.to(x.dtype)
-    if torch.is_grad_enabled() and (
-        x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
-    ):
-        out = _PartialConvFn.apply(x, weight, bias, _Aux(m, scale, valid, spec))
-    else:
-        out = _fast_forward(x, m, weight, bias, scale, valid, spec)[0]
-    return tuple.__new__(Masked, (out, valid))
+    return tuple.__new__(Masked, (_fused(x, weight, bias, _Aux(m, scale, valid, spec)), valid))
 
 
 def _direct_spec(
