@@ -38,7 +38,7 @@ from torch import Tensor
 
 from masknn._masked import Masked
 from masknn._validation import check_data, check_dim, to_bool_mask
-from masknn.functional._select import _BITS, differentiable_backward, fast_path, mask_bits, select
+from masknn.functional._select import differentiable_backward, fast_path, select, select_into
 
 __all__ = [
     "masked_log_softmax",
@@ -247,20 +247,14 @@ def _product_sum(x: Tensor, m: Tensor, plan: _Plan, dtype: torch.dtype) -> Tenso
     out = torch.empty((p, 1, q), dtype=dtype)
     step = max(1, _PRODUCT_CHUNK // max(1, q * r))
     ranges = [(i, min(i + step, p)) for i in range(0, p, step)]
-    itype = _BITS[x.dtype]
-    sel: list[Tensor] = []  # made once, when a chunk needs the select: buffer, bits, integer view
+    sel: list[Tensor] = []  # the buffer, made once, when a chunk needs the select
 
     def run(i: int, j: int, selected: bool) -> None:
         src = x3[i:j]
         if selected:
             if not sel:
-                size = min(step, p) * q * r + 64 // x.element_size()
-                sel.extend(
-                    (torch.empty(size, dtype=x.dtype), mask_bits(m3, x.dtype), x3.resolve_neg().view(itype))
-                )
-            buf = _aligned_like(src, sel[0])
-            torch.bitwise_and(sel[2][i:j], sel[1][i:j], out=buf.view(itype))
-            src = buf
+                sel.append(torch.empty(min(step, p) * q * r + 64 // x.element_size(), dtype=x.dtype))
+            src = select_into(src, m3[i:j], out=_aligned_like(src, sel[0]))
         torch.bmm(mf[i:j], src.transpose(1, 2) if plan.q_first else src, out=out[i:j])
 
     run(*ranges[0], selected=False)
@@ -318,11 +312,6 @@ class _SelectSum(torch.autograd.Function):
 
 def _chunked_sum(x: Tensor, m: Tensor, dims: tuple[int, ...], dtype: torch.dtype) -> Tensor:
     """The bitwise select and sum, chunk by chunk along dimension 0 (not reduced)."""
-    # Integer mask bits for the whole batch when they are small (fewer ops), else per chunk:
-    # a fresh multi-megabyte buffer costs more in page faults than the extra small ops.
-    shared = mask_bits(m, x.dtype) if m.numel() <= _CHUNK or m.shape[0] == 1 else None
-    itype = _BITS[x.dtype]
-    xr = x.resolve_neg()
     n = int(x.shape[0])
     row = max(1, x.numel() // max(n, 1))
     step = max(1, _CHUNK // row)
@@ -330,12 +319,7 @@ def _chunked_sum(x: Tensor, m: Tensor, dims: tuple[int, ...], dtype: torch.dtype
     buf = torch.empty((min(step, n), *x.shape[1:]), dtype=x.dtype)
     for i in range(0, n, step):
         j = min(i + step, n)
-        part = buf[: j - i]
-        if shared is None:
-            b = mask_bits(m[i:j], x.dtype)
-        else:
-            b = shared if shared.shape[0] == 1 else shared[i:j]
-        torch.bitwise_and(xr[i:j].view(itype), b, out=part.view(itype))
+        part = select_into(x[i:j], m if m.shape[0] == 1 else m[i:j], out=buf[: j - i])
         torch.sum(part, dims, keepdim=True, dtype=dtype, out=out[i:j])
     return out
 
@@ -606,10 +590,9 @@ class _Softmax(torch.autograd.Function):
         anyv = m.any(d, keepdim=True)
         ninf = torch.tensor(-torch.inf, dtype=x.dtype)
         z = torch.where(m, x, torch.where(anyv, ninf, torch.zeros((), dtype=x.dtype)))
-        bits = mask_bits(m, x.dtype)
         if log:
             out = z.log_softmax(d)
-            torch.bitwise_and(out.view(bits.dtype), bits, out=out.view(bits.dtype))  # -inf -> 0
+            select_into(out, m, out=out)  # -inf -> 0
         else:
             out = z.softmax(d)
             if not bool(anyv.all()):  # eager only: zero the slices that have no valid element
@@ -627,11 +610,10 @@ class _Softmax(torch.autograd.Function):
                 lambda a: _softmax_composite(a, m, d, log), (x,), (grad,), (True,)
             )
             return gx, None, None, None
-        bits = mask_bits(m, grad.dtype)
-        g = torch.bitwise_and(grad.resolve_neg().view(bits.dtype), bits).view(grad.dtype)
+        g = select_into(grad, m)
         if log:
             gx = torch._log_softmax_backward_data(g, out, d, x.dtype)
-            torch.bitwise_and(gx.view(bits.dtype), bits, out=gx.view(bits.dtype))
+            select_into(gx, m, out=gx)
         else:
             gx = torch._softmax_backward_data(g, out, d, x.dtype)
         return gx, None, None, None
